@@ -1,0 +1,5 @@
+"""`python -m forwarder` runs the command-line interface."""
+
+from forwarder.cli import main
+
+main()

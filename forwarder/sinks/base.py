@@ -1,0 +1,199 @@
+"""The sink interface: a sink takes a batch of mapped records and returns only once the
+receiver has accepted it (or raises), so that the collector may commit its checkpoint."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One audit-log event rendered in the sink's schema.
+
+    `id`, `type` and `effective_at` come from the source event (for keys, timestamps,
+    severities); `doc` is the mapped document the sink serializes.
+    """
+
+    id: str
+    type: str
+    effective_at: int
+    doc: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record the receiver refused for good (too large, invalid): it goes to dead letters."""
+
+    record: Record
+    reason: str
+
+
+class SinkError(Exception):
+    """The batch was not accepted; the collector retries it later. The message is one line."""
+
+
+class SinkConfigError(ValueError):
+    """A sink URL or parameter is invalid (exit code 2). The message names the setting."""
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """A parsed sink URL: `scheme://host:port/path?param=value`, plus the schema to render."""
+
+    url: str
+    scheme: str
+    host: str | None
+    port: int | None
+    path: str
+    params: dict[str, str] = field(default_factory=dict)
+    schema: str = "ecs"
+
+    @property
+    def display(self) -> str:
+        """The URL without user info, safe for logs."""
+        parts = urlsplit(self.url)
+        if parts.username or parts.password:
+            netloc = parts.hostname or ""
+            if parts.port:
+                netloc += f":{parts.port}"
+            return parts._replace(netloc=netloc).geturl()
+        return self.url
+
+    def take(self, name: str, default: str | None = None) -> str | None:
+        """Read a parameter (sinks call this for each one they know)."""
+        return self.params.get(name, default)
+
+    def reject_unknown(self, known: set[str]) -> None:
+        unknown = sorted(set(self.params) - known - {"schema"})
+        if unknown:
+            raise SinkConfigError(
+                f"sink {self.display}: unknown parameter {unknown[0]!r} "
+                f"(allowed: {', '.join(sorted(known | {'schema'}))})"
+            )
+
+    def int_param(self, name: str, default: int, minimum: int = 0) -> int:
+        raw = self.params.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SinkConfigError(
+                f"sink {self.display}: {name}={raw!r} is not an integer"
+            ) from None
+        if value < minimum:
+            raise SinkConfigError(f"sink {self.display}: {name} must be >= {minimum}")
+        return value
+
+    def float_param(self, name: str, default: float, minimum: float = 0.0) -> float:
+        raw = self.params.get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SinkConfigError(f"sink {self.display}: {name}={raw!r} is not a number") from None
+        if value < minimum:
+            raise SinkConfigError(f"sink {self.display}: {name} must be >= {minimum}")
+        return value
+
+    def bool_param(self, name: str, default: bool) -> bool:
+        raw = self.params.get(name)
+        if raw is None:
+            return default
+        lowered = raw.lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise SinkConfigError(f"sink {self.display}: {name}={raw!r} is not true or false")
+
+    def choice_param(self, name: str, default: str, allowed: Sequence[str]) -> str:
+        value = self.params.get(name, default)
+        if value not in allowed:
+            raise SinkConfigError(
+                f"sink {self.display}: {name}={value!r} is not one of {', '.join(allowed)}"
+            )
+        return value
+
+    def require_host_port(self) -> tuple[str, int]:
+        if not self.host or not self.port:
+            raise SinkConfigError(f"sink {self.display}: needs HOST:PORT")
+        return self.host, self.port
+
+
+def parse_sink_url(url: str, default_schema: str = "ecs") -> SinkSpec:
+    """Split a sink URL into its parts. `file:PATH` and `stdout:` have no authority."""
+    parts = urlsplit(url)
+    if not parts.scheme:
+        raise SinkConfigError(f"sink {url!r}: missing scheme (e.g. file:PATH, stdout:, s3://...)")
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in params:
+            raise SinkConfigError(f"sink {url!r}: parameter {key!r} given twice")
+        params[key] = value
+    try:
+        port = parts.port
+    except ValueError:
+        raise SinkConfigError(f"sink {url!r}: invalid port") from None
+    if parts.netloc:
+        path = unquote(parts.path)
+    else:
+        # file:relative/path, file:/abs/path, file:///abs/path all name a path.
+        path = unquote(parts.path)
+    return SinkSpec(
+        url=url,
+        scheme=parts.scheme.lower(),
+        host=parts.hostname,
+        port=port,
+        path=path,
+        params=params,
+        schema=params.get("schema", default_schema),
+    )
+
+
+class Sink(ABC):
+    """A destination. The collector calls `open`, `restore`, then `write` per batch, commits
+    its state with `position()` after each successful write, and `close` at the end."""
+
+    def __init__(self, spec: SinkSpec) -> None:
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        """Stable identity used as the key for this sink's progress in the state database."""
+        return self.spec.display
+
+    @property
+    def schema(self) -> str:
+        return self.spec.schema
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect or prepare. Idempotent; `write` may call it lazily after a failure."""
+
+    def restore(self, position: str | None) -> None:  # noqa: B027 - optional hook
+        """Receive the last committed position (for sinks that can cut an uncommitted tail)."""
+
+    @abstractmethod
+    def write(self, records: Sequence[Record]) -> Sequence[Rejection]:
+        """Deliver `records`; return only once the receiver has accepted them.
+
+        Return the records the receiver refused permanently (they go to dead letters);
+        raise `SinkError` if the batch as a whole was not accepted (the collector retries).
+        """
+
+    def position(self) -> str | None:
+        """A position to commit with the state after a successful write (None: nothing)."""
+        return None
+
+    @abstractmethod
+    def check(self) -> str:
+        """Connect and verify without sending events; return a short description of what was
+        checked. Raise `SinkError` with a one-line reason when the sink is not usable."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and files."""

@@ -1,0 +1,1 @@
+"""Target-schema mappings (ECS, OCSF, raw), driven by one event catalog."""
