@@ -1,0 +1,211 @@
+"""A RELP client (the Reliable Event Logging Protocol as rsyslog's imrelp speaks it): `open`,
+windowed `syslog` commands each acknowledged by `rsp 200`, reconnect and resend of everything
+unacknowledged, `close`. Written here because no maintained Python implementation exists."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from forwarder import __version__
+from forwarder.sinks.base import SinkError
+
+MAX_TXNR = 999_999_999
+SOFTWARE = f"openai-audit-forwarder,{__version__}"
+_OFFERS = f"relp_version=0\nrelp_software={SOFTWARE}\ncommands=syslog".encode()
+_HEADER = re.compile(rb"(\d{1,9}) ([A-Za-z]{1,32}) (\d{1,9})")
+
+
+class RelpError(Exception):
+    """The session broke (error response, protocol violation, server close)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as a single line of text (sink errors must be one line)."""
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return " ".join((text or type(exc).__name__).split())
+
+
+class RelpSession:
+    """One connected RELP session: framing, transaction numbers, response parsing."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._txnr = 0
+        self._buf = b""
+
+    def next_txnr(self) -> int:
+        self._txnr = 1 if self._txnr >= MAX_TXNR else self._txnr + 1
+        return self._txnr
+
+    def frames(self) -> list[tuple[int, bytes, bytes]]:
+        """The complete frames received so far, after one more `recv` (blocking)."""
+        chunk = self.sock.recv(262144)
+        if not chunk:
+            raise RelpError("connection closed by the server")
+        buf = self._buf + chunk if self._buf else chunk
+        pos, size = 0, len(buf)
+        out: list[tuple[int, bytes, bytes]] = []
+        while pos < size:
+            match = _HEADER.match(buf, pos)
+            if match is None or match.end() >= size:
+                if size - pos > 64 or (match is None and b"\n" in buf[pos:]):
+                    raise RelpError(
+                        f"malformed RELP frame from the server: {buf[pos : pos + 40]!r}"
+                    )
+                break
+            txnr, command, datalen = int(match[1]), match[2], int(match[3])
+            end = match.end()
+            if datalen == 0:
+                if buf[end : end + 1] == b"\n":
+                    trailer = end
+                elif buf[end : end + 2] == b" \n":
+                    trailer = end + 1
+                elif size - end < 2:
+                    break
+                else:
+                    raise RelpError("malformed RELP frame trailer from the server")
+                data = b""
+            else:
+                trailer = end + 1 + datalen
+                if trailer >= size:
+                    break
+                if buf[end : end + 1] != b" " or buf[trailer : trailer + 1] != b"\n":
+                    raise RelpError("malformed RELP frame from the server")
+                data = buf[end + 1 : trailer]
+            pos = trailer + 1
+            out.append((txnr, command, data))
+        self._buf = buf[pos:]
+        return out
+
+    def request(self, command: bytes, data: bytes) -> bytes:
+        """Send one command and wait for its response; return the response data."""
+        txnr = self.next_txnr()
+        if data:
+            self.sock.sendall(b"%d %s %d %s\n" % (txnr, command, len(data), data))
+        else:
+            self.sock.sendall(b"%d %s 0\n" % (txnr, command))
+        while True:
+            for got, cmd, payload in self.frames():
+                if cmd == b"rsp" and got == txnr:
+                    return payload
+                if cmd == b"serverclose":
+                    raise RelpError("server closed the session")
+
+
+class RelpClient:
+    """Delivers batches of syslog messages over RELP with up to `window` unacknowledged in
+    flight; on any failure reconnects and resends what is unacknowledged (so a receiver may
+    see a message twice, never zero times), giving up after `retries` failures in a row."""
+
+    def __init__(
+        self,
+        connect: Callable[[], socket.socket],
+        *,
+        label: str,
+        window: int = 128,
+        retries: int = 3,
+        backoff: float = 0.25,
+    ) -> None:
+        self._connect = connect
+        self._label = label
+        self._window = window
+        self._retries = retries
+        self._backoff = backoff
+        self._session: RelpSession | None = None
+        self.server_software = ""
+
+    def open(self) -> None:
+        if self._session is not None:
+            return
+        session = RelpSession(self._connect())
+        try:
+            answer = session.request(b"open", _OFFERS)
+        except BaseException:
+            session.sock.close()
+            raise
+        status, _, offers = answer.partition(b"\n")
+        if not status.startswith(b"200"):
+            session.sock.close()
+            raise RelpError(f"server refused the RELP session: {status.decode(errors='replace')}")
+        fields = dict(
+            line.split(b"=", 1) if b"=" in line else (line, b"") for line in offers.split(b"\n")
+        )
+        if b"syslog" not in fields.get(b"commands", b"").split(b","):
+            session.sock.close()
+            raise RelpError("server does not offer the RELP syslog command")
+        self.server_software = fields.get(b"relp_software", b"").decode(errors="replace")
+        self._session = session
+
+    def send(self, messages: Sequence[bytes]) -> None:
+        """Return once the server acknowledged every message; SinkError after `retries`."""
+        todo: deque[int] = deque(range(len(messages)))
+        inflight: dict[int, int] = {}  # txnr -> index into messages
+        failures = 0
+        window, refill = self._window, max(1, self._window // 4)
+        while todo or inflight:
+            try:
+                if self._session is None:
+                    self.open()
+                session = self._session
+                assert session is not None
+                room = window - len(inflight)
+                if todo and (not inflight or room >= min(refill, len(todo))):
+                    parts: list[bytes] = []
+                    while todo and room:
+                        index = todo.popleft()
+                        txnr = session.next_txnr()
+                        inflight[txnr] = index
+                        message = messages[index]
+                        parts.append(b"%d syslog %d " % (txnr, len(message)))
+                        parts.append(message)
+                        parts.append(b"\n")
+                        room -= 1
+                    session.sock.sendall(b"".join(parts))
+                for txnr, command, data in session.frames():
+                    if command == b"rsp":
+                        if txnr not in inflight:
+                            raise RelpError(f"response for unknown transaction {txnr}")
+                        if not data.startswith(b"200"):
+                            text = data.decode(errors="replace").splitlines()[0][:200]
+                            raise RelpError(f"server answered {text!r}")
+                        del inflight[txnr]
+                        failures = 0
+                    elif command == b"serverclose":
+                        raise RelpError("server closed the session")
+                    else:
+                        raise RelpError(f"unexpected RELP command {command!r} from the server")
+            except (OSError, RelpError, SinkError) as exc:
+                self._drop()
+                failures += 1
+                if failures > self._retries:
+                    raise SinkError(
+                        f"{self._label}: {len(inflight) + len(todo)} of {len(messages)} messages "
+                        f"not acknowledged after {failures} attempts: {one_line(exc)}"
+                    ) from None
+                todo = deque(sorted([*inflight.values(), *todo]))
+                inflight.clear()
+                time.sleep(min(self._backoff * 2 ** (failures - 1), 5.0))
+
+    def close(self) -> None:
+        """Say `close` and wait briefly for the answer; errors here lose nothing."""
+        session, self._session = self._session, None
+        if session is None:
+            return
+        try:
+            session.sock.settimeout(2.0)
+            session.request(b"close", b"")
+        except (OSError, RelpError):
+            pass
+        finally:
+            session.sock.close()
+
+    def _drop(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.sock.close()

@@ -1,0 +1,241 @@
+"""A real rsyslogd for tests: started in the foreground on loopback ports with imudp, imtcp,
+imtcp over TLS (gtls, a trustme CA), imrelp (plain and TLS), writing every parsed message as
+one JSON line (pri, timestamp, hostname, app_name, procid, msgid, structured_data, msg)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import trustme
+
+from tests.peers import free_port, missing_peer
+
+INSTALL_HINT = "rsyslog not installed: apt-get install rsyslog rsyslog-gnutls rsyslog-relp"
+MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/rsyslog", "/usr/lib/aarch64-linux-gnu/rsyslog")
+
+# The rsyslog default is 8 KB; the sinks' stream default max_size is 64 KiB, so the peer
+# matches it explicitly (and the hostile-strings test sends 9 KB values).
+MAX_MESSAGE_SIZE = 65536
+
+TEMPLATE = """
+template(name="jsonl" type="list" option.jsonf="on") {
+  property(outname="input" name="inputname" format="jsonf")
+  property(outname="pri" name="pri" format="jsonf")
+  property(outname="timestamp" name="timereported" dateFormat="rfc3339" format="jsonf")
+  property(outname="hostname" name="hostname" format="jsonf")
+  property(outname="app_name" name="app-name" format="jsonf")
+  property(outname="procid" name="procid" format="jsonf")
+  property(outname="msgid" name="msgid" format="jsonf")
+  property(outname="structured_data" name="structured-data" format="jsonf")
+  property(outname="msg" name="msg" format="jsonf")
+}
+"""
+
+
+def rsyslogd_path() -> str:
+    """The rsyslogd executable, or skip (fail under CI) with the install hint."""
+    for candidate in ("/usr/sbin/rsyslogd", "/sbin/rsyslogd"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    missing_peer(INSTALL_HINT)
+    raise AssertionError("unreachable")
+
+
+def _module_missing(name: str) -> bool:
+    return not any(os.path.exists(os.path.join(d, f"{name}.so")) for d in MODULE_DIRS)
+
+
+def _listening(port: int, udp: bool = False) -> bool:
+    """Is something bound on 127.0.0.1:port (read from /proc, without connecting)?"""
+    table = "/proc/net/udp" if udp else "/proc/net/tcp"
+    wanted = f"0100007F:{port:04X}"
+    with open(table) as handle:
+        for line in handle.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == wanted and (udp or fields[3] == "0A"):
+                return True
+    return False
+
+
+class Rsyslog:
+    """One rsyslogd with its own config, pid file, work directory and output file."""
+
+    def __init__(self, workdir: Path, max_message_size: int = MAX_MESSAGE_SIZE) -> None:
+        self.binary = rsyslogd_path()
+        for module in ("imudp", "imtcp", "imrelp", "lmnsd_gtls"):
+            if _module_missing(module):
+                missing_peer(f"rsyslog module {module} missing: {INSTALL_HINT}")
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "work").mkdir(exist_ok=True)
+        self.output = self.dir / "messages.jsonl"
+        self.log = self.dir / "rsyslogd.log"
+        self.pidfile = self.dir / "rsyslogd.pid"
+        self.conf = self.dir / "rsyslog.conf"
+        self.max_message_size = max_message_size
+        self.udp_port = free_port(socket.SOCK_DGRAM)
+        self.tcp_port = free_port()
+        self.tls_port = free_port()
+        self.relp_port = free_port()
+        self.relp_tls_port = free_port()
+        self.ca = trustme.CA()
+        self.ca_file = self.dir / "ca.pem"
+        self.ca.cert_pem.write_to_path(self.ca_file)
+        server = self.ca.issue_cert("localhost", "127.0.0.1")
+        self.cert_file = self.dir / "server.pem"
+        self.key_file = self.dir / "server.key"
+        server.cert_chain_pems[0].write_to_path(self.cert_file)
+        server.private_key_pem.write_to_path(self.key_file)
+        # rsyslog's imrelp over TLS insists on a client certificate (mutual TLS).
+        client = self.ca.issue_cert("forwarder.test")
+        self.client_cert_file = self.dir / "client.pem"
+        self.client_key_file = self.dir / "client.key"
+        client.cert_chain_pems[0].write_to_path(self.client_cert_file)
+        client.private_key_pem.write_to_path(self.client_key_file)
+        self.process: subprocess.Popen[bytes] | None = None
+        self._write_config()
+
+    def _write_config(self) -> None:
+        d = self.dir
+        tls_files = (
+            f'streamDriver.CAFile="{self.ca_file}" streamDriver.CertFile="{self.cert_file}" '
+            f'streamDriver.KeyFile="{self.key_file}"'
+        )
+        self.conf.write_text(
+            f"""
+global(workDirectory="{d / "work"}" maxMessageSize="{self.max_message_size}"
+       defaultNetstreamDriverCAFile="{self.ca_file}")
+main_queue(queue.timeoutShutdown="10000")
+module(load="imudp")
+module(load="imtcp" maxSessions="500")
+module(load="imrelp")
+input(type="imudp" name="udp" address="127.0.0.1" port="{self.udp_port}" ruleset="out"
+      rcvbufSize="4m")
+input(type="imtcp" name="tcp" address="127.0.0.1" port="{self.tcp_port}" ruleset="out")
+input(type="imtcp" name="tls" address="127.0.0.1" port="{self.tls_port}" ruleset="out"
+      streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon" {tls_files})
+input(type="imrelp" name="relp" address="127.0.0.1" port="{self.relp_port}" ruleset="out"
+      maxDataSize="{self.max_message_size + 1024}")
+input(type="imrelp" name="relptls" address="127.0.0.1" port="{self.relp_tls_port}"
+      ruleset="out" maxDataSize="{self.max_message_size + 1024}" tls="on"
+      tls.caCert="{self.ca_file}" tls.myCert="{self.cert_file}"
+      tls.myPrivKey="{self.key_file}" tls.authMode="certvalid")
+{TEMPLATE}
+ruleset(name="out") {{
+  action(type="omfile" file="{self.output}" template="jsonl")
+}}
+"""
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self, timeout: float = 15.0) -> Rsyslog:
+        if self.process is not None and self.process.poll() is None:
+            return self
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rsyslogd exited at start: {self.log.read_text()[-2000:]}")
+            if (
+                _listening(self.tcp_port)
+                and _listening(self.tls_port)
+                and _listening(self.relp_port)
+                and _listening(self.relp_tls_port)
+                and _listening(self.udp_port, udp=True)
+            ):
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"rsyslogd did not listen in {timeout}s: {self.log.read_text()[-2000:]}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Graceful stop (SIGTERM): rsyslog drains its queue to the output file."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """Crash (SIGKILL): whatever sits in socket buffers or queues is gone."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def pause(self) -> None:
+        """Freeze the receiver (SIGSTOP): the kernel keeps accepting into socket buffers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    # -- what arrived ------------------------------------------------------------------
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message rsyslog wrote so far (a partially written last line is left out)."""
+        if not self.output.exists():
+            return []
+        data = self.output.read_bytes()
+        lines = data.split(b"\n")
+        return [json.loads(line) for line in lines[:-1] if line]
+
+    def wait_for(self, count: int, timeout: float = 30.0, settle: float = 0.0) -> list[dict]:
+        """Wait until at least `count` messages arrived; then, if `settle`, wait that long
+        for stragglers (to see duplicates). Returns the messages seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            messages = self.messages()
+            if len(messages) >= count:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"rsyslog received {len(messages)} of {count} messages in {timeout}s"
+                )
+            time.sleep(0.05)
+        if settle:
+            time.sleep(settle)
+            messages = self.messages()
+        return messages
+
+    def url(self, transport: str, **params: str | int) -> str:
+        """A sink URL for this peer (`udp`, `tcp`, `tls`, `relp`, `relp+tls`)."""
+        port = {
+            "udp": self.udp_port,
+            "tcp": self.tcp_port,
+            "tls": self.tls_port,
+            "relp": self.relp_port,
+            "relp+tls": self.relp_tls_port,
+        }[transport]
+        scheme = "syslog+relp" if transport == "relp+tls" else f"syslog+{transport}"
+        if transport in {"tls", "relp+tls"}:
+            params.setdefault("ca_file", str(self.ca_file))
+            params.setdefault("server_name", "localhost")
+        if transport == "relp+tls":
+            params.setdefault("tls", "true")
+            params.setdefault("cert_file", str(self.client_cert_file))
+            params.setdefault("key_file", str(self.client_key_file))
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        return f"{scheme}://127.0.0.1:{port}" + (f"?{query}" if query else "")
