@@ -1,0 +1,103 @@
+"""Reads the target of an event out of its payload, with the catalog's paths compiled once into
+small getters so that the per-event work is a few dict lookups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mappings.catalog import Path, Target
+
+Getter = Callable[[dict[str, Any]], Any]
+
+
+def _get1(key: str) -> Getter:
+    def get(payload: dict[str, Any]) -> Any:
+        return payload.get(key)
+
+    return get
+
+
+def _get2(k1: str, k2: str) -> Getter:
+    def get(payload: dict[str, Any]) -> Any:
+        inner = payload.get(k1)
+        return inner.get(k2) if type(inner) is dict else None
+
+    return get
+
+
+def compile_paths(paths: tuple[Path, ...], want: type | None = str) -> Getter | None:
+    """A getter returning the first value at one of `paths` that has type `want` (any type when
+    None), or None; None itself when there are no paths."""
+    if not paths:
+        return None
+    if any(not 1 <= len(p) <= 2 for p in paths):
+        raise ValueError(f"payload paths are one or two keys deep: {paths}")
+    getters = [_get1(p[0]) if len(p) == 1 else _get2(p[0], p[1]) for p in paths]
+    if len(getters) == 1 and want is None:
+        return getters[0]
+    if len(getters) == 1:
+        only = getters[0]
+
+        def first_one(payload: dict[str, Any]) -> Any:
+            v = only(payload)
+            return v if type(v) is want else None
+
+        return first_one
+
+    def first(payload: dict[str, Any]) -> Any:
+        for g in getters:
+            v = g(payload)
+            if v is not None and (want is None or type(v) is want):
+                return v
+        return None
+
+    return first
+
+
+class CompiledTarget:
+    """The getters of one catalog Target. Each returns a value of the right type, or None."""
+
+    __slots__ = (
+        "email",
+        "id",
+        "items",
+        "kind",
+        "member",
+        "name",
+        "principal_type",
+        "privileges",
+        "resource_id",
+        "resource_type",
+        "roles",
+    )
+
+    def __init__(self, target: Target) -> None:
+        self.kind = target.kind
+        self.id = compile_paths(target.id)
+        self.name = compile_paths(target.name)
+        self.email = compile_paths(target.email)
+        self.roles = compile_paths(target.roles)
+        self.privileges = compile_paths(target.privileges, want=None)
+        self.items = target.items[0] if target.items else None
+        self.principal_type = compile_paths(target.principal_type)
+        self.member = compile_paths(target.member)
+        self.resource_id = compile_paths(target.resource_id)
+        self.resource_type = compile_paths(target.resource_type)
+
+
+def item_ids(payload: dict[str, Any], key: str) -> tuple[list[str], list[str]]:
+    """(ids, names) of a list of {id, name} objects in the payload, strings only."""
+    items = payload.get(key)
+    ids: list[str] = []
+    names: list[str] = []
+    if type(items) is list:
+        for item in items:
+            if type(item) is dict:
+                i = item.get("id")
+                if type(i) is str:
+                    ids.append(i)
+                n = item.get("name")
+                if type(n) is str:
+                    names.append(n)
+    return ids, names

@@ -1,0 +1,104 @@
+"""Value checks shared by the schema mappers: the event header, timestamps, IPs, geo and AS
+numbers as the API sends them (strings), each turned into a typed value or rejected."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from functools import lru_cache
+from typing import Any
+
+from mappings.registry import MappingError
+
+MAX_EFFECTIVE_AT = 253_402_300_799  # 9999-12-31T23:59:59Z, the largest ISO 8601 date-time
+# OCSF email_t, matched as a whole (stricter than the schema's anchored search).
+_EMAIL = re.compile(r"[a-zA-Z0-9!#$%&'*+\-/=?^_`{|}~.]+@[a-zA-Z0-9-]+\.[a-zA-Z0-9\-.]+")
+
+
+def header(event: Any) -> tuple[str, str, int]:
+    """(id, type, effective_at) of an event, or MappingError when any is unusable."""
+    if type(event) is not dict:
+        raise MappingError(f"event is a {type(event).__name__}, not an object")
+    event_id = event.get("id")
+    if type(event_id) is not str or not event_id:
+        raise MappingError("event has no id (a non-empty string)")
+    event_type = event.get("type")
+    if type(event_type) is not str:
+        raise MappingError("event has no type (a string)", event_id)
+    ts = event.get("effective_at")
+    if type(ts) is not int:
+        raise MappingError("event has no effective_at (integer unix seconds)", event_id)
+    if not 0 <= ts <= MAX_EFFECTIVE_AT:
+        raise MappingError(f"effective_at {ts} is out of range", event_id)
+    return event_id, event_type, ts
+
+
+_DAYS: dict[int, str] = {}
+
+
+def iso_time(ts: int) -> str:
+    """Unix seconds as an ISO 8601 UTC date-time (`2024-07-12T17:08:10Z`)."""
+    day, sec = divmod(ts, 86400)
+    prefix = _DAYS.get(day)
+    if prefix is None:
+        prefix = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
+        if len(_DAYS) < 100_000:
+            _DAYS[day] = prefix
+    h, rem = divmod(sec, 3600)
+    m, s = divmod(rem, 60)
+    return f"{prefix}{h:02d}:{m:02d}:{s:02d}Z"
+
+
+@lru_cache(maxsize=8192)
+def valid_ip(value: str) -> bool:
+    """True for a plain IPv4 or IPv6 address (no zone id) that ECS `ip` and OCSF `ip_t` accept."""
+    if len(value) > 39 or "%" in value:
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def valid_email(value: str) -> bool:
+    return _EMAIL.fullmatch(value) is not None
+
+
+def coordinate(value: Any, limit: float) -> float | None:
+    """A latitude (limit 90) or longitude (limit 180) from a decimal string or number."""
+    if type(value) is str:
+        if len(value) > 32:
+            return None
+        try:
+            f = float(value)
+        except ValueError:
+            return None
+    elif type(value) is float or type(value) is int:
+        f = float(value)
+    else:
+        return None
+    return f if -limit <= f <= limit else None
+
+
+def as_number(value: Any) -> int | None:
+    """An autonomous system number (0 .. 2**32-1) from a digit string or integer."""
+    if type(value) is str:
+        if not (0 < len(value) <= 10 and value.isascii() and value.isdigit()):
+            return None
+        n = int(value)
+    elif type(value) is int:
+        n = value
+    else:
+        return None
+    return n if 0 <= n <= 4_294_967_295 else None
+
+
+def str_list(value: Any) -> list[str] | None:
+    """A non-empty list of strings (a single string counts as a list of one), else None."""
+    if type(value) is str:
+        return [value]
+    if type(value) is list and value and all(type(v) is str for v in value):
+        return value
+    return None
