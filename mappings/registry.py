@@ -57,9 +57,7 @@ def _load_factory(name: str) -> Callable[[MappingContext], MapFunction]:
             return ep.load()
     target = BUILTIN.get(name)
     if target is None:
-        raise UnknownMapperError(
-            f"unknown schema {name!r} (available: {', '.join(available())})"
-        )
+        raise UnknownMapperError(f"unknown schema {name!r} (available: {', '.join(available())})")
     module_name, attr = target.split(":")
     return getattr(importlib.import_module(module_name), attr)
 

@@ -140,11 +140,8 @@ def parse_sink_url(url: str, default_schema: str = "ecs") -> SinkSpec:
         port = parts.port
     except ValueError:
         raise SinkConfigError(f"sink {url!r}: invalid port") from None
-    if parts.netloc:
-        path = unquote(parts.path)
-    else:
-        # file:relative/path, file:/abs/path, file:///abs/path all name a path.
-        path = unquote(parts.path)
+    # file:relative/path, file:/abs/path and file:///abs/path all name a path.
+    path = unquote(parts.path)
     return SinkSpec(
         url=url,
         scheme=parts.scheme.lower(),

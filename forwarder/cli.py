@@ -1,0 +1,735 @@
+"""The command-line interface (click): run, backfill, map, checkpoint, check. Every failure
+ends as one line on stderr and exit code 1 (runtime) or 2 (usage or configuration)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from forwarder import __version__
+from forwarder.backfill import Backfill, Interrupted, Progress, find_or_create_job
+from forwarder.collector import Collector
+from forwarder.config import Settings, load_settings
+from forwarder.delivery import Stopped
+from forwarder.errors import ConfigError, ForwarderError
+from forwarder.logs import get_logger, redact, setup_logging
+from forwarder.model import minimal_problem
+from forwarder.runtime import (
+    Runtime,
+    build_mappers,
+    build_sinks,
+    build_source,
+    install_stop_handlers,
+    start_at,
+    stream_name,
+)
+from forwarder.sinks.base import SinkError
+from forwarder.state import State, StreamLock, live_scope
+from forwarder.timeparse import format_when, parse_when
+from mappings.registry import MappingError
+
+PROG = "openai-audit-forwarder"
+
+
+# Options shared by the commands; each maps to a setting of the same name -------------------
+
+
+def _option(*names: str, setting: str, multiple: bool = False, **kwargs: Any) -> Callable:
+    def decorate(func: Callable) -> Callable:
+        return click.option(*names, setting, multiple=multiple, default=None, **kwargs)(func)
+
+    return decorate
+
+
+CONFIG_OPTIONS = [
+    click.option(
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path),
+        help="TOML config file (CLI > env > file > defaults).",
+    ),
+    click.option("-v", "--verbose", count=True, help="More log output (repeatable)."),
+    click.option("-q", "--quiet", count=True, help="Less log output (repeatable)."),
+    _option(
+        "--log-format",
+        setting="log_format",
+        type=click.Choice(["text", "json"]),
+        help="Log lines on stderr as text (default) or JSON objects.",
+    ),
+    _option(
+        "--state",
+        setting="state",
+        type=click.Path(path_type=Path),
+        help="State database (default: $XDG_STATE_HOME/openai-audit-forwarder/state.db).",
+    ),
+    _option(
+        "--stream",
+        setting="stream",
+        help="Checkpoint name (default 'default'; 'jsonl' with --input).",
+    ),
+]
+
+SOURCE_OPTIONS = [
+    _option(
+        "--input",
+        setting="input",
+        metavar="PATH|-",
+        help="Read audit-log objects from a JSONL file (or saved list response) instead of "
+        "the API.",
+    ),
+    _option(
+        "--admin-key-file",
+        setting="admin_key_file",
+        type=click.Path(path_type=Path),
+        help="File holding the Admin API key (else $OPENAI_ADMIN_KEY).",
+    ),
+    _option(
+        "--base-url",
+        setting="base_url",
+        help="API base URL (default $OPENAI_BASE_URL or https://api.openai.com/v1).",
+    ),
+    _option(
+        "--org-id",
+        setting="org_id",
+        help="Organization id stamped as organization.id / metadata.tenant_uid.",
+    ),
+    _option(
+        "--event-type",
+        setting="event_types",
+        multiple=True,
+        help="Only this event type (repeatable).",
+    ),
+    _option(
+        "--project", setting="project_ids", multiple=True, help="Only this project id (repeatable)."
+    ),
+    _option("--actor-id", setting="actor_ids", multiple=True, help="Only this actor id."),
+    _option("--actor-email", setting="actor_emails", multiple=True, help="Only this actor email."),
+    _option("--resource-id", setting="resource_ids", multiple=True, help="Only this resource id."),
+    click.option(
+        "--tenant-only/--no-tenant-only",
+        "tenant_only",
+        default=None,
+        help="Only tenant-scoped events.",
+    ),
+]
+
+SINK_OPTIONS = [
+    _option(
+        "--sink",
+        setting="sinks",
+        multiple=True,
+        metavar="URL",
+        help="Where to send events (repeatable): file:PATH, stdout:, fluentd://HOST:PORT, "
+        "syslog+relp://HOST:PORT, s3://BUCKET/PREFIX, ... (default stdout:).",
+    ),
+    _option(
+        "--schema",
+        setting="output_schema",
+        help="Schema for sinks that do not name one: ecs (default), ocsf, raw.",
+    ),
+    _option(
+        "--dead-letter",
+        setting="dead_letter",
+        type=click.Path(path_type=Path),
+        help="Dead-letter directory (default: beside the state).",
+    ),
+    _option(
+        "--batch-size",
+        setting="batch_size",
+        type=int,
+        help="Events per delivery batch (default 1000).",
+    ),
+    _option(
+        "--sink-retry-timeout",
+        setting="sink_retry_timeout",
+        help="How long a sink that is down is retried before giving up (default 5m).",
+    ),
+]
+
+
+def apply(options: list[Callable]) -> Callable:
+    def decorate(func: Callable) -> Callable:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+SETTING_KEYS = {
+    "log_format",
+    "state",
+    "stream",
+    "input",
+    "admin_key_file",
+    "base_url",
+    "org_id",
+    "event_types",
+    "project_ids",
+    "actor_ids",
+    "actor_emails",
+    "resource_ids",
+    "tenant_only",
+    "sinks",
+    "output_schema",
+    "dead_letter",
+    "batch_size",
+    "sink_retry_timeout",
+    "interval",
+    "lag",
+    "overlap",
+    "window",
+    "start_at",
+    "metrics_addr",
+}
+
+
+def settings_from(params: dict[str, Any]) -> Settings:
+    """Settings from the flags the user gave (unset flags fall through to env and file)."""
+    cli = {}
+    for key in SETTING_KEYS:
+        value = params.get(key)
+        if value is None or value == ():
+            continue
+        cli[key] = list(value) if isinstance(value, tuple) else value
+    verbosity = params.get("verbose", 0) - params.get("quiet", 0)
+    if verbosity:
+        cli["verbosity"] = max(-2, min(3, verbosity))
+    settings = load_settings(params.get("config_file"), **cli)
+    setup_logging(settings.log_format, settings.verbosity)
+    return settings
+
+
+def handle_errors(func: Callable) -> Callable:
+    """Turn every failure into one line on stderr and the documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ForwarderError as exc:
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as exc:  # a bug: still one line, the traceback with -v
+            get_logger().debug("internal error", exc_info=True)
+            _fail(f"internal error: {type(exc).__name__}: {exc}", 1)
+
+    return wrapper
+
+
+def _fail(message: str, code: int) -> None:
+    text = " ".join(redact(message).split())
+    click.echo(f"{PROG}: error: {text}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name=PROG)
+def cli() -> None:
+    """Collect the OpenAI organization audit log, map it to ECS or OCSF, and forward it to
+    Fluentd, syslog, S3, a file or stdout, with a crash-safe checkpoint.
+
+    \b
+    Example:
+      export OPENAI_ADMIN_KEY=sk-admin-...
+      openai-audit-forwarder run --sink 'syslog+relp://siem.example:2514'
+    """
+
+
+# run ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="One sweep, then exit (cron, Fluentd in_exec).")
+@_option("--interval", setting="interval", help="Time between sweeps (default 60s).")
+@_option("--lag", setting="lag", help="Stay this far behind now (default 60s).")
+@_option(
+    "--overlap",
+    setting="overlap",
+    help="Re-read this much before the watermark for late events (default 10m).",
+)
+@_option(
+    "--window", setting="window", help="Largest window per commit of the watermark (default 1h)."
+)
+@_option(
+    "--start-at",
+    setting="start_at",
+    metavar="WHEN",
+    help="Where a stream with no checkpoint starts (default 24h ago).",
+)
+@_option(
+    "--metrics-addr",
+    setting="metrics_addr",
+    metavar="HOST:PORT",
+    help="Serve Prometheus /metrics and /healthz here.",
+)
+@apply(SINK_OPTIONS)
+@apply(SOURCE_OPTIONS)
+@apply(CONFIG_OPTIONS)
+@handle_errors
+def run(once: bool, **params: Any) -> None:
+    """Collect continuously (or one sweep with --once) and deliver to every sink.
+
+    \b
+    Examples:
+      openai-audit-forwarder run --sink fluentd://127.0.0.1:24224?tag=openai.audit
+      openai-audit-forwarder run --once --input samples/audit-log.jsonl --sink file:out/ecs.ndjson
+    """
+    settings = settings_from(params)
+    log = get_logger()
+    with Runtime(settings, "run --once" if once else "run", "stream {stream}") as rt:
+        install_stop_handlers(rt.stop)
+        rt.open()
+        assert rt.source and rt.state and rt.delivery
+        collector = Collector(
+            stream=rt.stream,
+            source=rt.source,
+            delivery=rt.delivery,
+            state=rt.state,
+            lag=settings.lag,
+            overlap=settings.overlap,
+            window=settings.window,
+            batch_size=settings.batch_size,
+            start_at=functools.partial(start_at, settings, rt.source),
+            stop=rt.stop,
+        )
+        while True:
+            try:
+                result = collector.sweep()
+            except Stopped:
+                log.info("stopped; the batch in flight was not committed")
+                return
+            except ForwarderError as exc:
+                if once or isinstance(exc, ConfigError):
+                    raise
+                log.error(
+                    "sweep failed: %s; next try in %ss",
+                    exc,
+                    int(settings.interval),
+                    extra={"stream": rt.stream},
+                )
+            else:
+                log.info(
+                    "sweep done: %d events delivered, watermark %s, %d dead-lettered",
+                    result.events,
+                    format_when(result.watermark),
+                    rt.delivery.dead_letters.count,
+                    extra={"stream": rt.stream},
+                )
+            if once or rt.stop.wait(settings.interval):
+                return
+
+
+# backfill ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--since",
+    required=True,
+    metavar="WHEN",
+    help="Start: ISO 8601, unix seconds, or a span ago such as 30d.",
+)
+@click.option("--until", metavar="WHEN", help="End (default now minus --lag).")
+@_option("--window", setting="window", help="Window size (default 1h).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Windows fetched at once.",
+)
+@click.option(
+    "--page-budget",
+    type=click.IntRange(1, 100_000),
+    default=50,
+    show_default=True,
+    help="Pages per window before its older part is split off.",
+)
+@click.option("--restart", is_flag=True, help="Forget an earlier run of the same backfill.")
+@_option("--lag", setting="lag", help="Default --until is now minus this (default 60s).")
+@apply(SINK_OPTIONS)
+@apply(SOURCE_OPTIONS)
+@apply(CONFIG_OPTIONS)
+@handle_errors
+def backfill(
+    since: str,
+    until: str | None,
+    concurrency: int,
+    page_budget: int,
+    restart: bool,
+    **params: Any,
+) -> None:
+    """Deliver a past time range, windows fetched in parallel and committed one by one.
+    Re-running the same command resumes it; the live checkpoint is never touched.
+
+    \b
+    Example:
+      openai-audit-forwarder backfill --since 2026-01-01 --until 2026-02-01 \\
+          --window 6h --concurrency 8 --sink s3://audit-bucket/openai
+    """
+    settings = settings_from(params)
+    try:
+        since_ts = parse_when(since)
+        until_ts = parse_when(until) if until else int(time.time() - settings.lag)
+    except ValueError as exc:
+        raise ConfigError(f"invalid setting since/until: {exc}") from None
+    if until_ts <= since_ts:
+        raise ConfigError("invalid setting until: must be later than --since")
+    arguments = {
+        "since": since,
+        "until": until,
+        "window": settings.window,
+        "filters": settings.filters(),
+        "input": settings.input,
+        "base_url": settings.base_url,
+    }
+    with Runtime(settings, f"backfill --since {since}", "backfill {stream}") as rt:
+        install_stop_handlers(rt.stop)
+        rt.open()
+        assert rt.source and rt.state and rt.delivery
+        from forwarder.backfill import job_key
+
+        if restart:
+            rt.state.delete_job(job_key(rt.stream, arguments))
+        job = find_or_create_job(
+            rt.state, rt.stream, arguments, since_ts, until_ts, int(settings.window)
+        )
+        if job.finished_at is not None:
+            click.echo(
+                f"backfill {format_when(job.since)} .. {format_when(job.until)} already complete "
+                "(use --restart to run it again)",
+                err=True,
+            )
+            return
+        show = _progress_printer() if sys.stderr.isatty() else None
+        started = time.monotonic()
+        runner = Backfill(
+            job=job,
+            source=rt.source,
+            delivery=rt.delivery,
+            state=rt.state,
+            batch_size=settings.batch_size,
+            concurrency=concurrency,
+            page_budget=page_budget,
+            stop=rt.stop,
+            on_progress=show,
+        )
+        try:
+            progress = runner.run()
+        except (Interrupted, Stopped):
+            if show:
+                click.echo("", err=True)
+            raise Interrupted("backfill interrupted; run the same command to resume") from None
+        if show:
+            click.echo("", err=True)
+        elapsed = time.monotonic() - started
+        click.echo(
+            f"backfill complete: {format_when(job.since)} .. {format_when(job.until)}, "
+            f"{progress.windows_done} windows, {progress.events} events delivered, "
+            f"{rt.delivery.dead_letters.count} dead-lettered, {elapsed:.1f}s "
+            f"({progress.events / elapsed if elapsed else 0:.0f} events/s)",
+            err=True,
+        )
+
+
+def _progress_printer() -> Callable[[Progress, int], None]:
+    last = [0.0]
+
+    def show(progress: Progress, done_at_start: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.2 and progress.windows_done < progress.windows_total:
+            return
+        last[0] = now
+        width = 24
+        filled = int(width * progress.windows_done / max(1, progress.windows_total))
+        eta = progress.eta(done_at_start)
+        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta is not None else "--:--:--"
+        click.echo(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.windows_done}/"
+            f"{progress.windows_total} windows  {progress.events:,} events  "
+            f"{progress.rate:,.0f} events/s  ETA {eta_text} ",
+            err=True,
+            nl=False,
+        )
+
+    return show
+
+
+# map ---------------------------------------------------------------------------------------
+
+
+@cli.command("map")
+@click.option(
+    "--schema",
+    "schema",
+    default="ecs",
+    show_default=True,
+    help="Target schema: ecs, ocsf, raw or a registered mapper.",
+)
+@click.argument("input_path", metavar="[INPUT|-]", default="-")
+@click.option("-o", "--output", default="-", metavar="OUTPUT|-", help="Where to write NDJSON.")
+@_option("--org-id", setting="org_id", help="Organization id stamped into the documents.")
+@apply(CONFIG_OPTIONS[:4])
+@handle_errors
+def map_command(schema: str, input_path: str, output: str, **params: Any) -> None:
+    """Map audit-log events (JSONL, or a saved list response) to a schema, offline.
+    A malformed line is reported with its number and the exit code is 1.
+
+    \b
+    Example:
+      openai-audit-forwarder map --schema ocsf samples/audit-log.jsonl -o out/ocsf.ndjson
+    """
+    settings = settings_from(params)
+    mapper = build_mappers(settings, {schema})[schema]
+    source = sys.stdin.buffer if input_path == "-" else _open_input(input_path)
+    target = sys.stdout.buffer if output == "-" else _open_output(output)
+    failures = 0
+    dumps = orjson.dumps
+    with source, target:
+        for number, event in _read_events(source):
+            problem = event if isinstance(event, str) else minimal_problem(event)
+            if problem is None:
+                try:
+                    target.write(dumps(mapper(event)) + b"\n")
+                    continue
+                except MappingError as exc:
+                    problem = exc.reason
+            failures += 1
+            click.echo(f"{PROG}: {input_path} line {number}: {problem}", err=True)
+    if failures:
+        raise ForwarderError(f"{failures} events could not be mapped (see the lines above)")
+
+
+def _read_events(handle: Any) -> Any:
+    first = handle.read(1)
+    while first and first.isspace():
+        first = handle.read(1)
+    rest = handle.read() if first == b"{" else None
+    if rest is not None:
+        whole = first + rest
+        try:
+            document = orjson.loads(whole)
+        except orjson.JSONDecodeError:
+            document = None
+        if isinstance(document, dict) and isinstance(document.get("data"), list):
+            yield from enumerate(document["data"], 1)
+            return
+        lines = whole.splitlines()
+    else:
+        lines = (first + handle.read()).splitlines() if first else []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield number, f"invalid JSON ({str(exc).splitlines()[0]})"
+
+
+def _open_input(path: str) -> Any:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise ForwarderError(f"input {path}: {exc.strerror or exc}") from None
+
+
+def _open_output(path: str) -> Any:
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "wb")
+    except OSError as exc:
+        raise ForwarderError(f"output {path}: {exc.strerror or exc}") from None
+
+
+# checkpoint --------------------------------------------------------------------------------
+
+
+@cli.group()
+def checkpoint() -> None:
+    """Show or change the committed checkpoints.
+
+    \b
+    Examples:
+      openai-audit-forwarder checkpoint show
+      openai-audit-forwarder checkpoint set 2026-11-01T00:00:00Z
+      openai-audit-forwarder checkpoint reset --stream default
+    """
+
+
+@checkpoint.command("show")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@apply(CONFIG_OPTIONS)
+@handle_errors
+def checkpoint_show(as_json: bool, **params: Any) -> None:
+    """Watermarks per stream, remembered ids, backfill jobs and sink positions.
+
+    \b
+    Example:
+      openai-audit-forwarder checkpoint show --state /var/lib/oaf/state.db
+    """
+    settings = settings_from(params)
+    if not settings.state_path.exists():
+        raise ForwarderError(f"no state at {settings.state_path} (nothing collected yet)")
+    state = State(settings.state_path)
+    try:
+        streams = [
+            {
+                "stream": stream,
+                "watermark": format_when(wm),
+                "watermark_unix": wm,
+                "updated": format_when(int(updated)),
+                "remembered_ids": state.count_delivered(live_scope(stream)),
+            }
+            for stream, wm, updated in state.streams()
+        ]
+        jobs = [
+            {
+                "job": job,
+                "stream": stream,
+                "since": format_when(since),
+                "until": format_when(until),
+                "windows": windows,
+                "windows_done": done,
+                "events": events,
+                "finished": format_when(int(fin)) if fin else None,
+            }
+            for job, stream, since, until, fin, windows, done, events in state.jobs()
+        ]
+        sinks = [
+            {"sink": sink, "position": pos}
+            for sink, pos in state.db.execute("SELECT sink, position FROM sink_positions")
+        ]
+    finally:
+        state.close()
+    if as_json:
+        click.echo(orjson.dumps({"streams": streams, "backfills": jobs, "sinks": sinks}))
+        return
+    if not streams:
+        click.echo("no live checkpoint yet")
+    for s in streams:
+        click.echo(
+            f"stream {s['stream']}: watermark {s['watermark']} ({s['watermark_unix']}), "
+            f"updated {s['updated']}, {s['remembered_ids']} ids remembered"
+        )
+    for j in jobs:
+        status = f"finished {j['finished']}" if j["finished"] else "unfinished"
+        click.echo(
+            f"backfill {j['job']} ({j['stream']}): {j['since']} .. {j['until']}, "
+            f"{j['windows_done']}/{j['windows']} windows, {j['events']} events, {status}"
+        )
+    for k in sinks:
+        click.echo(f"sink {k['sink']}: position {k['position']}")
+
+
+def _change_checkpoint(params: dict[str, Any], watermark: int | None) -> str:
+    settings = settings_from(params)
+    stream = settings.stream
+    lock = StreamLock(settings.state_path, f"stream {stream}")
+    lock.acquire("checkpoint")
+    try:
+        state = State(settings.state_path)
+        try:
+            state.set_watermark(stream, watermark)
+        finally:
+            state.close()
+    finally:
+        lock.release()
+    return stream
+
+
+@checkpoint.command("set")
+@click.argument("when", metavar="WHEN")
+@apply(CONFIG_OPTIONS)
+@handle_errors
+def checkpoint_set(when: str, **params: Any) -> None:
+    """Move a stream's watermark: the next run starts there (minus --overlap).
+
+    \b
+    Example:
+      openai-audit-forwarder checkpoint set 2026-11-01T00:00:00Z
+    """
+    try:
+        watermark = parse_when(when)
+    except ValueError as exc:
+        raise ConfigError(f"invalid setting WHEN: {exc}") from None
+    stream = _change_checkpoint(params, watermark)
+    click.echo(f"stream {stream}: watermark set to {format_when(watermark)}")
+
+
+@checkpoint.command("reset")
+@apply(CONFIG_OPTIONS)
+@handle_errors
+def checkpoint_reset(**params: Any) -> None:
+    """Forget a stream's watermark: the next run starts at --start-at.
+
+    \b
+    Example:
+      openai-audit-forwarder checkpoint reset --stream default
+    """
+    stream = _change_checkpoint(params, None)
+    click.echo(f"stream {stream}: checkpoint removed")
+
+
+# check -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@apply(SINK_OPTIONS)
+@apply(SOURCE_OPTIONS)
+@apply(CONFIG_OPTIONS)
+@handle_errors
+def check(**params: Any) -> None:
+    """Check the configuration, the credentials and every sink, sending no events.
+    One line per check; exit 1 if any failed.
+
+    \b
+    Example:
+      openai-audit-forwarder check --config /etc/openai-audit-forwarder/config.toml
+    """
+    settings = settings_from(params)
+    failed = 0
+    click.echo(f"ok    config: stream {stream_name(settings)}, state {settings.state_path}")
+    sinks = build_sinks(settings)
+    build_mappers(settings, {sink.schema for sink in sinks})
+    try:
+        source = build_source(settings, __import__("threading").Event())
+        try:
+            click.echo(f"ok    source: {source.check()}")
+        finally:
+            source.close()
+    except ConfigError:
+        raise
+    except ForwarderError as exc:
+        failed += 1
+        click.echo(f"FAIL  source: {redact(str(exc))}")
+    for sink in sinks:
+        try:
+            click.echo(f"ok    sink {sink.name}: {sink.check()}")
+        except SinkError as exc:
+            failed += 1
+            click.echo(f"FAIL  sink {sink.name}: {redact(str(exc))}")
+        finally:
+            sink.close()
+    if failed:
+        raise ForwarderError(f"{failed} check(s) failed")
+
+
+def main() -> None:
+    cli(prog_name=PROG)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Settings from CLI flags, environment and a TOML file (in that precedence), validated once
+with pydantic-settings; an invalid value becomes one line that names the setting."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from forwarder.errors import ConfigError
+from forwarder.timeparse import parse_duration, parse_when
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+SCHEMAS_HINT = "ecs, ocsf, raw or a registered mapper"
+
+
+def _duration(value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a comma-separated string where a list is expected (handy in env vars)."""
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            try:
+                return orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise ValueError("is neither a JSON list nor a comma-separated list") from None
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+
+
+def default_state_path() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "openai-audit-forwarder" / "state.db"
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Every setting of the forwarder. Durations accept `30s`, `10m`, `1h`, `7d`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AUDIT_FORWARDER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+        case_sensitive=False,
+    )
+
+    admin_key: SecretStr | None = Field(
+        None, validation_alias=_env("admin_key", "OPENAI_ADMIN_KEY", "AUDIT_FORWARDER_ADMIN_KEY")
+    )
+    admin_key_file: Path | None = None
+    base_url: str = Field(
+        DEFAULT_BASE_URL,
+        validation_alias=_env("base_url", "OPENAI_BASE_URL", "AUDIT_FORWARDER_BASE_URL"),
+    )
+    org_id: str | None = Field(
+        None, validation_alias=_env("org_id", "OPENAI_ORG_ID", "AUDIT_FORWARDER_ORG_ID")
+    )
+    stream: str = Field("default", pattern=r"^[A-Za-z0-9_.:@-]{1,64}$")
+    input: str | None = None
+    sinks: StrList = Field(default_factory=list)
+    output_schema: str = Field(
+        "ecs", validation_alias=_env("schema", "output_schema", "AUDIT_FORWARDER_SCHEMA")
+    )
+    state: Path | None = None
+    dead_letter: Path | None = None
+    interval: Duration = 60.0
+    lag: Duration = 60.0
+    overlap: Duration = 600.0
+    window: Duration = 3600.0
+    start_at: str = "24h"
+    batch_size: int = Field(1000, ge=1, le=100_000)
+    page_size: int = Field(100, ge=1, le=100)
+    request_timeout: Duration = 30.0
+    request_retries: int = Field(8, ge=0, le=100)
+    sink_retry_timeout: Duration = 300.0
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    event_types: StrList = Field(default_factory=list)
+    project_ids: StrList = Field(default_factory=list)
+    actor_ids: StrList = Field(default_factory=list)
+    actor_emails: StrList = Field(default_factory=list)
+    resource_ids: StrList = Field(default_factory=list)
+    tenant_only: bool = False
+    log_format: Literal["text", "json"] = "text"
+    verbosity: int = Field(0, ge=-2, le=3)
+    metrics_addr: str | None = None
+
+    @field_validator("start_at")
+    @classmethod
+    def _check_start_at(cls, value: str) -> str:
+        parse_when(value)
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL such as https://api.openai.com/v1")
+        return value.rstrip("/")
+
+    @field_validator("interval", "window", "request_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _CONFIG_FILE[0] is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_CONFIG_FILE[0]))
+        return tuple(sources)
+
+    # Derived values -------------------------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        return self.state or default_state_path()
+
+    @property
+    def dead_letter_dir(self) -> Path:
+        return self.dead_letter or self.state_path.parent / "dead-letter"
+
+    def resolve_admin_key(self) -> str | None:
+        """The key from `admin_key_file` (Docker/Kubernetes secrets) or the environment."""
+        if self.admin_key_file is not None:
+            try:
+                key = self.admin_key_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"invalid setting admin_key_file: cannot read {self.admin_key_file} "
+                    f"({exc.strerror or exc})"
+                ) from None
+            if not key:
+                raise ConfigError(f"invalid setting admin_key_file: {self.admin_key_file} is empty")
+            return key
+        if self.admin_key is not None and self.admin_key.get_secret_value().strip():
+            return self.admin_key.get_secret_value().strip()
+        return None
+
+    def filters(self) -> dict[str, Any]:
+        return {
+            "event_types": self.event_types,
+            "project_ids": self.project_ids,
+            "actor_ids": self.actor_ids,
+            "actor_emails": self.actor_emails,
+            "resource_ids": self.resource_ids,
+            "tenant_only": self.tenant_only,
+        }
+
+
+# The TOML file named by --config; settings_customise_sources is a classmethod, so the path
+# reaches it here for the duration of one load.
+_CONFIG_FILE: list[Path | None] = [None]
+
+
+def load_settings(config_file: Path | None = None, **cli: Any) -> Settings:
+    """Build the settings; `cli` holds only the flags the user actually gave."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"invalid setting config: {config_file} is not a readable file")
+    _CONFIG_FILE[0] = config_file
+    try:
+        return Settings(**{k: v for k, v in cli.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    except ValueError as exc:  # TOML syntax errors and the like
+        raise ConfigError(f"invalid config file {config_file}: {_first_line(exc)}") from None
+    finally:
+        _CONFIG_FILE[0] = None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False, include_input=False)[0]
+    name = ".".join(str(part) for part in error["loc"]) or "settings"
+    if name == "output_schema":
+        name = "schema"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown setting"
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid setting {name}: {_first_line(message)}{more}"
+
+
+def _first_line(value: object) -> str:
+    return str(value).strip().splitlines()[0] if str(value).strip() else repr(value)

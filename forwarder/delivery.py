@@ -1,0 +1,163 @@
+"""Fan-out of one batch: map each event once per schema, hand the records to every sink, retry
+a failing sink with backoff (sinks that already acknowledged are not sent the batch again),
+and dead-letter what cannot be mapped or what a sink refuses for good."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from forwarder import metrics
+from forwarder.deadletter import DeadLetter, DeadLetters
+from forwarder.errors import DeliveryError, ForwarderError
+from forwarder.logs import get_logger
+from forwarder.sinks.base import Record, Sink, SinkError
+from mappings.registry import MapFunction, MappingError
+
+
+class Stopped(ForwarderError):
+    """A stop signal arrived while a batch was not yet acknowledged: nothing was committed."""
+
+    exit_code = 0
+
+
+class Delivery:
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        mappers: dict[str, MapFunction],
+        dead_letters: DeadLetters,
+        *,
+        stream: str,
+        retry_timeout: float = 300.0,
+        stop: threading.Event | None = None,
+        backoff_cap: float = 30.0,
+    ) -> None:
+        self.sinks = list(sinks)
+        self.mappers = mappers
+        self.dead_letters = dead_letters
+        self.stream = stream
+        self.retry_timeout = retry_timeout
+        self.stop = stop or threading.Event()
+        self.backoff_cap = backoff_cap
+        self.log = get_logger()
+        self.delivered = 0
+
+    def open(self, positions: dict[str, str | None]) -> dict[str, str | None]:
+        """Open every sink, hand it its committed position, and return the positions to commit
+        now for sinks that had none (so a crash before the first commit cuts nothing wrong)."""
+        adopted: dict[str, str | None] = {}
+        for sink in self.sinks:
+            self._retry(sink, sink.open)
+            sink.restore(positions.get(sink.name))
+            if positions.get(sink.name) is None:
+                adopted[sink.name] = sink.position()
+        return adopted
+
+    def positions(self) -> dict[str, str | None]:
+        return {sink.name: sink.position() for sink in self.sinks}
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # closing must not hide the real outcome
+                self.log.warning("closing sink %s: %s", sink.name, exc)
+
+    def deliver(self, events: list[dict[str, Any]]) -> None:
+        """Return once every sink acknowledged `events`; raise `DeliveryError` when a sink
+        stays down past the retry budget, `Stopped` when told to stop before that."""
+        if not events:
+            return
+        letters: list[DeadLetter] = []
+        rendered = {
+            schema: self._render(schema, mapper, events, letters)
+            for schema, mapper in self.mappers.items()
+        }
+        for sink in self.sinks:
+            records = rendered[sink.schema]
+            if not records:
+                continue
+            rejections = self._retry(sink, lambda s=sink, r=records: s.write(r))
+            metrics.EVENTS_DELIVERED.labels(self.stream, sink.name).inc(
+                len(records) - len(rejections or ())
+            )
+            for rejection in rejections or ():
+                letters.append(
+                    DeadLetter(
+                        time.time(),
+                        self.stream,
+                        f"rejected: {rejection.reason}",
+                        _original(events, rejection.record.id),
+                        sink.schema,
+                        sink.name,
+                    )
+                )
+                metrics.EVENTS_DEAD_LETTERED.labels(self.stream, "rejected").inc()
+        # Dead letters are durable before the caller commits the checkpoint.
+        self.dead_letters.add_many(letters)
+        self.delivered += len(events)
+
+    def _render(
+        self,
+        schema: str,
+        mapper: MapFunction,
+        events: list[dict[str, Any]],
+        letters: list[DeadLetter],
+    ) -> list[Record]:
+        records: list[Record] = []
+        append = records.append
+        for event in events:
+            try:
+                doc = mapper(event)
+            except MappingError as exc:
+                letters.append(
+                    DeadLetter(
+                        time.time(),
+                        self.stream,
+                        f"mapping {schema}: {exc.reason}",
+                        event,
+                        schema,
+                    )
+                )
+                metrics.EVENTS_DEAD_LETTERED.labels(self.stream, "mapping").inc()
+                continue
+            append(Record(event["id"], event["type"], event["effective_at"], doc))
+        return records
+
+    def _retry(self, sink: Sink, action: Any) -> Any:
+        deadline = time.monotonic() + self.retry_timeout
+        attempt = 0
+        while True:
+            try:
+                return action()
+            except SinkError as exc:
+                attempt += 1
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeliveryError(
+                        f"sink {sink.name}: {exc} (gave up after {attempt} attempts)"
+                    ) from None
+                wait = min(self.backoff_cap, 0.5 * 2 ** min(attempt - 1, 10), remaining)
+                wait = random.uniform(wait / 2, wait)
+                metrics.SINK_RETRIES.labels(sink.name).inc()
+                self.log.warning(
+                    "sink %s: %s; retry %d in %.1fs",
+                    sink.name,
+                    exc,
+                    attempt,
+                    wait,
+                    extra={"sink": sink.name, "stream": self.stream},
+                )
+                if self.stop.wait(wait):
+                    raise Stopped(f"stopped while sink {sink.name} was down") from None
+
+
+def _original(events: list[dict[str, Any]], event_id: str) -> dict[str, Any] | str:
+    for event in events:
+        if event["id"] == event_id:
+            return event
+    return event_id

@@ -1,0 +1,31 @@
+"""Errors that end a command, each with its exit code and a one-line message."""
+
+from __future__ import annotations
+
+
+class ForwarderError(Exception):
+    """A failure reported to the user as one line; `exit_code` is 1 (runtime) or 2 (usage)."""
+
+    exit_code = 1
+
+
+class ConfigError(ForwarderError):
+    """An invalid setting or usage (exit 2). The message names the setting."""
+
+    exit_code = 2
+
+
+class SourceError(ForwarderError):
+    """The audit-log source failed (API refused, unreachable, malformed input)."""
+
+
+class AuthError(SourceError):
+    """The API refused the key (401/403)."""
+
+
+class StateLockedError(ForwarderError):
+    """Another process holds the lock on this stream."""
+
+
+class DeliveryError(ForwarderError):
+    """A sink did not accept a batch within the retry budget."""

@@ -1,0 +1,98 @@
+"""The audit-log object as a pydantic v2 model, for validation and typed access outside the
+hot path (the collector and mappers work on plain dicts). Unknown event types and extra
+fields are kept: the API adds event types often, and an event is never dropped for it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ActorUser(_Open):
+    id: str | None = None
+    email: str | None = None
+
+
+class IpAddressDetails(_Open):
+    country: str | None = None
+    city: str | None = None
+    region: str | None = None
+    region_code: str | None = None
+    asn: str | None = None
+    latitude: str | None = None
+    longitude: str | None = None
+
+
+class ActorSession(_Open):
+    user: ActorUser | None = None
+    ip_address: str | None = None
+    user_agent: str | None = None
+    ja3: str | None = None
+    ja4: str | None = None
+    ip_address_details: IpAddressDetails | None = None
+
+
+class ActorServiceAccount(_Open):
+    id: str | None = None
+
+
+class ActorApiKey(_Open):
+    id: str | None = None
+    type: Literal["user", "service_account"] | str | None = None
+    user: ActorUser | None = None
+    service_account: ActorServiceAccount | None = None
+
+
+class Actor(_Open):
+    type: Literal["session", "api_key"] | str | None = None
+    session: ActorSession | None = None
+    api_key: ActorApiKey | None = None
+
+
+class Project(_Open):
+    id: str | None = None
+    name: str | None = None
+
+
+class AuditLog(_Open):
+    """One audit-log event. The payload lives under the key named by `type`."""
+
+    id: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    effective_at: StrictInt
+    project: Project | None = None
+    actor: Actor | None = None
+
+    @model_validator(mode="after")
+    def _payload_is_an_object(self) -> AuditLog:
+        payload = (self.model_extra or {}).get(self.type)
+        if payload is not None and not isinstance(payload, dict):
+            raise ValueError(f"payload {self.type!r} must be an object")
+        return self
+
+    @property
+    def payload(self) -> dict[str, Any] | None:
+        """The details for this event's type (`event[event.type]`)."""
+        return (self.model_extra or {}).get(self.type)
+
+
+def minimal_problem(event: Any) -> str | None:
+    """Why `event` cannot be collected (no usable id, type or effective_at), or None.
+
+    The cheap check the collector runs per event; `AuditLog` gives the full picture."""
+    if not isinstance(event, dict):
+        return f"expected a JSON object, got {type(event).__name__}"
+    event_id = event.get("id")
+    if not isinstance(event_id, str) or not event_id:
+        return "missing or invalid 'id' (a non-empty string)"
+    if not isinstance(event.get("type"), str) or not event["type"]:
+        return "missing or invalid 'type' (a non-empty string)"
+    effective_at = event.get("effective_at")
+    if not isinstance(effective_at, int) or isinstance(effective_at, bool):
+        return "missing or invalid 'effective_at' (unix seconds)"
+    return None

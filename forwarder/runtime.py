@@ -1,0 +1,155 @@
+"""Assembles a command's parts from the settings: source, mappers, sinks, dead letters, state
+and the stream lock; and owns the stop signal (SIGTERM/SIGINT) they all watch."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from forwarder.config import Settings
+from forwarder.deadletter import DeadLetters
+from forwarder.delivery import Delivery
+from forwarder.errors import ConfigError
+from forwarder.logs import get_logger, register_secret
+from forwarder.sinks import Sink, SinkConfigError, open_sink
+from forwarder.sources import Source
+from forwarder.sources.jsonl import JsonlSource
+from forwarder.sources.openai_api import OpenAIAuditLogSource
+from forwarder.state import State, StreamLock
+from forwarder.timeparse import parse_when
+from mappings.registry import MapFunction, MappingContext, UnknownMapperError, load_mapper
+
+
+def build_source(settings: Settings, stop: threading.Event) -> Source:
+    if settings.input:
+        return JsonlSource(settings.input, settings.filters())
+    key = settings.resolve_admin_key()
+    if key is None:
+        raise ConfigError(
+            "invalid setting admin_key: no Admin API key; set OPENAI_ADMIN_KEY, "
+            "--admin-key-file, or use --input FILE"
+        )
+    register_secret(key)
+    return OpenAIAuditLogSource(
+        base_url=settings.base_url,
+        admin_key=key,
+        filters=settings.filters(),
+        page_size=settings.page_size,
+        timeout=settings.request_timeout,
+        retries=settings.request_retries,
+        verify_tls=settings.verify_tls,
+        ca_file=settings.ca_file,
+        stop=stop,
+    )
+
+
+def build_sinks(settings: Settings) -> list[Sink]:
+    urls = settings.sinks or ["stdout:"]
+    sinks: list[Sink] = []
+    try:
+        for url in urls:
+            sinks.append(open_sink(url, settings.output_schema))
+    except SinkConfigError as exc:
+        raise ConfigError(f"invalid setting sink: {exc}") from None
+    names = [sink.name for sink in sinks]
+    if len(set(names)) != len(names):
+        raise ConfigError("invalid setting sink: the same sink is named twice")
+    return sinks
+
+
+def build_mappers(settings: Settings, schemas: set[str]) -> dict[str, MapFunction]:
+    context = MappingContext(organization_id=settings.org_id)
+    mappers = {}
+    for schema in sorted(schemas):
+        try:
+            mappers[schema] = load_mapper(schema, context)
+        except UnknownMapperError as exc:
+            raise ConfigError(f"invalid setting schema: {exc}") from None
+    return mappers
+
+
+def stream_name(settings: Settings) -> str:
+    """With --input and no explicit stream, files get a checkpoint apart from the API's."""
+    if settings.input and "stream" not in settings.model_fields_set:
+        return "jsonl"
+    return settings.stream
+
+
+def start_at(settings: Settings, source: Source) -> int:
+    """Where a fresh stream starts: --start-at (default 24h ago) for the API; the whole file
+    for --input unless --start-at was given."""
+    if not source.live and "start_at" not in settings.model_fields_set:
+        return 0
+    return parse_when(settings.start_at)
+
+
+@dataclass
+class Runtime(AbstractContextManager["Runtime"]):
+    """The opened parts of one command; closes everything on exit."""
+
+    settings: Settings
+    command: str
+    lock_name: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    source: Source | None = None
+    state: State | None = None
+    delivery: Delivery | None = None
+    lock: StreamLock | None = None
+    stream: str = "default"
+
+    def open(self) -> Runtime:
+        settings = self.settings
+        self.stream = stream_name(settings)
+        sinks = build_sinks(settings)
+        mappers = build_mappers(settings, {sink.schema for sink in sinks})
+        self.source = build_source(settings, self.stop)
+        self.lock = StreamLock(settings.state_path, self.lock_name.format(stream=self.stream))
+        self.lock.acquire(self.command)
+        self.state = State(settings.state_path)
+        self.delivery = Delivery(
+            sinks,
+            mappers,
+            DeadLetters(settings.dead_letter_dir, self.stream),
+            stream=self.stream,
+            retry_timeout=settings.sink_retry_timeout,
+            stop=self.stop,
+        )
+        positions = {sink.name: self.state.sink_position(sink.name) for sink in sinks}
+        adopted = self.delivery.open(positions)
+        if adopted:
+            self.state.set_sink_positions(adopted)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.delivery is not None:
+            self.delivery.close()
+        if self.source is not None:
+            self.source.close()
+        if self.state is not None:
+            self.state.close()
+        if self.lock is not None:
+            self.lock.release()
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    """First SIGTERM/SIGINT: finish or drop the batch in flight, then exit. Second: now."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        get_logger().info(
+            "received %s, stopping after the batch in flight", signal.Signals(signum).name
+        )
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

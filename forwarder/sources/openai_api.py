@@ -1,0 +1,230 @@
+"""The OpenAI Admin API source: `GET /organization/audit_logs` with `after` cursor paging inside
+a fixed window, filters, and retries (jittered exponential backoff honouring `retry-after`
+and `x-ratelimit-reset-*`) within a bounded budget. The key never appears in any message."""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from forwarder import __version__, metrics
+from forwarder.errors import AuthError, SourceError
+from forwarder.logs import get_logger
+from forwarder.sources import Page, Source
+
+RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
+_KEY_LIKE = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
+_RESET = re.compile(
+    r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$"
+)
+
+
+class OpenAIAuditLogSource(Source):
+    live = True
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        admin_key: str,
+        filters: dict[str, Any] | None = None,
+        page_size: int = 100,
+        timeout: float = 30.0,
+        retries: int = 8,
+        verify_tls: bool = True,
+        ca_file: Path | None = None,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 60.0,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._key = admin_key
+        self.filters = filters or {}
+        self.page_size = page_size
+        self.retries = retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.stop = stop or threading.Event()
+        verify: bool | str = str(ca_file) if ca_file and verify_tls else verify_tls
+        self.client = httpx.Client(
+            base_url=self.base_url,
+            headers={
+                "Authorization": f"Bearer {admin_key}",
+                "User-Agent": f"openai-audit-forwarder/{__version__}",
+                "Accept": "application/json",
+            },
+            timeout=httpx.Timeout(timeout),
+            verify=verify,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+        self.log = get_logger()
+
+    def close(self) -> None:
+        self.client.close()
+
+    # Requests ----------------------------------------------------------------------------
+
+    def _params(self, start: int | None, end: int | None, after: str | None, limit: int) -> list:
+        params: list[tuple[str, Any]] = [("limit", limit)]
+        if start is not None:
+            params.append(("effective_at[gte]", start))
+        if end is not None:
+            params.append(("effective_at[lt]", end))
+        for name in ("event_types", "project_ids", "actor_ids", "actor_emails", "resource_ids"):
+            params.extend((f"{name}[]", value) for value in self.filters.get(name) or ())
+        if self.filters.get("tenant_only"):
+            params.append(("tenant_only", "true"))
+        if after is not None:
+            params.append(("after", after))
+        return params
+
+    def pages(self, start: int, end: int | None) -> Iterator[Page]:
+        after: str | None = None
+        while True:
+            body = self._get(self._params(start, end, after, self.page_size))
+            data = body.get("data")
+            if not isinstance(data, list):
+                raise SourceError("OpenAI API: response has no 'data' list")
+            if data:
+                yield data
+            if not body.get("has_more") or not data:
+                return
+            last = body.get("last_id") or (
+                data[-1].get("id") if isinstance(data[-1], dict) else None
+            )
+            if not isinstance(last, str) or last == after:
+                raise SourceError("OpenAI API: has_more without a usable last_id")
+            after = last
+
+    def check(self) -> str:
+        body = self._get(self._params(None, None, None, 1))
+        data = body.get("data") or []
+        newest = data[0].get("effective_at") if data and isinstance(data[0], dict) else None
+        seen = f", newest event at {newest}" if newest is not None else ", no events yet"
+        return f"OpenAI API {self.base_url}: admin key accepted{seen}"
+
+    def _get(self, params: list) -> dict[str, Any]:
+        attempt = 0
+        while True:
+            delay: float | None = None
+            try:
+                response = self.client.get("/organization/audit_logs", params=params)
+            except httpx.TimeoutException:
+                metrics.API_REQUESTS.labels("timeout").inc()
+                problem = "request timed out"
+            except httpx.TransportError as exc:
+                metrics.API_REQUESTS.labels("error").inc()
+                problem = f"cannot reach {self.base_url} ({_one_line(exc) or type(exc).__name__})"
+            else:
+                metrics.API_REQUESTS.labels(str(response.status_code)).inc()
+                if response.status_code == 200:
+                    try:
+                        body = orjson.loads(response.content)
+                    except orjson.JSONDecodeError:
+                        problem = "malformed JSON in a 200 response"
+                    else:
+                        if isinstance(body, dict):
+                            return body
+                        problem = "a 200 response that is not a JSON object"
+                elif response.status_code in (401, 403):
+                    raise AuthError(self._auth_message(response)) from None
+                elif response.status_code in RETRY_STATUSES:
+                    if response.status_code == 429:
+                        metrics.API_RATE_LIMITED.inc()
+                    problem = f"HTTP {response.status_code} {self._error_text(response)}"
+                    delay = retry_delay_from_headers(response.headers)
+                else:
+                    raise SourceError(
+                        f"OpenAI API refused the request: HTTP {response.status_code} "
+                        f"{self._error_text(response)}"
+                    ) from None
+            if attempt >= self.retries:
+                raise SourceError(
+                    f"OpenAI API: giving up after {attempt + 1} attempts; last: {problem}"
+                ) from None
+            backoff = min(self.backoff_cap, self.backoff_base * 2**attempt)
+            backoff = random.uniform(backoff / 2, backoff)  # jitter against thundering herds
+            wait = max(delay, backoff / 4) if delay is not None else backoff
+            wait = min(wait, self.backoff_cap)
+            attempt += 1
+            metrics.API_RETRIES.inc()
+            self.log.warning("OpenAI API: %s; retry %d in %.2fs", problem, attempt, wait)
+            if self.stop.wait(wait):
+                raise SourceError("stopped while waiting to retry the OpenAI API") from None
+
+    def _error_text(self, response: httpx.Response) -> str:
+        try:
+            error = orjson.loads(response.content).get("error") or {}
+        except (orjson.JSONDecodeError, AttributeError):
+            return ""
+        if not isinstance(error, dict):
+            return ""
+        code = error.get("code") or error.get("type") or ""
+        message = self._scrub(str(error.get("message") or ""))
+        return f"{code}: {message}".strip(": ")[:300]
+
+    def _auth_message(self, response: httpx.Response) -> str:
+        detail = self._error_text(response)
+        if response.status_code == 401:
+            return (
+                "OpenAI API rejected the key (HTTP 401"
+                + (f" {detail}" if detail else "")
+                + "): /organization/audit_logs needs an Admin API key (sk-admin-...), "
+                "set OPENAI_ADMIN_KEY or --admin-key-file"
+            )
+        return (
+            "OpenAI API refused access (HTTP 403"
+            + (f" {detail}" if detail else "")
+            + "): the key lacks audit-log access; use an Admin API key (sk-admin-...) "
+            "of an organization owner, not a project key"
+        )
+
+    def _scrub(self, text: str) -> str:
+        text = text.replace(self._key, "[REDACTED]") if self._key else text
+        return _one_line(_KEY_LIKE.sub("sk-[REDACTED]", text))
+
+
+def retry_delay_from_headers(headers: httpx.Headers) -> float | None:
+    """Seconds to wait as the server asks: `retry-after` (seconds or HTTP date),
+    `retry-after-ms`, or the `x-ratelimit-reset-requests|tokens` durations ("1s", "6m0s")."""
+    if value := headers.get("retry-after-ms"):
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    if value := headers.get("retry-after"):
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError):
+                pass
+    resets = [
+        parse_reset(headers[name])
+        for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
+        if name in headers
+    ]
+    resets = [r for r in resets if r is not None]
+    return max(resets) if resets else None
+
+
+def parse_reset(text: str) -> float | None:
+    match = _RESET.match(text.strip())
+    if not match or not any(match.groups()):
+        return None
+    hours, minutes, seconds, millis = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds + millis / 1000
+
+
+def _one_line(value: object) -> str:
+    return " ".join(str(value).split())

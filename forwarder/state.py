@@ -1,0 +1,330 @@
+"""The checkpoint: one SQLite database (WAL, mode 0600) holding watermarks per stream, the ids
+delivered in the overlap region, backfill jobs and windows, and sink positions; plus the
+per-stream lock that keeps two processes from delivering the same stream."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from forwarder.errors import ConfigError, StateLockedError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    stream TEXT PRIMARY KEY,
+    watermark INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS delivered (
+    scope TEXT NOT NULL,
+    id TEXT NOT NULL,
+    effective_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS delivered_by_time ON delivered (scope, effective_at);
+CREATE TABLE IF NOT EXISTS sink_positions (
+    sink TEXT PRIMARY KEY,
+    position TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS backfill_jobs (
+    job TEXT PRIMARY KEY,
+    stream TEXT NOT NULL,
+    args TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    until INTEGER NOT NULL,
+    window INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS backfill_windows (
+    job TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    events INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job, start, end)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open time range [start, end) in unix seconds."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class BackfillJob:
+    job: str
+    stream: str
+    since: int
+    until: int
+    window: int
+    finished_at: float | None
+
+
+@dataclass
+class Commit:
+    """Everything one batch changes, written in one transaction after every sink acked."""
+
+    scope: str
+    delivered: list[tuple[str, int]]
+    sink_positions: Mapping[str, str | None]
+    watermark: tuple[str, int] | None = None  # (stream, new watermark)
+    prune_before: int | None = None  # forget delivered ids of `scope` older than this
+    window_done: tuple[str, Window, int] | None = None  # (job, window, events)
+    # (job, old window, its delivered part, events in it so far, the pending rest)
+    window_split: tuple[str, Window, Window, int, list[Window]] | None = None
+
+
+class State:
+    """Access to the state database. Not shared across threads: one connection per State."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not path.exists():
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            old_umask = os.umask(0o077)  # the -wal and -shm files too
+            try:
+                self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.executescript(SCHEMA)
+            finally:
+                os.umask(old_umask)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"invalid setting state: cannot open {path} ({exc})") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # Watermarks --------------------------------------------------------------------------
+
+    def watermark(self, stream: str) -> int | None:
+        row = self.db.execute("SELECT watermark FROM streams WHERE stream=?", (stream,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def streams(self) -> list[tuple[str, int, float]]:
+        return list(self.db.execute("SELECT stream, watermark, updated_at FROM streams"))
+
+    def set_watermark(self, stream: str, watermark: int | None) -> None:
+        """`checkpoint set` / `checkpoint reset`: also forgets the stream's delivered ids."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM delivered WHERE scope=?", (live_scope(stream),))
+            if watermark is None:
+                db.execute("DELETE FROM streams WHERE stream=?", (stream,))
+            else:
+                db.execute(
+                    "INSERT INTO streams(stream, watermark, updated_at) VALUES (?,?,?) "
+                    "ON CONFLICT(stream) DO UPDATE SET watermark=excluded.watermark, "
+                    "updated_at=excluded.updated_at",
+                    (stream, watermark, time.time()),
+                )
+
+    # Delivered ids -----------------------------------------------------------------------
+
+    def delivered_ids(self, scope: str, start: int, end: int | None = None) -> set[str]:
+        if end is None:
+            rows = self.db.execute(
+                "SELECT id FROM delivered WHERE scope=? AND effective_at>=?", (scope, start)
+            )
+        else:
+            rows = self.db.execute(
+                "SELECT id FROM delivered WHERE scope=? AND effective_at>=? AND effective_at<?",
+                (scope, start, end),
+            )
+        return {row[0] for row in rows}
+
+    def count_delivered(self, scope: str) -> int:
+        return self.db.execute("SELECT count(*) FROM delivered WHERE scope=?", (scope,)).fetchone()[
+            0
+        ]
+
+    # Sinks -------------------------------------------------------------------------------
+
+    def sink_position(self, sink: str) -> str | None:
+        row = self.db.execute(
+            "SELECT position FROM sink_positions WHERE sink=?", (sink,)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def has_sink_position(self, sink: str) -> bool:
+        return (
+            self.db.execute("SELECT 1 FROM sink_positions WHERE sink=?", (sink,)).fetchone()
+            is not None
+        )
+
+    def set_sink_positions(self, positions: Mapping[str, str | None]) -> None:
+        with self._transaction() as db:
+            self._write_positions(db, positions)
+
+    @staticmethod
+    def _write_positions(db: sqlite3.Connection, positions: Mapping[str, str | None]) -> None:
+        now = time.time()
+        db.executemany(
+            "INSERT INTO sink_positions(sink, position, updated_at) VALUES (?,?,?) "
+            "ON CONFLICT(sink) DO UPDATE SET position=excluded.position, "
+            "updated_at=excluded.updated_at",
+            [(sink, pos, now) for sink, pos in positions.items() if pos is not None],
+        )
+
+    # The commit --------------------------------------------------------------------------
+
+    def commit(self, commit: Commit) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO delivered(scope, id, effective_at) VALUES (?,?,?)",
+                [(commit.scope, event_id, at) for event_id, at in commit.delivered],
+            )
+            self._write_positions(db, commit.sink_positions)
+            if commit.watermark is not None:
+                stream, watermark = commit.watermark
+                db.execute(
+                    "INSERT INTO streams(stream, watermark, updated_at) VALUES (?,?,?) "
+                    "ON CONFLICT(stream) DO UPDATE SET watermark=excluded.watermark, "
+                    "updated_at=excluded.updated_at",
+                    (stream, watermark, time.time()),
+                )
+            if commit.prune_before is not None:
+                db.execute(
+                    "DELETE FROM delivered WHERE scope=? AND effective_at<?",
+                    (commit.scope, commit.prune_before),
+                )
+            if commit.window_done is not None:
+                job, window, events = commit.window_done
+                db.execute(
+                    "UPDATE backfill_windows SET status='done', events=events+? "
+                    "WHERE job=? AND start=? AND end=?",
+                    (events, job, window.start, window.end),
+                )
+            if commit.window_split is not None:
+                job, old, done_part, done_events, rest = commit.window_split
+                db.execute(
+                    "DELETE FROM backfill_windows WHERE job=? AND start=? AND end=?",
+                    (job, old.start, old.end),
+                )
+                db.executemany(
+                    "INSERT INTO backfill_windows(job, start, end, status, events) "
+                    "VALUES (?,?,?,?,?)",
+                    [(job, done_part.start, done_part.end, "done", done_events)]
+                    + [(job, w.start, w.end, "pending", 0) for w in rest],
+                )
+
+    # Backfill ----------------------------------------------------------------------------
+
+    def find_job(self, job: str) -> BackfillJob | None:
+        row = self.db.execute(
+            "SELECT job, stream, since, until, window, finished_at FROM backfill_jobs WHERE job=?",
+            (job,),
+        ).fetchone()
+        return None if row is None else BackfillJob(*row)
+
+    def create_job(self, job: BackfillJob, args: str, windows: Iterable[Window]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO backfill_jobs(job, stream, args, since, until, window, created_at) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (job.job, job.stream, args, job.since, job.until, job.window, time.time()),
+            )
+            db.executemany(
+                "INSERT INTO backfill_windows(job, start, end, status) VALUES (?,?,?,'pending')",
+                [(job.job, w.start, w.end) for w in windows],
+            )
+
+    def delete_job(self, job: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM backfill_windows WHERE job=?", (job,))
+            db.execute("DELETE FROM backfill_jobs WHERE job=?", (job,))
+            db.execute("DELETE FROM delivered WHERE scope=?", (backfill_scope(job),))
+
+    def windows(self, job: str, status: str | None = None) -> list[tuple[Window, str, int]]:
+        query = "SELECT start, end, status, events FROM backfill_windows WHERE job=?"
+        params: tuple = (job,)
+        if status is not None:
+            query += " AND status=?"
+            params = (job, status)
+        rows = self.db.execute(query + " ORDER BY start DESC", params)
+        return [(Window(start, end), st, events) for start, end, st, events in rows]
+
+    def finish_job(self, job: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE backfill_jobs SET finished_at=? WHERE job=?", (time.time(), job))
+            db.execute("DELETE FROM delivered WHERE scope=?", (backfill_scope(job),))
+
+    def jobs(self) -> list[tuple[str, str, int, int, float | None, int, int, int]]:
+        """(job, stream, since, until, finished_at, windows, done, events) per job."""
+        return list(
+            self.db.execute(
+                "SELECT j.job, j.stream, j.since, j.until, j.finished_at, count(w.job), "
+                "coalesce(sum(w.status='done'), 0), coalesce(sum(w.events), 0) "
+                "FROM backfill_jobs j LEFT JOIN backfill_windows w ON w.job=j.job "
+                "GROUP BY j.job ORDER BY j.created_at"
+            )
+        )
+
+
+def live_scope(stream: str) -> str:
+    return f"live:{stream}"
+
+
+def backfill_scope(job: str) -> str:
+    return f"backfill:{job}"
+
+
+class StreamLock:
+    """An exclusive, process-wide lock on one stream (flock: released by the kernel even on
+    SIGKILL). The lock file says who holds it, so the refusal can name the holder."""
+
+    def __init__(self, state_path: Path, name: str) -> None:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        self.path = state_path.with_name(f"{state_path.name}.{safe}.lock")
+        self.name = name
+        self._fd: int | None = None
+
+    def acquire(self, command: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "unknown process"
+            os.close(fd)
+            raise StateLockedError(
+                f"{self.name} is locked by another process ({holder}); "
+                "stop it or use another --state/--stream"
+            ) from None
+        os.ftruncate(fd, 0)
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        os.pwrite(
+            fd,
+            f"pid {os.getpid()} on {socket.gethostname()}, {command}, since {started}".encode(),
+            0,
+        )
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
