@@ -115,6 +115,7 @@ def test_ten_thousand_records_arrive_exactly_once_with_event_time(server, make_s
         assert event_time == EventTimeValue(by_id[record["event"]["id"]].effective_at, 0)
         assert record == by_id[record["event"]["id"]].doc
     assert server.modes == Counter({"PackedForward": 10})
+    assert server.time_formats == Counter({"EventTime": 10_000})
     assert server.acked_chunks == server.received_chunks
     assert len(set(server.received_chunks)) == 10
     assert server.errors == []
@@ -305,6 +306,23 @@ def test_withheld_ack_times_out_and_the_same_chunk_id_is_resent(server, make_sin
     # The receiver keeps both copies (it does not de-duplicate): at least once, same chunk id.
     assert Counter(ids_of(server)) == Counter({r.id: 2 for r in records})
     assert set(server.chunk_of_entry()) == {server.received_chunks[0]}
+
+
+def test_an_ack_for_another_chunk_is_not_taken_as_delivery(server, make_sink):
+    server.corrupt_acks = 1
+    make_sink(server.url(backoff="0.01")).write(make_records(100))
+    assert len(server.received_chunks) == 2
+    assert server.received_chunks[0] == server.received_chunks[1]
+    assert server.acked_chunks == server.received_chunks[1:]
+
+
+def test_acks_are_matched_to_their_chunks_when_several_are_in_flight(server, make_sink):
+    server.corrupt_acks = 1
+    records = make_records(2000)
+    make_sink(server.url(chunk_bytes="20000", backoff="0.01")).write(records)
+    assert set(ids_of(server)) == {r.id for r in records}
+    assert sorted(set(server.acked_chunks)) == sorted(set(server.received_chunks))
+    assert len(server.received_chunks) > len(set(server.received_chunks))
 
 
 def test_a_delayed_ack_within_the_timeout_is_not_resent(server, make_sink):

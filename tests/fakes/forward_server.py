@@ -72,6 +72,9 @@ def _event_time(value: Any) -> EventTimeValue:
     return EventTimeValue(sec, round((value - sec) * 1e9))
 
 
+_TIME_FORMATS = {EventTimeValue: "EventTime", int: "int", float: "float"}
+
+
 class _Drop(Exception):
     """Close this connection now (a control asked for it, or the peer broke the protocol)."""
 
@@ -80,9 +83,11 @@ class ForwardServer:
     """A Forward server on a loopback port, running in threads.
 
     Received events are in `entries` as (tag, EventTimeValue, record); each forward message is a
-    `Batch` in `batches`; `received_chunks` / `acked_chunks` list chunk ids in arrival order.
+    `Batch` in `batches`; `received_chunks` / `acked_chunks` list chunk ids in arrival order;
+    `time_formats` counts how event times came (EventTime, int, float).
     Controls (set at any time): `ack_delay` seconds before each ack; `withhold_acks` = N leaves
-    the next N chunks stored but unacked; `drop_connection_after(n, store)` closes the connection
+    the next N chunks stored but unacked; `corrupt_acks` = N answers the next N chunks with an
+    ack for another id; `drop_connection_after(n, store)` closes the connection
     that carries the n-th next message, without acking it. `stop()` then `start()` reopens the
     same port, as a restarted receiver would.
     """
@@ -118,6 +123,7 @@ class ForwardServer:
         self.received_chunks: list[str] = []
         self.acked_chunks: list[str] = []
         self.modes: Counter[str] = Counter()
+        self.time_formats: Counter[str] = Counter()
         self.entry_count = 0
         self.messages = 0
         self.connections = 0
@@ -126,6 +132,7 @@ class ForwardServer:
 
         self.ack_delay = 0.0
         self.withhold_acks = 0
+        self.corrupt_acks = 0
         self._drop_countdown: int | None = None
         self._drop_store = False
 
@@ -336,11 +343,13 @@ class ForwardServer:
             raise _Drop
         option = option or {}
         entries = []
+        formats: Counter[type] = Counter()
         for entry in raw_entries:
             if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], dict):
                 self._error(f"invalid entry in {mode}: {entry!r:.200}")
                 raise _Drop
             entries.append((tag, _event_time(entry[0]), entry[1]))
+            formats[type(entry[0])] += 1
         if "size" in option and option["size"] != len(entries):
             self._error(f"size option {option['size']!r} but {len(entries)} entries")
         chunk = option.get("chunk")
@@ -358,6 +367,8 @@ class ForwardServer:
             if chunk is not None:
                 self.received_chunks.append(chunk)
             self.modes[mode] += 1
+            for kind, count in formats.items():
+                self.time_formats[_TIME_FORMATS.get(kind, kind.__name__)] += count
             self.batches.append(Batch(chunk, mode, self.entry_count, len(entries)))
             self.entry_count += len(entries)
             if self.store:
@@ -372,9 +383,15 @@ class ForwardServer:
             return
         if self.ack_delay:
             time.sleep(self.ack_delay)
-        self._send(conn, {"ack": chunk})
+        ack = chunk
         with self._lock:
-            self.acked_chunks.append(chunk)
+            if self.corrupt_acks > 0:
+                self.corrupt_acks -= 1
+                ack = "not-" + chunk
+            else:
+                # Recorded before sending: once the client has the ack, it is in this list.
+                self.acked_chunks.append(chunk)
+        self._send(conn, {"ack": ack})
 
 
 def main() -> None:
