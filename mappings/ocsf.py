@@ -1,0 +1,528 @@
+"""The `ocsf` schema: renders catalog entries into OCSF 1.8.0 Identity & Access Management
+events (Account Change, Authentication, Entity Management, User Access, Group Management).
+Source fields OCSF has no attribute for go under `unmapped`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mappings.catalog import Action, EventSpec, Realm, spec_for
+from mappings.registry import MapFunction, MappingContext, MappingError
+from mappings.targets import CompiledTarget, item_ids
+from mappings.values import (
+    as_number,
+    coordinate,
+    header,
+    str_list,
+    valid_email,
+    valid_ip,
+)
+
+OCSF_VERSION = "1.8.0"
+PRODUCT = {"name": "OpenAI Platform", "vendor_name": "OpenAI"}
+SERVICE = {"name": "OpenAI Platform"}
+
+ACCOUNT_CHANGE, AUTHENTICATION, ENTITY_MANAGEMENT, USER_ACCESS, GROUP_MANAGEMENT = (
+    3001,
+    3002,
+    3004,
+    3005,
+    3006,
+)
+CLASS_NAMES = {
+    ACCOUNT_CHANGE: "Account Change",
+    AUTHENTICATION: "Authentication",
+    ENTITY_MANAGEMENT: "Entity Management",
+    USER_ACCESS: "User Access Management",
+    GROUP_MANAGEMENT: "Group Management",
+}
+ACTIVITY_NAMES: dict[int, dict[int, str]] = {
+    ACCOUNT_CHANGE: {1: "Create", 2: "Enable", 5: "Disable", 6: "Delete"},
+    AUTHENTICATION: {1: "Logon", 2: "Logoff"},
+    ENTITY_MANAGEMENT: {
+        1: "Create",
+        2: "Read",
+        3: "Update",
+        4: "Delete",
+        8: "Enable",
+        9: "Disable",
+    },
+    USER_ACCESS: {1: "Assign Privileges", 2: "Revoke Privileges"},
+    GROUP_MANAGEMENT: {
+        1: "Assign Privileges",
+        2: "Revoke Privileges",
+        3: "Add User",
+        4: "Remove User",
+        5: "Delete",
+        6: "Create",
+    },
+}
+OTHER = 99
+_EM_ACTIVITY = {
+    Action.CREATE: 1,
+    Action.READ: 2,
+    Action.UPDATE: 3,
+    Action.DELETE: 4,
+    Action.ENABLE: 8,
+    Action.DISABLE: 9,
+    Action.GRANT: 3,
+    Action.REVOKE: 3,
+    Action.ADD_MEMBER: 3,
+    Action.REMOVE_MEMBER: 3,
+}
+_ACCOUNT_ACTIVITY = {Action.CREATE: 1, Action.ENABLE: 2, Action.DISABLE: 5, Action.DELETE: 6}
+_USER_KINDS = frozenset({"user", "service_account"})
+_STATUS = {"success": (1, "Success"), "failure": (2, "Failure"), "unknown": (0, "Unknown")}
+
+
+def classify(spec: EventSpec, *, group_principal: bool = False, role: bool = False) -> tuple:
+    """(class_uid, activity_id) for a catalog entry. Role assignments depend on whether the
+    principal is a group; user updates on whether they change the role."""
+    a = spec.action
+    if not spec.known:
+        return ENTITY_MANAGEMENT, _EM_ACTIVITY.get(a, OTHER)
+    if a is Action.LOGON or a is Action.LOGOFF:
+        return AUTHENTICATION, 1 if a is Action.LOGON else 2
+    if a is Action.GRANT or a is Action.REVOKE:
+        activity = 1 if a is Action.GRANT else 2
+        return (GROUP_MANAGEMENT if group_principal else USER_ACCESS), activity
+    if a is Action.ADD_MEMBER or a is Action.REMOVE_MEMBER:
+        return GROUP_MANAGEMENT, 3 if a is Action.ADD_MEMBER else 4
+    kind = spec.target.kind if spec.target is not None else ""
+    if spec.realm is Realm.GROUP and kind == "group" and a in (Action.CREATE, Action.DELETE):
+        return GROUP_MANAGEMENT, 6 if a is Action.CREATE else 5
+    if kind in _USER_KINDS:
+        if a is Action.UPDATE:
+            return (USER_ACCESS, 1) if role else (ACCOUNT_CHANGE, OTHER)
+        if a in _ACCOUNT_ACTIVITY:
+            return ACCOUNT_CHANGE, _ACCOUNT_ACTIVITY[a]
+    return ENTITY_MANAGEMENT, _EM_ACTIVITY.get(a, OTHER)
+
+
+def fallback_class(spec: EventSpec) -> tuple[int, int]:
+    """Entity Management, used when the event lacks what the preferred class requires."""
+    return ENTITY_MANAGEMENT, _EM_ACTIVITY.get(spec.action, OTHER)
+
+
+def activity_name(spec: EventSpec, class_uid: int, activity_id: int) -> str:
+    if activity_id == OTHER:
+        return spec.type  # the source-specific activity, as OCSF asks for activity 99
+    return ACTIVITY_NAMES[class_uid][activity_id]
+
+
+def _head(spec: EventSpec, class_uid: int, activity_id: int) -> dict[str, Any]:
+    name = activity_name(spec, class_uid, activity_id)
+    status_id, status = _STATUS[spec.outcome]
+    return {
+        "class_uid": class_uid,
+        "class_name": CLASS_NAMES[class_uid],
+        "category_uid": 3,
+        "category_name": "Identity & Access Management",
+        "activity_id": activity_id,
+        "activity_name": name,
+        "type_uid": class_uid * 100 + activity_id,
+        "type_name": f"{CLASS_NAMES[class_uid]}: {name}",
+        "severity_id": 1,
+        "severity": "Informational",
+        "status_id": status_id,
+        "status": status,
+    }
+
+
+class _Plan:
+    """Everything about one event type that does not depend on the event."""
+
+    __slots__ = ("action", "failure", "heads", "kind", "spec", "target")
+
+    def __init__(self, spec: EventSpec) -> None:
+        self.spec = spec
+        self.action = spec.action
+        self.kind = spec.target.kind if spec.target is not None else spec.noun
+        self.kind = self.kind or "unknown"
+        self.target = CompiledTarget(spec.target) if spec.target is not None else None
+        self.failure = spec.outcome == "failure"
+        self.heads: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def head(self, cls: tuple[int, int]) -> dict[str, Any]:
+        h = self.heads.get(cls)
+        if h is None:
+            h = self.heads[cls] = _head(self.spec, *cls)
+        return h
+
+
+def _unusable(where: str, event_id: str) -> MappingError:
+    return MappingError(f"{where} is not an object", event_id)
+
+
+def _user(u: Any, where: str, event_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(OCSF user, leftovers) of an actor user object {id, email}."""
+    if type(u) is not dict:
+        raise _unusable(where, event_id)
+    out: dict[str, Any] = {}
+    used = 0
+    uid = u.get("id")
+    if type(uid) is str:
+        out["uid"] = uid
+        used += 1
+    email = u.get("email")
+    if type(email) is str and valid_email(email):
+        out["email_addr"] = email
+        if uid is None or "uid" not in out:
+            out["name"] = email
+        used += 1
+    if used == len(u):
+        return out, None
+    keep = {k: v for k, v in u.items() if not (k == "id" and "uid" in out)}
+    if "email_addr" in out:
+        keep.pop("email", None)
+    return out, keep
+
+
+def _location(d: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    loc: dict[str, Any] = {}
+    used: set[str] = set()
+    country = d.get("country")
+    if type(country) is str and len(country) == 2 and country.isascii() and country.isalpha():
+        loc["country"] = country.upper()
+        used.add("country")
+        code = d.get("region_code")
+        if type(code) is str and code:
+            loc["region"] = f"{loc['country']}-{code}"
+            used.add("region_code")
+    city = d.get("city")
+    if type(city) is str:
+        loc["city"] = city
+        used.add("city")
+    if not loc:  # OCSF needs a city, country, postal code or region before coordinates
+        return loc, used
+    lat = coordinate(d.get("latitude"), 90.0)
+    lon = coordinate(d.get("longitude"), 180.0)
+    if lat is not None and lon is not None:
+        loc["lat"] = lat
+        loc["long"] = lon
+        used.add("latitude")
+        used.add("longitude")
+    return loc, used
+
+
+def _session(s: Any, doc: dict[str, Any], event_id: str) -> dict[str, Any] | None:
+    """Fills actor.user, src_endpoint and http_request from a session; returns leftovers."""
+    if type(s) is not dict:
+        raise _unusable("actor.session", event_id)
+    rest: dict[str, Any] = {}
+    used: set[str] = set()
+    u = s.get("user")
+    if u is not None:
+        user, user_rest = _user(u, "actor.session.user", event_id)
+        if user:
+            user["type_id"] = 1
+            user["type"] = "User"
+            doc["actor"] = {"user": user}
+        if user_rest:
+            rest["user"] = user_rest
+        used.add("user")
+    ip = s.get("ip_address")
+    if type(ip) is str and valid_ip(ip):
+        endpoint: dict[str, Any] = {"ip": ip}
+        used.add("ip_address")
+        details = s.get("ip_address_details")
+        if details is not None:
+            if type(details) is not dict:
+                raise _unusable("actor.session.ip_address_details", event_id)
+            loc, loc_used = _location(details)
+            if loc:
+                endpoint["location"] = loc
+            asn = as_number(details.get("asn"))
+            if asn is not None:
+                endpoint["autonomous_system"] = {"number": asn}
+                loc_used.add("asn")
+            used.add("ip_address_details")
+            if len(loc_used) != len(details):
+                rest["ip_address_details"] = {k: v for k, v in details.items() if k not in loc_used}
+        fingerprints = []
+        ja3 = s.get("ja3")
+        if type(ja3) is str and ja3:
+            fingerprints.append({"algorithm_id": OTHER, "algorithm": "JA3", "value": ja3})
+            used.add("ja3")
+        ja4 = s.get("ja4")
+        if type(ja4) is str and ja4:
+            fingerprints.append({"algorithm_id": OTHER, "algorithm": "JA4", "value": ja4})
+            used.add("ja4")
+        if fingerprints:
+            endpoint["fingerprints"] = fingerprints
+        doc["src_endpoint"] = endpoint
+    elif s.get("ip_address_details") is not None and type(s["ip_address_details"]) is not dict:
+        raise _unusable("actor.session.ip_address_details", event_id)
+    ua = s.get("user_agent")
+    if type(ua) is str:
+        doc["http_request"] = {"user_agent": ua}
+        used.add("user_agent")
+    if len(used) != len(s):
+        for k, v in s.items():
+            if k not in used:
+                rest[k] = v
+    return rest or None
+
+
+def _api_key(k: Any, doc: dict[str, Any], event_id: str) -> dict[str, Any] | None:
+    """Fills actor.user (the key's user or service account, with the key as its programmatic
+    credential) from an API key actor; returns leftovers."""
+    if type(k) is not dict:
+        raise _unusable("actor.api_key", event_id)
+    rest: dict[str, Any] = {}
+    user: dict[str, Any] = {}
+    key_id = k.get("id")
+    key_type = k.get("type")
+    for key, value in k.items():
+        if key == "user" and value is not None:
+            u, u_rest = _user(value, "actor.api_key.user", event_id)
+            if u:
+                user = u
+                user["type_id"] = 1
+                user["type"] = "User"
+            if u_rest:
+                rest["user"] = u_rest
+        elif key == "service_account" and value is not None:
+            if type(value) is not dict:
+                raise _unusable("actor.api_key.service_account", event_id)
+            sid = value.get("id")
+            if type(sid) is str and not user:
+                user = {"uid": sid, "type_id": 4, "type": "Service"}
+                if len(value) > 1:
+                    rest["service_account"] = {k2: v for k2, v in value.items() if k2 != "id"}
+            elif value:
+                rest["service_account"] = value
+        elif key == "id" or key == "type":
+            continue
+        else:
+            rest[key] = value
+    if user:
+        if type(key_id) is str:
+            user["programmatic_credentials"] = [{"uid": key_id, "type": "API Key"}]
+        else:
+            if "id" in k:
+                rest["id"] = key_id
+        if "type" in k and key_type not in ("user", "service_account"):
+            rest["type"] = key_type
+        doc["actor"] = {"user": user}
+    else:
+        if "id" in k:
+            rest["id"] = key_id
+        if "type" in k:
+            rest["type"] = key_type
+    return rest or None
+
+
+def _actor(actor: Any, doc: dict[str, Any], event_id: str) -> dict[str, Any] | None:
+    if type(actor) is not dict:
+        raise MappingError("actor is neither an object nor null", event_id)
+    rest: dict[str, Any] = {}
+    for key, value in actor.items():
+        if key == "session" and value is not None:
+            r = _session(value, doc, event_id)
+        elif key == "api_key" and value is not None:
+            r = _api_key(value, doc, event_id)
+        else:
+            rest[key] = value
+            continue
+        if r:
+            rest[key] = r
+    return rest or None
+
+
+def _target_user(plan: _Plan, payload: dict[str, Any], uid: str | None) -> dict[str, Any]:
+    t = plan.target
+    assert t is not None
+    user: dict[str, Any] = {}
+    if uid is not None:
+        user["uid"] = uid
+    name = t.name(payload) if t.name else None
+    if name is not None:
+        user["name"] = name
+    email = t.email(payload) if t.email else None
+    if email is not None and valid_email(email):
+        user["email_addr"] = email
+    if plan.kind == "service_account":
+        user["type_id"] = 4
+        user["type"] = "Service"
+    return user
+
+
+def _entity(
+    plan: _Plan, payload: dict[str, Any] | None, tid: str | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(entity, entity_result) for Entity Management."""
+    t = plan.target
+    entity: dict[str, Any] = {"type": plan.kind}
+    result: dict[str, Any] | None = None
+    if t is not None and payload is not None:
+        if t.items is not None:
+            ids, names = item_ids(payload, t.items)
+            if len(ids) == 1:
+                entity["uid"] = ids[0]
+            if names:
+                entity["name"] = ", ".join(names)
+            if len(ids) > 1:
+                entity["data"] = payload.get(t.items)
+        else:
+            if tid is not None:
+                entity["uid"] = tid
+            name = t.name(payload) if t.name else None
+            if name is not None:
+                entity["name"] = name
+            if plan.kind == "group" and (tid is not None or name is not None):
+                entity["group"] = {k: entity[k] for k in ("uid", "name") if k in entity}
+            elif plan.kind in _USER_KINDS and tid is not None:
+                entity["user"] = {"uid": tid}
+        data = payload.get("data")
+        if type(data) is dict:
+            entity["data"] = data
+        changes = payload.get("changes_requested")
+        if type(changes) is dict and plan.action is Action.UPDATE:
+            result = {k: entity[k] for k in ("uid", "name", "type") if k in entity}
+            result["data"] = changes
+    if "uid" not in entity and "name" not in entity:
+        entity["name"] = plan.kind  # OCSF needs a name or uid; the payload named neither
+    return entity, result
+
+
+_KNOWN_TOP = frozenset({"id", "type", "effective_at", "actor", "project"})
+
+
+def make_mapper(context: MappingContext) -> MapFunction:
+    org = context.organization_id
+    plans: dict[str, _Plan] = {}
+
+    def plan_for(event_type: str) -> _Plan:
+        plan = _Plan(spec_for(event_type))
+        if len(plans) < 4096:
+            plans[event_type] = plan
+        return plan
+
+    def map_ocsf(event: dict[str, Any]) -> dict[str, Any]:
+        event_id, event_type, ts = header(event)
+        plan = plans.get(event_type) or plan_for(event_type)
+        spec = plan.spec
+        metadata: dict[str, Any] = {
+            "version": OCSF_VERSION,
+            "product": PRODUCT,
+            "original_event_uid": event_id,
+            "event_code": event_type,
+        }
+        if org is not None:
+            metadata["tenant_uid"] = org
+        doc: dict[str, Any] = {"time": ts * 1000, "metadata": metadata}
+        unmapped: dict[str, Any] = {}
+        extra = len(event) - 3
+        actor = event.get("actor")
+        if actor is not None:
+            extra -= 1
+            rest = _actor(actor, doc, event_id)
+            if rest:
+                unmapped["actor"] = rest
+        elif "actor" in event:
+            extra -= 1
+        project = event.get("project")
+        if project is not None:
+            extra -= 1
+            if type(project) is not dict:
+                raise MappingError("project is neither an object nor null", event_id)
+            unmapped["project"] = project
+        elif "project" in event:
+            extra -= 1
+        payload = event.get(event_type) if event_type not in _KNOWN_TOP else None
+        if payload is not None:
+            extra -= 1
+            if type(payload) is not dict:
+                raise MappingError(f"payload {event_type!r} is not an object", event_id)
+            unmapped["payload"] = payload
+        elif event_type in event and event_type not in _KNOWN_TOP:
+            extra -= 1
+        if extra:
+            known = _KNOWN_TOP | {event_type}
+            unmapped["extra"] = {k: v for k, v in event.items() if k not in known}
+
+        t = plan.target
+        tid = t.id(payload) if t is not None and t.id and payload is not None else None
+        cls: tuple[int, int]
+        action = plan.action
+        if action is Action.LOGON or action is Action.LOGOFF:
+            cls = classify(spec)
+            a = doc.get("actor")
+            if a is not None:
+                doc["user"] = a["user"]
+                doc["service"] = SERVICE
+            else:
+                cls = fallback_class(spec)
+        elif t is None or payload is None or not spec.known:
+            cls = classify(spec) if t is None and spec.known else fallback_class(spec)
+        elif action is Action.GRANT or action is Action.REVOKE:
+            ptype = t.principal_type(payload) if t.principal_type else None
+            cls = classify(spec, group_principal=ptype == "group")
+            # The documented payload names the assignment, not the role: it stands for the
+            # privilege when no role name or id is given.
+            role = t.privileges(payload) if t.privileges else None
+            privileges = str_list(role) or str_list(payload.get("id"))
+            if tid is None:
+                cls = fallback_class(spec)
+            elif cls[0] == GROUP_MANAGEMENT:
+                doc["group"] = {"uid": tid}
+                if privileges is not None:
+                    doc["privileges"] = privileges
+            elif privileges is not None:
+                doc["user"] = {"uid": tid}
+                doc["privileges"] = privileges
+            else:
+                # User Access Management requires the privileges; the payload names none.
+                cls = fallback_class(spec)
+            if cls[0] != ENTITY_MANAGEMENT:
+                rid = t.resource_id(payload) if t.resource_id else None
+                if rid is not None:
+                    resource = {"uid": rid}
+                    rtype = t.resource_type(payload) if t.resource_type else None
+                    if rtype is not None:
+                        resource["type"] = rtype
+                    doc["resource"] = resource
+        else:
+            role = t.roles(payload) if t.roles else None
+            cls = classify(spec, role=role is not None)
+            c = cls[0]
+            if c in (ACCOUNT_CHANGE, USER_ACCESS):
+                user = _target_user(plan, payload, tid)
+                if "uid" in user or "name" in user:
+                    doc["user"] = user
+                    if c == USER_ACCESS:
+                        doc["privileges"] = [role]
+                else:
+                    cls = fallback_class(spec)
+            elif c == GROUP_MANAGEMENT:
+                name = t.name(payload) if t.name else None
+                group = {"uid": tid} if tid is not None else {}
+                if name is not None:
+                    group["name"] = name
+                if group:
+                    doc["group"] = group
+                    member = t.member(payload) if t.member else None
+                    if member is not None:
+                        doc["user"] = {"uid": member}
+                else:
+                    cls = fallback_class(spec)
+        if cls[0] == ENTITY_MANAGEMENT:
+            entity, result = _entity(plan, payload, tid)
+            doc["entity"] = entity
+            if result is not None:
+                doc["entity_result"] = result
+        out = dict(plan.head(cls))
+        if plan.failure and payload is not None:
+            code = payload.get("error_code")
+            if type(code) is str:
+                out["status_code"] = code
+            detail = payload.get("error_message")
+            if type(detail) is str:
+                out["status_detail"] = detail
+        out.update(doc)
+        if unmapped:
+            out["unmapped"] = unmapped
+        return out
+
+    return map_ocsf
