@@ -412,6 +412,23 @@ def test_parquet_keeps_attributes_outside_its_schema_in_the_extra_column(
     assert documents_from_table(table) == [doc]
 
 
+def test_parquet_objects_are_halved_until_they_fit_max_bytes(moto: Moto, bucket: str) -> None:
+    pytest.importorskip("pyarrow")
+    rng = random.Random(3)
+    records = [r for r in ocsf_records(192, step=1) if r.doc["class_uid"] == 3001]
+    for record in records:  # incompressible payload: about 1 KB per row
+        record.doc["unmapped"] = {"blob": rng.randbytes(500).hex()}
+    open_sink(parquet_url(moto, bucket, max_bytes="50000")).write(records)
+    client = s3_client(moto)
+    keys = list_keys(moto, bucket)
+    assert len(keys) > 1
+    ids: list[str] = []
+    for key in keys:
+        assert client.head_object(Bucket=bucket, Key=key)["ContentLength"] <= 50_000
+        ids.extend(m["uid"] for m in read_parquet(moto, bucket, key).column("metadata").to_pylist())
+    assert sorted(ids) == sorted(r.id for r in records)
+
+
 def test_parquet_source_name_may_place_the_class_uid(moto: Moto, bucket: str) -> None:
     pytest.importorskip("pyarrow")
     open_sink(parquet_url(moto, bucket, source="oai_{class_uid}_v1")).write(ocsf_records(2))

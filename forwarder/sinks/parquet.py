@@ -223,6 +223,15 @@ def _fits(kind: str, value: Any) -> bool:
     return False
 
 
+# Top-level scalar checks without a call per attribute: name -> (type, min, max).
+_PY_TYPES = {STR: str, I32: int, I64: int, BOOL: bool}
+_BOUNDS = {I32: (_INT32_MIN, _INT32_MAX), I64: (_INT64_MIN, _INT64_MAX)}
+_SCALAR_CHECKS: dict[str, tuple[type, int | None, int | None]] = {
+    name: (_PY_TYPES[kind], *_BOUNDS.get(kind, (None, None)))
+    for name, kind in SCALAR_COLUMNS.items()
+}
+
+
 def _conform(value: Any, fields: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
     """Split an object into the part the struct holds and the remainder (None when empty)."""
     if type(value) is not dict:
@@ -267,8 +276,12 @@ def build_table(docs: Sequence[dict[str, Any]]) -> Any:
         for key, value in doc.items():
             if value is None:
                 continue
-            kind = SCALAR_COLUMNS.get(key)
-            if kind is not None and _fits(kind, value):
+            check = _SCALAR_CHECKS.get(key)
+            if (
+                check is not None
+                and type(value) is check[0]
+                and (check[1] is None or check[1] <= value <= check[2])  # type: ignore[operator]
+            ):
                 scalars[key][i] = value
                 continue
             if key in _JSON_SET:

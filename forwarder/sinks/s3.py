@@ -333,8 +333,6 @@ class S3Sink(Sink):
     def _parquet_objects(
         self, ordered: list[Record]
     ) -> tuple[list[Rejection], list[tuple[str, bytes, str]]]:
-        from forwarder.sinks.parquet import to_parquet_bytes
-
         rejections: list[Rejection] = []
         groups: dict[tuple[int, int], list[Record]] = {}
         for record in ordered:
@@ -348,18 +346,28 @@ class S3Sink(Sink):
         objects: list[tuple[str, bytes, str]] = []
         for (class_uid, day), group in sorted(groups.items()):
             event_day = time.strftime("%Y%m%d", time.gmtime(day * 86400))
-            # Parquet size is known only after encoding: bound bytes by the JSON size.
-            sizes = [len(orjson.dumps(record.doc)) for record in group]
-            for start, end in _chunks(group, sizes, self.max_events, self.max_bytes):
-                chunk = group[start:end]
-                key = self._join(
-                    "ext",
-                    self._source_name(str(class_uid)),
-                    f"region={self.region}",
-                    f"accountId={self.account_id}",
-                    f"eventDay={event_day}",
-                    f"{_content_name(chunk)}.parquet",
-                )
-                body = to_parquet_bytes([record.doc for record in chunk])
-                objects.append((key, body, "application/vnd.apache.parquet"))
+            for start in range(0, len(group), self.max_events):
+                for chunk, body in self._bounded_parquet(group[start : start + self.max_events]):
+                    key = self._join(
+                        "ext",
+                        self._source_name(str(class_uid)),
+                        f"region={self.region}",
+                        f"accountId={self.account_id}",
+                        f"eventDay={event_day}",
+                        f"{_content_name(chunk)}.parquet",
+                    )
+                    objects.append((key, body, "application/vnd.apache.parquet"))
         return rejections, objects
+
+    def _bounded_parquet(self, chunk: list[Record]) -> Iterator[tuple[list[Record], bytes]]:
+        """Encode `chunk`; halve it while the file exceeds max_bytes (the size of a Parquet
+        file is known only once encoded; halving keeps the split deterministic)."""
+        from forwarder.sinks.parquet import to_parquet_bytes
+
+        body = to_parquet_bytes([record.doc for record in chunk])
+        if len(body) <= self.max_bytes or len(chunk) == 1:
+            yield chunk, body
+            return
+        middle = len(chunk) // 2
+        yield from self._bounded_parquet(chunk[:middle])
+        yield from self._bounded_parquet(chunk[middle:])
