@@ -27,6 +27,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -328,11 +329,13 @@ def test_kubernetes_config_paths_point_into_the_mounted_volumes() -> None:
         volumes = {v["name"]: v for v in pod["volumes"]}
         mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
 
-        def volume_of(path: str, _mounts: dict[str, Any] = mounts) -> tuple[str, dict[str, Any]]:
+        def volume_of(
+            path: str, _mounts: dict[str, Any] = mounts, _where: str = where
+        ) -> tuple[str, dict[str, Any]]:
             for mount_path, volume in _mounts.items():
                 if path.startswith(mount_path.rstrip("/") + "/"):
                     return path[len(mount_path.rstrip("/")) + 1 :], volume
-            raise AssertionError(f"{where}: {path} is on no mounted volume")
+            raise AssertionError(f"{_where}: {path} is on no mounted volume")
 
         config_arg = container["args"][container["args"].index("--config") + 1]
         rel, volume = volume_of(config_arg)
@@ -882,7 +885,7 @@ def test_fluentd_in_exec_runs_one_sweep_to_stdout_and_parses_its_time(tmp_path: 
             str(tmp_path / "state.db"),
             "--start-at",
             "3h",
-        ],  # fmt: skip
+        ],
         capture_output=True,
         timeout=120,
         env=env,
@@ -895,8 +898,6 @@ def test_fluentd_in_exec_runs_one_sweep_to_stdout_and_parses_its_time(tmp_path: 
     for line in lines:
         doc = json.loads(line)
         stamp = doc[parse.params["time_key"]].replace("Z", "+00:00")
-        from datetime import datetime
-
         assert datetime.fromisoformat(stamp).timestamp() == by_id[doc["event"]["id"]]
 
 
