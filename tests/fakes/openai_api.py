@@ -349,8 +349,9 @@ class FakeOpenAI:
         self.add_events(events)
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
         self._server.daemon_threads = True
+        # A short poll interval makes stop() quick (shutdown waits for the next poll).
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-openai", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="fake-openai", daemon=True
         )
         self._thread.start()
         self.port: int = self._server.server_address[1]
@@ -647,6 +648,9 @@ class FakeOpenAI:
 def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as clients pool connections
+        # Headers and body go out in separate writes: without this, Nagle plus delayed ACK
+        # stalls every keep-alive response by ~40 ms.
+        disable_nagle_algorithm = True
         server_version = "fake-openai"
         sys_version = ""
 
