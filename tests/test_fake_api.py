@@ -501,3 +501,29 @@ def test_runs_as_a_separate_process_and_prints_ready(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+# -- committed samples -----------------------------------------------------------------------
+
+
+def test_committed_samples_are_current_and_cover_every_type_and_actor() -> None:
+    root = Path(__file__).resolve().parent.parent
+    check = subprocess.run(
+        [sys.executable, "scripts/make_sample.py", "--check"], cwd=root, capture_output=True
+    )
+    assert check.returncode == 0, check.stdout
+    lines = (root / "samples" / "audit-log.jsonl").read_text(encoding="utf-8").splitlines()
+    events = [json.loads(line) for line in lines]
+    assert {e["type"] for e in events} >= set(EVENT_TYPES)
+    kinds = {
+        "absent" if "actor" not in e else "null" if e["actor"] is None else _kind(e["actor"])
+        for e in events
+    }
+    assert kinds == {"absent", "null", "session", "user", "service_account"}
+    assert "\\u0000" in "\n".join(lines)
+    assert sum(any(h in json.dumps(e) for h in ("\\n", "\\u202e")) for e in events) >= 3
+    listed = json.loads((root / "samples" / "list-response.json").read_text(encoding="utf-8"))
+    assert listed["object"] == "list" and len(listed["data"]) == 20
+    assert listed["first_id"] == listed["data"][0]["id"]
+    ts = [e["effective_at"] for e in listed["data"]]
+    assert ts == sorted(ts, reverse=True)
