@@ -36,7 +36,7 @@ import pytest
 import yaml
 
 from forwarder.config import load_settings
-from forwarder.sinks import open_sink
+from forwarder.sinks import Record, open_sink
 from mappings.registry import MappingContext, load_mapper
 from tests.fakes.events import make_events
 from tests.peers import free_port, missing_peer
@@ -452,6 +452,161 @@ def test_rsyslog_relay_config_passes_rsyslogd_check(tmp_path: Path, certs: dict[
     )
     assert result.returncode == 0, result.stderr
     assert "error" not in result.stderr.lower(), result.stderr
+
+
+class _LineServer:
+    """A TLS server standing in for Splunk's tcp-ssl input: collects received lines."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.5)
+        self.port = self.listener.getsockname()[1]
+        self.context = context
+        self.lines: list[bytes] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        buffer = b""
+        try:
+            with self.context.wrap_socket(conn, server_side=True) as tls:
+                tls.settimeout(0.5)
+                while not self.stopping.is_set():
+                    try:
+                        data = tls.recv(65536)
+                    except TimeoutError:
+                        continue
+                    if not data:
+                        return
+                    buffer += data
+                    *complete, buffer = buffer.split(b"\n")
+                    self.lines.extend(complete)
+        except (OSError, ssl.SSLError):
+            return
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+def _issue_cert(
+    certs: dict[str, Path], name: str, directory: Path, usage: str = "serverAuth"
+) -> tuple[Path, Path]:
+    """A certificate for `name` (serverAuth or clientAuth), signed by the make-certs.sh CA."""
+    ca_dir = certs["ca.pem"].parent
+    key, csr, crt, ext = (directory / f"{name}.{s}" for s in ("key", "csr", "crt", "ext"))
+    ext.write_text(f"subjectAltName=DNS:{name}\nextendedKeyUsage={usage}\n")
+    for argv in (
+        ["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(csr)],
+        ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_dir / "ca.pem"), "-CAkey",
+         str(ca_dir / "ca.key"), "-CAcreateserial", "-CAserial", str(directory / "ca.srl"),
+         "-days", "2", "-extfile", str(ext), "-out", str(crt)],
+    ):  # fmt: skip
+        subprocess.run(argv, check=True, capture_output=True, timeout=60)
+    return crt, key
+
+
+def _wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_rsyslog_relay_passes_forwarder_messages_on_as_one_json_document_per_line(
+    tmp_path: Path, certs: dict[str, Path]
+) -> None:
+    """The relay config run by a real rsyslogd: the forwarder's RELP-over-TLS and TLS sinks
+    send ECS documents (hostile strings included); the relay writes the bare documents to its
+    file and to a TLS "Splunk" input, where transforms.conf routes them to openai:audit:ecs."""
+    rsyslogd = _system_tool("rsyslogd", "apt-get install rsyslog rsyslog-gnutls rsyslog-relp")
+    splunk_crt, splunk_key = _issue_cert(certs, "splunk.example.internal", tmp_path)
+    client_crt, client_key = _issue_cert(
+        certs, "forwarder.example.internal", tmp_path, usage="clientAuth"
+    )
+    splunk_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    splunk_ctx.load_cert_chain(splunk_crt, splunk_key)
+    splunk = _LineServer(splunk_ctx)
+    relp_port, tls_port = free_port(), free_port()
+    conf = _relay_conf(
+        tmp_path,
+        certs,
+        {
+            'port="2514"': f'port="{relp_port}"',
+            'input(type="imtcp" port="6514"': f'input(type="imtcp" port="{tls_port}"',
+            'target="splunk.example.internal"\n      port="6514"': (
+                f'target="127.0.0.1"\n      port="{splunk.port}"'
+            ),
+        },
+    )
+    # The fake Splunk is reached by address; its certificate still has to carry the name
+    # the config permits.
+    assert 'streamDriverPermittedPeers="splunk.example.internal"' in conf.read_text()
+    process = subprocess.Popen(
+        [rsyslogd, "-n", "-f", str(conf), "-i", str(tmp_path / "rsyslogd.pid")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    mapper = load_mapper("ecs", MappingContext("org-packaging"))
+    events = make_events(60, start=1_700_000_000, end=1_700_003_600, seed=11, hostile_ratio=0.5)
+    records = [Record(e["id"], e["type"], e["effective_at"], mapper(e)) for e in events]
+    ca = certs["ca.pem"]
+    try:
+        _wait_for(lambda: _port_open(relp_port) and _port_open(tls_port), 20, "rsyslogd")
+        for url, batch in (
+            (
+                f"syslog+relp://127.0.0.1:{relp_port}?tls=true&ca_file={ca}"
+                f"&cert_file={client_crt}&key_file={client_key}",
+                records[:30],
+            ),
+            (f"syslog+tls://127.0.0.1:{tls_port}?ca_file={ca}", records[30:]),
+        ):
+            sink = open_sink(url)
+            sink.open()
+            try:
+                assert list(sink.write(batch)) == []
+            finally:
+                sink.close()
+        relay_file = tmp_path / "out" / "relay.ndjson"
+        _wait_for(
+            lambda: (
+                relay_file.exists()
+                and relay_file.read_bytes().count(b"\n") >= len(records)
+                and len(splunk.lines) >= len(records)
+            ),
+            30,
+            "the relay outputs",
+        )
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0].decode(errors="replace")
+        splunk.close()
+    expected = sorted(orjson.dumps(r.doc) for r in records)
+    file_lines = relay_file.read_bytes().splitlines()
+    assert sorted(orjson.dumps(orjson.loads(line)) for line in file_lines) == expected, output
+    assert sorted(orjson.dumps(orjson.loads(line)) for line in splunk.lines) == expected
+    assert not (tmp_path / "out" / "unexpected.log").exists()
+    transforms = _splunk_conf("transforms.conf")
+    for line in splunk.lines:
+        assert re.search(transforms["openai_audit_sourcetype_ecs"]["REGEX"], line.decode())
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 # -- Splunk --------------------------------------------------------------------------------------
