@@ -490,6 +490,15 @@ def test_invalid_parameters_are_config_errors_naming_the_setting(
 def test_credentials_or_port_in_the_url_are_refused() -> None:
     with pytest.raises(SinkConfigError, match="no credentials or port"):
         open_sink("s3://AKID:secret@bucket/p")
+    with pytest.raises(SinkConfigError, match="no credentials or port"):
+        open_sink("s3://bucket:9000/p")
+
+
+def test_an_invalid_bucket_name_is_a_config_error() -> None:
+    with pytest.raises(SinkConfigError, match="not a valid bucket name"):
+        open_sink("s3://b/p")
+    with pytest.raises(SinkConfigError, match="needs a bucket"):
+        open_sink("s3:///p")
 
 
 def test_missing_pyarrow_gives_a_config_error_naming_the_extra(tmp_path: Path) -> None:

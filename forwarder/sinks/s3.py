@@ -45,6 +45,8 @@ GZIP_LEVEL = 6
 # A Security Lake custom source name, optionally with `{class_uid}`.
 _SOURCE_RE = re.compile(r"^[A-Za-z0-9_.\-]*(\{class_uid\})?[A-Za-z0-9_.\-]*$")
 _ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+# S3 bucket names (3-63 lowercase letters, digits, dots, hyphens; older buckets may have more).
+_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{1,253}[A-Za-z0-9]$")
 # Codes that retrying will not fix; the collector still retries with backoff, the message says so.
 _PERMANENT = {
     "NoSuchBucket": "the bucket does not exist",
@@ -145,6 +147,8 @@ class S3Sink(Sink):
                 f"sink {spec.display}: no credentials or port in the URL; credentials come "
                 "from the AWS chain, a custom endpoint from endpoint_url="
             )
+        if not _BUCKET_RE.match(netloc):
+            raise SinkConfigError(f"sink {spec.display}: {netloc!r} is not a valid bucket name")
         fmt = spec.choice_param("format", "ndjson", ("ndjson", "parquet"))
         endpoint_url = spec.take("endpoint_url") or None
         if endpoint_url is not None:
