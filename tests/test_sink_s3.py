@@ -387,6 +387,29 @@ def test_parquet_uses_the_security_lake_layout_with_one_ocsf_class_per_source_pa
     assert sorted(seen) == sorted(by_id)
 
 
+def test_parquet_round_trips_the_ocsf_mapping_of_the_sample_log(moto: Moto, bucket: str) -> None:
+    pytest.importorskip("pyarrow")
+    from forwarder.sinks.parquet import documents_from_table
+    from mappings.registry import MappingContext, load_mapper
+
+    mapper = load_mapper("ocsf", MappingContext(organization_id="org-sample"))
+    records = []
+    for line in (REPO_ROOT / "samples" / "audit-log.jsonl").read_text().splitlines():
+        event = orjson.loads(line)
+        records.append(Record(event["id"], event["type"], event["effective_at"], mapper(event)))
+    assert open_sink(parquet_url(moto, bucket)).write(records) == []
+    by_id = {r.id: r.doc for r in records}
+    seen: list[str] = []
+    for key in list_keys(moto, bucket):
+        table = read_parquet(moto, bucket, key)
+        class_uid = int(key.split("/")[1].rsplit("-", 1)[1])
+        assert set(table.column("class_uid").to_pylist()) == {class_uid}
+        ids = [m["original_event_uid"] for m in table.column("metadata").to_pylist()]
+        assert documents_from_table(table) == [by_id[i] for i in ids]
+        seen.extend(ids)
+    assert sorted(seen) == sorted(by_id)
+
+
 def test_parquet_keeps_attributes_outside_its_schema_in_the_extra_column(
     moto: Moto, bucket: str
 ) -> None:
