@@ -377,12 +377,13 @@ def _entity(
         data = payload.get("data")
         if type(data) is dict:
             entity["data"] = data
-        changes = payload.get("changes_requested")
-        if type(changes) is dict and plan.action is Action.UPDATE:
-            result = {k: entity[k] for k in ("uid", "name", "type") if k in entity}
-            result["data"] = changes
     if "uid" not in entity and "name" not in entity:
         entity["name"] = plan.kind  # OCSF needs a name or uid; the payload named neither
+    if payload is not None and plan.action is Action.UPDATE:
+        changes = payload.get("changes_requested")
+        if type(changes) is dict:
+            result = {k: entity[k] for k in ("uid", "name", "type") if k in entity}
+            result["data"] = changes
     return entity, result
 
 
