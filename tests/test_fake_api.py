@@ -490,14 +490,24 @@ def test_runs_as_a_separate_process_and_prints_ready(tmp_path: Path) -> None:
         line = proc.stdout.readline().strip()
         assert line.startswith("READY http://127.0.0.1:")
         base_url = line.split()[1]
+        control = base_url.removesuffix("/v1") + "/_fake"
         with httpx.Client(
             base_url=base_url,
             headers={"Authorization": "Bearer sk-admin-cli-key-0123456789abcdef"},
         ) as cl:
             got = page_all(cl, {"effective_at[lt]": T0})
             plain = page_all(cl, {}) + page_all(cl, {"tenant_only": "true"})
+            late = make_event("api_key.deleted", T0 - 95, seq=99_500)
+            added = cl.post(f"{control}/events", content=json.dumps(late) + "\n")
+            assert added.json() == {"added": 1}
+            cl.post(f"{control}/faults", json={"fail_next": [429, 1]})
+            assert cl.get(PATH).status_code == 429
+            again = page_all(cl, {"effective_at[lt]": T0})
+            stats = cl.get(f"{control}/stats").json()
         assert [e["id"] for e in got] == expected_order(extra)
         assert len(plain) == 203
+        assert [e["id"] for e in again] == expected_order([*extra, late])
+        assert stats["events"] == 204 and stats["counts"]["429"] == 1
     finally:
         proc.kill()
         proc.wait(timeout=10)

@@ -16,6 +16,7 @@ Semantics the fake pins down (where the API reference is silent, the choice is n
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import sys
 import threading
@@ -34,6 +35,7 @@ from tests.fakes.events import is_tenant_scoped, iter_events
 
 DEFAULT_ADMIN_KEY = "sk-admin-test-0123456789abcdefghijklmnopqrstuv"
 AUDIT_LOGS_PATH = "/v1/organization/audit_logs"
+CONTROL_PATH = "/_fake"
 
 _ARRAY_PARAMS = (
     "event_types[]",
@@ -356,6 +358,8 @@ class FakeOpenAI:
         self._thread.start()
         self.port: int = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        #: Root of the test-control endpoints (see control()).
+        self.control_url = f"http://127.0.0.1:{self.port}{CONTROL_PATH}"
 
     # -- control -----------------------------------------------------------------------------
 
@@ -605,6 +609,39 @@ class FakeOpenAI:
             )
         )
 
+    def control(
+        self, method: str, target: str, payload: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """The test-control endpoints for a fake in another process (not part of the API):
+        GET /_fake/stats → {"events", "counts", "requests"}; POST /_fake/events with a JSONL
+        body adds events (late arrivals); POST /_fake/faults with a JSON object of set_faults
+        arguments, or {"fail_next": [status, count]}, changes fault injection."""
+        path = urlsplit(target).path
+        try:
+            if method == "GET" and path == CONTROL_PATH + "/stats":
+                with self._log_lock:
+                    counts = {str(k): v for k, v in self._counts.items()}
+                    n_requests = len(self._requests)
+                body = {"events": len(self), "counts": counts, "requests": n_requests}
+            elif method == "POST" and path == CONTROL_PATH + "/events":
+                events = [orjson.loads(line) for line in payload.splitlines() if line.strip()]
+                body = {"added": self.add_events(events)}
+            elif method == "POST" and path == CONTROL_PATH + "/faults":
+                args = orjson.loads(payload or b"{}")
+                if "fail_next" in args:
+                    status, count = args.pop("fail_next")
+                    self.fail_next(int(status), int(count))
+                self.set_faults(**args)
+                body = {"ok": True}
+            else:
+                raise ApiError(404, f"Invalid URL ({method} {path})")
+        except (ValueError, TypeError) as exc:
+            err = {"message": str(exc), "type": "fake_control", "param": None, "code": None}
+            return 400, {}, orjson.dumps({"error": err})
+        except ApiError as err:
+            return err.status, {}, orjson.dumps(err.body)
+        return 200, {}, orjson.dumps(body)
+
     def handle(
         self, method: str, target: str, auth: str | None
     ) -> tuple[int, dict[str, str], bytes]:
@@ -656,13 +693,15 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self) -> None:
             length = int(self.headers.get("content-length") or 0)
-            if length:
-                self.rfile.read(length)
-            if fake.latency:
-                time.sleep(fake.latency)
-            status, headers, body = fake.handle(
-                self.command, self.path, self.headers.get("authorization")
-            )
+            payload = self.rfile.read(length) if length else b""
+            if self.path.startswith(CONTROL_PATH):
+                status, headers, body = fake.control(self.command, self.path, payload)
+            else:
+                if fake.latency:
+                    time.sleep(fake.latency)
+                status, headers, body = fake.handle(
+                    self.command, self.path, self.headers.get("authorization")
+                )
             self.send_response(status)
             self.send_header("content-type", headers.pop("content-type", "application/json"))
             self.send_header("content-length", str(len(body)))
@@ -716,6 +755,8 @@ def main(argv: list[str] | None = None) -> int:
         retry_after=args.retry_after,
         port=args.port,
     )
+    # Bulk loading creates millions of short-lived dicts: cyclic GC passes only cost time.
+    gc.disable()
     if args.events:
         gen = iter_events(
             args.events,
@@ -732,6 +773,8 @@ def main(argv: list[str] | None = None) -> int:
             fake.add_events(chunk)
     if args.events_file:
         fake.add_events(_read_jsonl(args.events_file))
+    gc.freeze()
+    gc.enable()
     sys.stdout.write(f"READY {fake.base_url}\n")
     sys.stdout.flush()
     try:
