@@ -36,7 +36,8 @@ def derive(flat: dict[str, Any], version: str) -> dict[str, Any]:
 
 
 def render(path: Path) -> str:
-    flat = yaml.safe_load(path.read_text(encoding="utf-8"))
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    flat = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     version = path.stem.rsplit("-", 1)[-1] if "-" in path.stem else "unknown"
     table = derive(flat, version)
     # One field per line: small, and diffs between ECS versions stay readable.
