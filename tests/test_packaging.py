@@ -657,8 +657,8 @@ def _splunk_time(line: str, stanza: configparser.SectionProxy) -> int:
     assert prefix, f"TIME_PREFIX finds nothing in {line[:120]}"
     text = line[prefix.end() : prefix.end() + int(stanza["MAX_TIMESTAMP_LOOKAHEAD"])]
     fmt = stanza["TIME_FORMAT"]
-    if fmt == "%s":
-        return int(re.match(r"\d{1,10}", text).group())  # type: ignore[union-attr]
+    if fmt == "%s":  # all the digits there are: milliseconds would read as a far future
+        return int(re.match(r"\d+", text).group())  # type: ignore[union-attr]
     if fmt == "%s%3N":
         return int(re.match(r"\d{13}", text).group()) // 1000  # type: ignore[union-attr]
     # Splunk reads the format from the start of the lookahead text and ignores what follows.
