@@ -311,6 +311,18 @@ def test_write_splits_objects_by_max_bytes_of_uncompressed_ndjson(moto: Moto, bu
     assert sorted(sizes) == [2, 3, 3, 3, 3, 3, 3]
 
 
+def test_unserializable_documents_are_rejected_and_the_rest_is_stored(
+    moto: Moto, bucket: str
+) -> None:
+    records = ecs_records(5)
+    lone_surrogate = Record("audit_log-bad1", "t", BASE, {"value": "\ud800"})
+    not_json = Record("audit_log-bad2", "t", BASE, {"value": {1, 2}})
+    rejections = open_sink(sink_url(moto, bucket)).write([*records, lone_surrogate, not_json])
+    assert sorted(r.record.id for r in rejections) == ["audit_log-bad1", "audit_log-bad2"]
+    assert all("not serializable as JSON" in r.reason for r in rejections)
+    assert sorted(all_ndjson_ids(moto, bucket)) == [r.id for r in records]
+
+
 def test_empty_write_stores_nothing(moto: Moto, bucket: str) -> None:
     assert open_sink(sink_url(moto, bucket)).write([]) == []
     assert list_keys(moto, bucket) == []
@@ -470,6 +482,19 @@ def test_parquet_rejects_a_document_without_class_uid_and_writes_the_rest(
     rejections = open_sink(parquet_url(moto, bucket)).write([*records, bad])
     assert [(r.record.id, "class_uid" in r.reason) for r in rejections] == [("audit_log-bad", True)]
     assert len(list_keys(moto, bucket)) == 3
+
+
+def test_parquet_rejects_unencodable_documents_and_writes_the_rest(moto: Moto, bucket: str) -> None:
+    pytest.importorskip("pyarrow")
+    records = ocsf_records(3)
+    bad = ocsf_records(1)[0]
+    bad = Record("audit_log-bad", "t", BASE, {**bad.doc, "message": "\ud800"})
+    rejections = open_sink(parquet_url(moto, bucket)).write([*records, bad])
+    assert [r.record.id for r in rejections] == ["audit_log-bad"]
+    ids = []
+    for key in list_keys(moto, bucket):
+        ids.extend(m["uid"] for m in read_parquet(moto, bucket, key).column("metadata").to_pylist())
+    assert sorted(ids) == [r.id for r in records]
 
 
 def test_parquet_retry_overwrites_the_same_key(moto: Moto, bucket: str) -> None:

@@ -257,10 +257,6 @@ def _conform(value: Any, fields: dict[str, Any]) -> tuple[dict[str, Any] | None,
     return kept, (left or None)
 
 
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
 def build_table(docs: Sequence[dict[str, Any]]) -> Any:
     """Arrow table of `docs` in the fixed schema; nothing in a document is dropped, except
     attributes whose value is null (null and absent read back the same)."""
@@ -271,6 +267,7 @@ def build_table(docs: Sequence[dict[str, Any]]) -> Any:
     objects: dict[str, list[Any]] = {name: [None] * n for name in JSON_COLUMNS}
     metadata: list[Any] = [None] * n
     extras: list[Any] = [None] * n
+    dumps = orjson.dumps  # UTF-8 bytes: Arrow takes them as they are for string columns
     for i, doc in enumerate(docs):
         extra: dict[str, Any] | None = None
         for key, value in doc.items():
@@ -285,7 +282,7 @@ def build_table(docs: Sequence[dict[str, Any]]) -> Any:
                 scalars[key][i] = value
                 continue
             if key in _JSON_SET:
-                objects[key][i] = _dumps(value)
+                objects[key][i] = dumps(value)
                 continue
             if key == "metadata":
                 kept, left = _conform(value, METADATA_FIELDS)
@@ -297,7 +294,7 @@ def build_table(docs: Sequence[dict[str, Any]]) -> Any:
                 extra = {}
             extra[key] = value
         if extra is not None:
-            extras[i] = _dumps(extra)
+            extras[i] = dumps(extra)
     arrays: list[Any] = [pa.array(scalars[name], type=schema.field(name).type) for name in scalars]
     arrays.append(pa.array(metadata, type=schema.field("metadata").type))
     arrays.extend(pa.array(objects[name], type=pa.string()) for name in JSON_COLUMNS)

@@ -100,6 +100,22 @@ def _chunks(
         yield start, len(records)
 
 
+def _serializable(records: list[Record]) -> tuple[list[Record], list[bytes], list[Rejection]]:
+    """Slow path after a failed bulk dump: keep the records orjson can serialize (with their
+    lines), reject the others (a lone surrogate, a non-JSON type) so they go to dead letters."""
+    good: list[Record] = []
+    lines: list[bytes] = []
+    rejections: list[Rejection] = []
+    for record in records:
+        try:
+            lines.append(orjson.dumps(record.doc) + b"\n")
+        except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+            rejections.append(Rejection(record, f"document is not serializable as JSON: {exc}"))
+        else:
+            good.append(record)
+    return good, lines, rejections
+
+
 class S3Sink(Sink):
     """Writes each batch as objects to S3 (or an S3-compatible endpoint) through boto3."""
 
@@ -289,9 +305,17 @@ class S3Sink(Sink):
         # Security Lake asks for time-sorted objects.
         ordered = sorted(records, key=lambda r: (r.effective_at, r.id))
         if self.format == "parquet":
-            rejections, objects = self._parquet_objects(ordered)
+            try:
+                rejections, objects = self._parquet_objects(ordered, [])
+            except (TypeError, ValueError):  # a document JSON/Arrow cannot encode: reject it
+                good, _, rejections = _serializable(ordered)
+                rejections, objects = self._parquet_objects(good, rejections)
         else:
-            rejections, objects = [], self._ndjson_objects(ordered)
+            try:
+                rejections, lines = [], [orjson.dumps(r.doc) + b"\n" for r in ordered]
+            except TypeError:
+                ordered, lines, rejections = _serializable(ordered)
+            objects = self._ndjson_objects(ordered, lines) if ordered else []
         for key, body, content_type in objects:
             self._call(
                 "PutObject",
@@ -307,8 +331,9 @@ class S3Sink(Sink):
     def _join(self, *parts: str) -> str:
         return "/".join(p for p in (self.prefix, *parts) if p)
 
-    def _ndjson_objects(self, ordered: list[Record]) -> list[tuple[str, bytes, str]]:
-        lines = [orjson.dumps(record.doc) + b"\n" for record in ordered]
+    def _ndjson_objects(
+        self, ordered: list[Record], lines: list[bytes]
+    ) -> list[tuple[str, bytes, str]]:
         sizes = [len(line) for line in lines]
         objects: list[tuple[str, bytes, str]] = []
         offset = 0
@@ -335,9 +360,8 @@ class S3Sink(Sink):
         return f"{self.source}-{class_uid}"
 
     def _parquet_objects(
-        self, ordered: list[Record]
+        self, ordered: list[Record], rejections: list[Rejection]
     ) -> tuple[list[Rejection], list[tuple[str, bytes, str]]]:
-        rejections: list[Rejection] = []
         groups: dict[tuple[int, int], list[Record]] = {}
         for record in ordered:
             class_uid = record.doc.get("class_uid")
