@@ -986,11 +986,13 @@ def test_fluentd_routes_send_each_schema_to_its_splunk_sourcetype_and_ecs_to_ela
     (es,) = [o for o in _routes(root, "openai.audit.ecs") if o.params["@type"] == "elasticsearch"]
     assert es.params["write_operation"] == "create"
     assert any(fnmatch.fnmatch(es.params["index_name"], p) for p in index["index_patterns"])
-    # id_key names the key the filter in the same label fills from event.id.
-    (label,) = [n for n in root.children if n.name == "label" and n.arg == "@ELASTIC"]
-    record = label.find("filter", "record")
-    assert record.params[es.params["id_key"]] == '${record["event"]["id"]}'
-    assert es.params["remove_keys"] == es.params["id_key"]
+    # id_key is a record-accessor path that finds the audit-log id in real ECS output.
+    mapper = load_mapper("ecs", MappingContext("org-packaging"))
+    for event in make_events(200, start=1_700_000_000, end=1_700_100_000, seed=2):
+        doc: Any = mapper(event)
+        for part in es.params["id_key"].removeprefix("$.").split("."):
+            doc = doc[part]
+        assert doc == event["id"]
 
 
 def test_every_example_sink_tag_reaches_a_receiver_output() -> None:
