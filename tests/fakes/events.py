@@ -34,6 +34,7 @@ TENANT_SCOPED_EXTRA = frozenset({"role.bound_to_resource", "role.unbound_from_re
 
 
 def is_tenant_scoped(event_type: str) -> bool:
+    """Whether the API lists this type only under tenant_only=true."""
     return event_type.startswith("tenant.") or event_type in TENANT_SCOPED_EXTRA
 
 
@@ -57,7 +58,6 @@ HOSTILE_STRINGS: list[str] = [
 
 _rng0 = random.Random(20260101)
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-_LOWER = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 def _token(rng: random.Random, n: int, alphabet: str = _ALNUM) -> str:
@@ -290,7 +290,7 @@ def _tenant_payload(event_type: str) -> Builder:
     )
 
     def build(n: int, t: str | None) -> Payload:
-        rid = _rid(prefix, n)
+        rid: str | None = None
         p: Payload
         if kind == "key":
             rid = _rid("key_", n, 16)
@@ -352,6 +352,8 @@ def _tenant_payload(event_type: str) -> Builder:
             p = {"provider": _pick(["okta", "azure_ad", "onelogin"], n)}
         else:
             p = {"name": _name(n, t)}
+        if rid is None:
+            rid = _rid(prefix, n)
         if wrap is not None:
             return {"id": rid, wrap: p}
         return {"id": rid, **p}
