@@ -1232,3 +1232,17 @@ def test_make_certs_gives_a_server_certificate_that_verifies_as_fluentd(
         thread.join(10)
         listener.close()
     assert outcome == ["hello"]
+
+
+def test_deploy_guide_names_only_files_that_exist() -> None:
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    named = set(re.findall(r"packaging/[\w./@{},-]+[\w}]", guide))
+    assert named
+    for name in sorted(named):
+        if "{" in name:  # packaging/x/name.{service,timer}
+            stem, alternatives = re.match(r"(.*)\{(.*)\}$", name).groups()  # type: ignore[union-attr]
+            paths = [stem + alt for alt in alternatives.split(",")]
+        else:
+            paths = [name]
+        for path in paths:
+            assert (REPO / path).exists(), f"docs/deploy.md names {path}, which does not exist"
