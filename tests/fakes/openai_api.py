@@ -349,8 +349,7 @@ class FakeOpenAI:
         #: Stored events the last list request examined (pins down O(page) paging in tests).
         self.last_scanned = 0
         self.add_events(events)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", port), _make_handler(self))
         # A short poll interval makes stop() quick (shutdown waits for the next poll).
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="fake-openai", daemon=True
@@ -680,6 +679,12 @@ class FakeOpenAI:
     @property
     def latency(self) -> float:
         return self._latency
+
+
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog of 5 makes bursts of concurrent clients wait for SYN retries.
+    request_queue_size = 256
+    daemon_threads = True
 
 
 def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
