@@ -3,6 +3,7 @@ documented event type with a realistic payload, every actor variant, optional ho
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import random
@@ -741,6 +742,26 @@ def make_events(
     first_seq: int = 0,
 ) -> list[dict[str, Any]]:
     """The list form of iter_events (same arguments, same events)."""
+    # Cyclic GC passes over a growing list of fresh dicts make big lists quadratic; pause them.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _list_events(n, start, end, seed, same_second_ratio, types, hostile_ratio, first_seq)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _list_events(
+    n: int,
+    start: int,
+    end: int,
+    seed: int,
+    same_second_ratio: float,
+    types: Sequence[str] | None,
+    hostile_ratio: float,
+    first_seq: int,
+) -> list[dict[str, Any]]:
     return list(
         iter_events(
             n,
