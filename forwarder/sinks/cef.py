@@ -14,26 +14,29 @@ from forwarder.sinks.rfc5424 import INFORMATIONAL, NOTICE, WARNING
 
 CEF_SEVERITY = {INFORMATIONAL: 3, NOTICE: 5, WARNING: 6}
 
-# Extension -> dotted paths tried in order in the mapped document (ECS, then OCSF, then raw
-# audit-log shapes); the first scalar found wins, a missing one leaves the extension out.
+# Extension -> dotted paths tried in order in the mapped document (ECS, OCSF and raw audit-log
+# shapes; OCSF's actor first, as its `user` is a target); the first scalar found wins and a
+# missing one leaves the extension out.
 LOOKUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("act", ("event.action", "activity_name", "type")),
+    ("act", ("event.action", "metadata.event_code", "type")),
     ("outcome", ("event.outcome", "status")),
     (
         "suser",
         (
-            "user.email",
-            "user.name",
             "actor.user.email_addr",
             "actor.user.name",
+            "actor.user.uid",
+            "user.email",
+            "user.name",
+            "user.id",
             "actor.session.user.email",
             "actor.api_key.user.email",
             "actor.api_key.service_account.id",
         ),
     ),
-    ("src", ("source.ip", "client.ip", "src_endpoint.ip", "actor.session.ip_address")),
+    ("src", ("source.ip", "src_endpoint.ip", "actor.session.ip_address")),
 )
-PROJECT_PATHS = ("cloud.project.id", "cloud.project_uid", "project.id")
+PROJECT_PATHS = ("openai.audit.project.id", "unmapped.project.id", "project.id")
 
 _HEADER_SPECIALS = re.compile(r"[\\|\r\n]")
 _EXT_SPECIALS = re.compile(r"[\\=\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

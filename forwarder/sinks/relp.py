@@ -16,6 +16,7 @@ from forwarder.sinks.base import SinkError
 MAX_TXNR = 999_999_999
 SOFTWARE = f"openai-audit-forwarder,{__version__}"
 _OFFERS = f"relp_version=0\nrelp_software={SOFTWARE}\ncommands=syslog".encode()
+_QUICKACK = getattr(socket, "TCP_QUICKACK", 0)
 _HEADER = re.compile(rb"(\d{1,9}) ([A-Za-z]{1,32}) (\d{1,9})")
 
 
@@ -46,6 +47,10 @@ class RelpSession:
     def frames(self) -> list[tuple[int, bytes, bytes]]:
         """The complete frames received so far, after one more `recv` (blocking)."""
         chunk = self.sock.recv(262144)
+        if _QUICKACK:
+            # librelp leaves Nagle on, so it holds each further small `rsp` until our ACK;
+            # without quick ACKs the kernel delays that ACK ~40 ms and throughput collapses.
+            self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         if not chunk:
             raise RelpError("connection closed by the server")
         buf = self._buf + chunk if self._buf else chunk
