@@ -105,6 +105,7 @@ class ForwardServer:
         keepalive: bool = True,
         accept_any_key: bool = False,
         store: bool = True,
+        decode: bool = True,
     ) -> None:
         self.host = host
         self.port = port
@@ -117,6 +118,8 @@ class ForwardServer:
         # An impostor that does not know the key: accepts any PING, answers with its own key.
         self.accept_any_key = accept_any_key
         self.store = store
+        # decode=False (benchmarks): packed entries are only framed and counted, not built.
+        self.decode = decode
 
         self.entries: list[tuple[str, EventTimeValue, dict[str, Any]]] = []
         self.batches: list[Batch] = []
@@ -328,6 +331,9 @@ class ForwardServer:
                 data = gzip.decompress(data)  # handles several concatenated gzip members
             else:
                 mode = "PackedForward"
+            if not self.decode:
+                self._count_only(conn, tag, mode, data, option)
+                return
             unpacker = _new_unpacker()
             unpacker.feed(data)
             raw_entries = list(unpacker)
@@ -379,6 +385,31 @@ class ForwardServer:
             if chunk is not None and self.withhold_acks > 0:
                 self.withhold_acks -= 1
                 withhold = True
+        self._ack(conn, chunk, withhold)
+
+    def _count_only(
+        self, conn: socket.socket, tag: str, mode: str, data: bytes, option: Any
+    ) -> None:
+        unpacker = msgpack.Unpacker()
+        unpacker.feed(data)
+        count = 0
+        while True:
+            try:
+                unpacker.skip()
+            except msgpack.OutOfData:
+                break
+            count += 1
+        chunk = option.get("chunk") if isinstance(option, dict) else None
+        with self._lock:
+            self.messages += 1
+            self.modes[mode] += 1
+            if chunk is not None:
+                self.received_chunks.append(chunk)
+            self.batches.append(Batch(chunk, mode, self.entry_count, count))
+            self.entry_count += count
+        self._ack(conn, chunk, False)
+
+    def _ack(self, conn: socket.socket, chunk: str | None, withhold: bool) -> None:
         if chunk is None or not self.require_ack or withhold:
             return
         if self.ack_delay:
