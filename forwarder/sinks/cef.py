@@ -50,7 +50,7 @@ def escape_header(value: str) -> str:
 
 def escape_extension(value: str) -> str:
     """Extension value: `\\` and `=` escaped, CR/LF as `\\r`/`\\n`; other control
-    characters (which CEF cannot carry) become spaces — the full JSON in `cs6` keeps them."""
+    characters except tab (which CEF cannot carry) become spaces; `cs6` keeps the originals."""
     if not _EXT_SPECIALS.search(value):
         return value
     return _EXT_SPECIALS.sub(lambda m: _EXT_REPLACEMENTS.get(m.group(), " "), value)

@@ -39,6 +39,7 @@ class RelpSession:
         self.sock = sock
         self._txnr = 0
         self._buf = b""
+        self._quickack = bool(_QUICKACK) and sock.family in (socket.AF_INET, socket.AF_INET6)
 
     def next_txnr(self) -> int:
         self._txnr = 1 if self._txnr >= MAX_TXNR else self._txnr + 1
@@ -47,7 +48,7 @@ class RelpSession:
     def frames(self) -> list[tuple[int, bytes, bytes]]:
         """The complete frames received so far, after one more `recv` (blocking)."""
         chunk = self.sock.recv(262144)
-        if _QUICKACK:
+        if self._quickack:
             # librelp leaves Nagle on, so it holds each further small `rsp` until our ACK;
             # without quick ACKs the kernel delays that ACK ~40 ms and throughput collapses.
             self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
