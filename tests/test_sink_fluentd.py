@@ -168,6 +168,23 @@ def test_a_large_batch_is_split_into_chunks_each_acknowledged(server, make_sink)
     assert ids_of(server) == [r.id for r in records]
 
 
+def test_hundreds_of_small_chunks_in_one_batch_are_all_acknowledged(server, make_sink):
+    records = make_records(3000)
+    make_sink(server.url(chunk_bytes="1024")).write(records)
+    assert len(server.received_chunks) > 300
+    assert len(set(server.received_chunks)) == len(server.received_chunks)
+    assert ids_of(server) == [r.id for r in records]
+
+
+def test_a_counting_server_counts_entries_without_keeping_them(make_sink):
+    with ForwardServer(store=False, decode=False) as srv:
+        sink = make_sink(srv.url(compress="gzip"))
+        sink.write(make_records(1500))
+        make_sink(srv.url()).write(make_records(500))
+        assert srv.entry_count == 2000 and srv.entries == []
+        assert len(srv.acked_chunks) == 2
+
+
 def test_a_record_that_cannot_be_encoded_is_rejected_and_the_rest_delivered(server, make_sink):
     records = make_records(3)
     bad = Record(id="bad", type="t", effective_at=BASE_TS, doc={"x": {1, 2}})

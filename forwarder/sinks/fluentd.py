@@ -37,6 +37,7 @@ KNOWN_PARAMS = {
     "chunk_bytes",
 }
 MAX_BACKOFF = 10.0
+MAX_IN_FLIGHT = 64
 
 
 class _Retryable(Exception):
@@ -165,7 +166,7 @@ class FluentdSink(Sink):
         self.chunk_bytes = chunk_bytes
         self._conn: _Connection | None = None
         self._packer = msgpack.Packer(use_bin_type=True)
-        self._prefix = f"fluentd {host}:{port}"
+        self._prefix = f"fluentd [{host}]:{port}" if ":" in host else f"fluentd {host}:{port}"
 
     def __repr__(self) -> str:
         return f"FluentdSink({self.spec.display!r})"
@@ -403,20 +404,28 @@ class FluentdSink(Sink):
         raise _Fatal("unexpected data from the server before any event was sent")
 
     def _send_and_wait(self, conn: _Connection, pending: dict[str, _Chunk]) -> None:
-        """Send every pending chunk, then collect acks; acked chunks leave `pending`."""
-        conn.sock.settimeout(self.ack_timeout)
-        for chunk in pending.values():
+        """Send the pending chunks (at most MAX_IN_FLIGHT unacked at a time, so that unread
+        acks cannot stall the server), then collect the acks; acked chunks leave `pending`."""
+        in_flight = 0
+        for chunk in list(pending.values()):
+            conn.sock.settimeout(self.ack_timeout)
             conn.sock.sendall(chunk.message)
-        deadline = time.monotonic() + self.ack_timeout
+            in_flight += 1
+            if in_flight > MAX_IN_FLIGHT:
+                self._read_ack(conn, pending)
+                in_flight -= 1
         while pending:
-            reply = conn.read(deadline, "ack", self.ack_timeout)
-            if isinstance(reply, dict) and "ack" in reply:
-                if pending.pop(reply["ack"], None) is None:
-                    raise _Retryable(f"ack for an unknown chunk {str(reply['ack'])[:40]!r}")
-            elif isinstance(reply, list) and reply[:1] == ["HELO"]:
-                raise _Fatal("the server requires shared-key authentication (set shared_key_env)")
-            else:
-                raise _Retryable(f"unexpected reply instead of an ack: {str(reply)[:60]!r}")
+            self._read_ack(conn, pending)
+
+    def _read_ack(self, conn: _Connection, pending: dict[str, _Chunk]) -> None:
+        reply = conn.read(time.monotonic() + self.ack_timeout, "ack", self.ack_timeout)
+        if isinstance(reply, dict) and "ack" in reply:
+            if pending.pop(reply["ack"], None) is None:
+                raise _Retryable(f"ack for an unknown chunk {str(reply['ack'])[:40]!r}")
+        elif isinstance(reply, list) and reply[:1] == ["HELO"]:
+            raise _Fatal("the server requires shared-key authentication (set shared_key_env)")
+        else:
+            raise _Retryable(f"unexpected reply instead of an ack: {str(reply)[:60]!r}")
 
 
 def _event_time(ts: Any) -> EventTime:
