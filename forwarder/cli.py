@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,10 +16,10 @@ import orjson
 
 from forwarder import __version__
 from forwarder.backfill import Backfill, Interrupted, Progress, find_or_create_job
-from forwarder.collector import Collector
 from forwarder.config import Settings, load_settings
 from forwarder.delivery import Stopped
 from forwarder.errors import ConfigError, ForwarderError
+from forwarder.health import Health, serve_metrics
 from forwarder.logs import get_logger, redact, setup_logging
 from forwarder.model import minimal_problem
 from forwarder.runtime import (
@@ -27,9 +28,9 @@ from forwarder.runtime import (
     build_sinks,
     build_source,
     install_stop_handlers,
-    start_at,
     stream_name,
 )
+from forwarder.service import run_stream, run_streams
 from forwarder.sinks.base import SinkError
 from forwarder.state import State, StreamLock, live_scope
 from forwarder.timeparse import format_when, parse_when
@@ -72,7 +73,7 @@ CONFIG_OPTIONS = [
     _option(
         "--stream",
         setting="stream",
-        help="Checkpoint name (default 'default'; 'jsonl' with --input).",
+        help="Checkpoint name (default 'default'; one per file with --input).",
     ),
 ]
 
@@ -188,6 +189,7 @@ SETTING_KEYS = {
     "window",
     "start_at",
     "metrics_addr",
+    "health_max_age",
 }
 
 
@@ -275,6 +277,11 @@ def cli() -> None:
     metavar="HOST:PORT",
     help="Serve Prometheus /metrics and /healthz here.",
 )
+@_option(
+    "--health-max-age",
+    setting="health_max_age",
+    help="/healthz fails when the last good sweep is older (default max(3 x interval, 5m)).",
+)
 @apply(SINK_OPTIONS)
 @apply(SOURCE_OPTIONS)
 @apply(CONFIG_OPTIONS)
@@ -288,48 +295,24 @@ def run(once: bool, **params: Any) -> None:
       openai-audit-forwarder run --once --input samples/audit-log.jsonl --sink file:out/ecs.ndjson
     """
     settings = settings_from(params)
-    log = get_logger()
-    with Runtime(settings, "run --once" if once else "run", "stream {stream}") as rt:
-        install_stop_handlers(rt.stop)
-        rt.open()
-        assert rt.source and rt.state and rt.delivery
-        collector = Collector(
-            stream=rt.stream,
-            source=rt.source,
-            delivery=rt.delivery,
-            state=rt.state,
-            lag=settings.lag,
-            overlap=settings.overlap,
-            window=settings.window,
-            batch_size=settings.batch_size,
-            start_at=functools.partial(start_at, settings, rt.source),
-            stop=rt.stop,
-        )
-        while True:
-            try:
-                result = collector.sweep()
-            except Stopped:
-                log.info("stopped; the batch in flight was not committed")
-                return
-            except ForwarderError as exc:
-                if once or isinstance(exc, ConfigError):
-                    raise
-                log.error(
-                    "sweep failed: %s; next try in %ss",
-                    exc,
-                    int(settings.interval),
-                    extra={"stream": rt.stream},
-                )
-            else:
-                log.info(
-                    "sweep done: %d events delivered, watermark %s, %d dead-lettered",
-                    result.events,
-                    format_when(result.watermark),
-                    rt.delivery.dead_letters.count,
-                    extra={"stream": rt.stream},
-                )
-            if once or rt.stop.wait(settings.interval):
-                return
+    targets = [settings.for_stream(stream) for stream in settings.streams] or [settings]
+    if settings.streams and "stream" in settings.model_fields_set and params.get("stream"):
+        targets = [t for t in targets if t.stream == settings.stream]
+        if not targets:
+            raise ConfigError(f"invalid setting stream: no stream {settings.stream!r} configured")
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    health = Health(settings.health_threshold)
+    if settings.metrics_addr:
+        serve_metrics(settings.metrics_addr, health)
+    if len(targets) == 1:
+        run_stream(targets[0], once, stop, health)
+        return
+    failures = run_streams(targets, once, stop, health)
+    if failures:
+        names = ", ".join(name for name, _ in failures)
+        first = failures[0][1]
+        raise ForwarderError(f"{len(failures)} of {len(targets)} streams failed ({names}): {first}")
 
 
 # backfill ----------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import (
     AliasChoices,
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -65,6 +67,30 @@ def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
+STREAM_NAME = r"^[A-Za-z0-9_.:@-]{1,64}$"
+
+
+class StreamSettings(BaseModel):
+    """One `[[streams]]` entry: an organization (or its tenant-scoped events) collected with
+    its own key, filters and checkpoint. Unset values fall back to the top-level settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=STREAM_NAME)
+    admin_key_env: str | None = None
+    admin_key_file: Path | None = None
+    org_id: str | None = None
+    base_url: str | None = None
+    sinks: StrList | None = None
+    start_at: str | None = None
+    event_types: StrList | None = None
+    project_ids: StrList | None = None
+    actor_ids: StrList | None = None
+    actor_emails: StrList | None = None
+    resource_ids: StrList | None = None
+    tenant_only: bool | None = None
+
+
 class Settings(BaseSettings):
     """Every setting of the forwarder. Durations accept `30s`, `10m`, `1h`, `7d`."""
 
@@ -87,7 +113,7 @@ class Settings(BaseSettings):
     org_id: str | None = Field(
         None, validation_alias=_env("org_id", "OPENAI_ORG_ID", "AUDIT_FORWARDER_ORG_ID")
     )
-    stream: str = Field("default", pattern=r"^[A-Za-z0-9_.:@-]{1,64}$")
+    stream: str = Field("default", pattern=STREAM_NAME)
     input: str | None = None
     sinks: StrList = Field(default_factory=list)
     output_schema: str = Field(
@@ -116,6 +142,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     verbosity: int = Field(0, ge=-2, le=3)
     metrics_addr: str | None = None
+    health_max_age: Duration | None = None
+    streams: list[StreamSettings] = Field(default_factory=list)
 
     @field_validator("start_at")
     @classmethod
@@ -151,7 +179,63 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_CONFIG_FILE[0]))
         return tuple(sources)
 
+    @field_validator("streams")
+    @classmethod
+    def _unique_streams(cls, value: list[StreamSettings]) -> list[StreamSettings]:
+        names = [stream.name for stream in value]
+        if len(set(names)) != len(names):
+            raise ValueError("stream names must be unique")
+        return value
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _check_metrics_addr(cls, value: str | None) -> str | None:
+        if value is not None:
+            port = value.rpartition(":")[2]
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9464")
+        return value
+
     # Derived values -------------------------------------------------------------------
+
+    def for_stream(self, stream: StreamSettings) -> Settings:
+        """The settings of one configured stream: its own values over the top-level ones."""
+        update: dict[str, Any] = {"stream": stream.name, "streams": []}
+        for name in (
+            "org_id",
+            "base_url",
+            "sinks",
+            "start_at",
+            "event_types",
+            "project_ids",
+            "actor_ids",
+            "actor_emails",
+            "resource_ids",
+            "tenant_only",
+            "admin_key_file",
+        ):
+            value = getattr(stream, name)
+            if value is not None:
+                update[name] = value.rstrip("/") if name == "base_url" else value
+        if stream.admin_key_env is not None:
+            key = os.environ.get(stream.admin_key_env, "").strip()
+            if not key:
+                raise ConfigError(
+                    f"invalid setting streams.{stream.name}.admin_key_env: "
+                    f"environment variable {stream.admin_key_env} is not set"
+                )
+            update["admin_key"] = SecretStr(key)
+            update["admin_key_file"] = None
+        elif stream.admin_key_file is not None:
+            update["admin_key"] = None
+        return self.model_copy(update=update)
+
+    @property
+    def health_threshold(self) -> float:
+        """How old the last successful sweep may be before /healthz fails."""
+        if self.health_max_age is not None:
+            return self.health_max_age
+        return max(3 * self.interval, 300.0)
 
     @property
     def state_path(self) -> Path:

@@ -3,10 +3,13 @@ and the stream lock; and owns the stop signal (SIGTERM/SIGINT) they all watch.""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import signal
 import threading
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -47,12 +50,15 @@ def build_source(settings: Settings, stop: threading.Event) -> Source:
     )
 
 
-def build_sinks(settings: Settings) -> list[Sink]:
+def build_sinks(settings: Settings, stream: str | None = None) -> list[Sink]:
+    """The configured sinks (not yet connected); `{stream}` in a URL becomes the stream name,
+    so that streams of one process can write to files or prefixes of their own."""
     urls = settings.sinks or ["stdout:"]
+    stream = stream or stream_name(settings)
     sinks: list[Sink] = []
     try:
         for url in urls:
-            sinks.append(open_sink(url, settings.output_schema))
+            sinks.append(open_sink(url.replace("{stream}", stream), settings.output_schema))
     except SinkConfigError as exc:
         raise ConfigError(f"invalid setting sink: {exc}") from None
     names = [sink.name for sink in sinks]
@@ -73,10 +79,16 @@ def build_mappers(settings: Settings, schemas: set[str]) -> dict[str, MapFunctio
 
 
 def stream_name(settings: Settings) -> str:
-    """With --input and no explicit stream, files get a checkpoint apart from the API's."""
-    if settings.input and "stream" not in settings.model_fields_set:
-        return "jsonl"
-    return settings.stream
+    """With --input and no explicit stream, each input file gets a checkpoint of its own,
+    apart from the API's: `jsonl:NAME-HASH` (the hash of its absolute path)."""
+    if not settings.input or "stream" in settings.model_fields_set:
+        return settings.stream
+    if settings.input == "-":
+        return "jsonl:stdin"
+    path = Path(settings.input).resolve()
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    base = re.sub(r"[^A-Za-z0-9_.-]", "_", path.name)[:40]
+    return f"jsonl:{base}-{digest}"
 
 
 def start_at(settings: Settings, source: Source) -> int:
@@ -104,7 +116,7 @@ class Runtime(AbstractContextManager["Runtime"]):
     def open(self) -> Runtime:
         settings = self.settings
         self.stream = stream_name(settings)
-        sinks = build_sinks(settings)
+        sinks = build_sinks(settings, self.stream)
         mappers = build_mappers(settings, {sink.schema for sink in sinks})
         self.source = build_source(settings, self.stop)
         self.lock = StreamLock(settings.state_path, self.lock_name.format(stream=self.stream))

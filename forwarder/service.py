@@ -1,0 +1,98 @@
+"""The `run` service: one loop per stream (sweep, commit, wait), several streams in threads of
+one process; a stream that fails is retried next interval and never stops the others."""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+from forwarder.collector import Collector
+from forwarder.config import Settings
+from forwarder.delivery import Stopped
+from forwarder.errors import ConfigError, ForwarderError, StateLockedError
+from forwarder.health import Health
+from forwarder.logs import get_logger
+from forwarder.runtime import Runtime, start_at, stream_name
+from forwarder.timeparse import format_when
+
+
+def run_stream(settings: Settings, once: bool, stop: threading.Event, health: Health) -> None:
+    """Sweep one stream until stopped (or once). Raises on failure with --once, and on
+    configuration errors and a held lock always."""
+    log = get_logger()
+    stream = stream_name(settings)
+    health.register(stream)
+    command = "run --once" if once else "run"
+    while True:
+        try:
+            with Runtime(settings, command, "stream {stream}", stop=stop) as rt:
+                rt.open()
+                assert rt.source and rt.state and rt.delivery
+                collector = Collector(
+                    stream=rt.stream,
+                    source=rt.source,
+                    delivery=rt.delivery,
+                    state=rt.state,
+                    lag=settings.lag,
+                    overlap=settings.overlap,
+                    window=settings.window,
+                    batch_size=settings.batch_size,
+                    start_at=functools.partial(start_at, settings, rt.source),
+                    stop=stop,
+                )
+                while True:
+                    result = collector.sweep()
+                    health.success(stream)
+                    log.info(
+                        "sweep done: %d events delivered, watermark %s, %d dead-lettered",
+                        result.events,
+                        format_when(result.watermark),
+                        rt.delivery.dead_letters.count,
+                        extra={"stream": stream},
+                    )
+                    if once or stop.wait(settings.interval):
+                        return
+        except Stopped:
+            log.info("stopped; the batch in flight was not committed", extra={"stream": stream})
+            return
+        except (ConfigError, StateLockedError):
+            raise
+        except ForwarderError as exc:
+            health.failure(stream, str(exc))
+            if once:
+                raise
+            log.error(
+                "sweep failed: %s; next try in %ss",
+                exc,
+                int(settings.interval),
+                extra={"stream": stream},
+            )
+            if stop.wait(settings.interval):
+                return
+
+
+def run_streams(
+    targets: list[Settings], once: bool, stop: threading.Event, health: Health
+) -> list[tuple[str, ForwarderError]]:
+    """Run several streams side by side; return the failures (stream, error)."""
+    failures: list[tuple[str, ForwarderError]] = []
+    lock = threading.Lock()
+
+    def worker(target: Settings) -> None:
+        try:
+            run_stream(target, once, stop, health)
+        except ForwarderError as exc:
+            get_logger().error("stream failed: %s", exc, extra={"stream": target.stream})
+            with lock:
+                failures.append((target.stream, exc))
+
+    threads = [
+        threading.Thread(target=worker, args=(target,), name=f"stream-{target.stream}")
+        for target in targets
+    ]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        for thread in threads:
+            thread.join(timeout=0.2)
+    return failures
