@@ -4,6 +4,7 @@ rsyslogd, batches of 1000. Run from the repo root: `python benchmarks/bench_sysl
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -49,7 +50,7 @@ def bench(peer: Rsyslog, transport: str, records: list[Record], batch: int) -> N
     before = peer.count()
     sink = open_sink(peer.url(transport))
     sink.open()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for offset in range(0, len(records), batch):
         rejected = sink.write(records[offset : offset + batch])
         assert not rejected, rejected[0].reason
@@ -57,13 +58,15 @@ def bench(peer: Rsyslog, transport: str, records: list[Record], batch: int) -> N
             # rsyslog's imudp must keep up or the kernel drops datagrams: pace per batch.
             peer.wait_for(before + offset + batch, timeout=60)
     sent = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     sink.close()
     peer.wait_for(before + len(records), timeout=300)
     landed = time.perf_counter() - started
     n = len(records)
     print(
-        f"{transport:9s} {n:7d} events  write() {n / sent:9,.0f} events/s   "
-        f"written by rsyslog {n / landed:9,.0f} events/s",
+        f"{transport:9s} {n:7d} events  write() {n / sent:8,.0f}/s  "
+        f"written by rsyslog {n / landed:8,.0f}/s  "
+        f"sink CPU {cpu / n * 1e6:5.1f} us/event (one free core: {n / cpu:9,.0f}/s)",
         flush=True,
     )
 
@@ -76,6 +79,7 @@ def main() -> None:
         "--transports", default="tcp,tls,relp,relp+tls,udp", help="comma-separated list"
     )
     args = parser.parse_args()
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; rsyslog shares them")
     with tempfile.TemporaryDirectory() as tmp:
         peer = Rsyslog(Path(tmp)).start()
         try:

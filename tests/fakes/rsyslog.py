@@ -101,6 +101,8 @@ class Rsyslog:
         client.private_key_pem.write_to_path(self.client_key_file)
         self.process: subprocess.Popen[bytes] | None = None
         self._offset = 0
+        self._count_offset = 0
+        self._count = 0
         self._parsed: list[dict[str, Any]] = []
         self._write_config()
 
@@ -114,7 +116,7 @@ class Rsyslog:
             f"""
 global(workDirectory="{d / "work"}" maxMessageSize="{self.max_message_size}"
        defaultNetstreamDriverCAFile="{self.ca_file}")
-main_queue(queue.timeoutShutdown="10000")
+main_queue(queue.timeoutShutdown="10000" queue.dequeueBatchSize="1024")
 module(load="imudp")
 module(load="imtcp" maxSessions="500")
 module(load="imrelp")
@@ -131,7 +133,7 @@ input(type="imrelp" name="relptls" address="127.0.0.1" port="{self.relp_tls_port
       tls.myPrivKey="{self.key_file}" tls.authMode="certvalid")
 {TEMPLATE}
 ruleset(name="out") {{
-  action(type="omfile" file="{self.output}" template="jsonl")
+  action(type="omfile" file="{self.output}" template="jsonl" ioBufferSize="256k")
 }}
 """
         )
@@ -210,11 +212,14 @@ ruleset(name="out") {{
         return list(self._parsed)
 
     def count(self) -> int:
-        """How many messages rsyslog wrote so far (cheap: counts lines)."""
-        if not self.output.exists():
-            return 0
-        with open(self.output, "rb") as handle:
-            return handle.read().count(b"\n")
+        """How many messages rsyslog wrote so far (cheap: counts new lines since last time)."""
+        if self.output.exists():
+            with open(self.output, "rb") as handle:
+                handle.seek(self._count_offset)
+                data = handle.read()
+            self._count += data.count(b"\n")
+            self._count_offset += len(data)
+        return self._count
 
     def wait_for(self, count: int, timeout: float = 30.0, settle: float = 0.0) -> list[dict]:
         """Wait until at least `count` messages arrived; then, if `settle`, wait that long
