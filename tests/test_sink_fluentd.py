@@ -301,6 +301,14 @@ def test_user_authentication_with_username_and_password(monkeypatch, shared_key_
             make_sink(srv.url(shared_key_env=shared_key_env)).check()
 
 
+def test_a_server_without_keepalive_gets_a_new_connection_per_write(shared_key_env, make_sink):
+    with ForwardServer(shared_key=SECRET, keepalive=False) as srv:
+        sink = make_sink(srv.url(shared_key_env=shared_key_env))
+        sink.write(make_records(10))
+        sink.write(make_records(10, start=10))
+        assert srv.connections == 2 and len(srv.entries) == 20
+
+
 def test_a_missing_shared_key_variable_is_a_config_error_naming_it(monkeypatch):
     monkeypatch.delenv("NO_SUCH_FLUENTD_KEY", raising=False)
     with pytest.raises(SinkConfigError, match="NO_SUCH_FLUENTD_KEY is not set"):
@@ -340,6 +348,34 @@ def test_acks_are_matched_to_their_chunks_when_several_are_in_flight(server, mak
     assert set(ids_of(server)) == {r.id for r in records}
     assert sorted(set(server.acked_chunks)) == sorted(set(server.received_chunks))
     assert len(server.received_chunks) > len(set(server.received_chunks))
+
+
+def test_garbage_instead_of_an_ack_is_a_retried_then_one_line_error(make_sink):
+    listener = socket.create_server(("127.0.0.1", 0))
+    connections = []
+
+    def answer_garbage() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            connections.append(conn)
+            conn.recv(1 << 20)
+            conn.sendall(b"\xc1\xc1")  # 0xc1 is never used in msgpack
+
+    thread = threading.Thread(target=answer_garbage, daemon=True)
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        sink = make_sink(f"fluentd://127.0.0.1:{port}?retries=2&backoff=0.01")
+        with pytest.raises(SinkError, match=r"invalid msgpack from the server .*\(2 attempts"):
+            sink.write(make_records(3))
+        assert len(connections) == 2
+    finally:
+        listener.close()
+        for conn in connections:
+            conn.close()
 
 
 def test_a_delayed_ack_within_the_timeout_is_not_resent(server, make_sink):

@@ -110,6 +110,11 @@ class _Connection:
                 return self.unpacker.unpack()
             except msgpack.OutOfData:
                 pass
+            except (ValueError, msgpack.UnpackException) as exc:
+                raise _Retryable(
+                    f"invalid msgpack from the server while waiting for {waiting_for}: "
+                    f"{_one_line(str(exc))[:80]}"
+                ) from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _Timeout(f"no {waiting_for} within {timeout:g}s")
@@ -244,6 +249,9 @@ class FluentdSink(Sink):
                         f"{len(pending)} chunk(s) unacknowledged)"
                     ) from None
                 time.sleep(min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF))
+            except BaseException:
+                self._disconnect()  # interrupted mid-message: never reuse this stream
+                raise
         if self._conn is not None and not self._conn.keepalive:
             self._disconnect()
         return rejections
@@ -351,7 +359,12 @@ class FluentdSink(Sink):
 
     def _handshake(self, conn: _Connection, shared_key: str) -> None:
         deadline = time.monotonic() + self.connect_timeout
-        helo = conn.read(deadline, "HELO", self.connect_timeout)
+        try:
+            helo = conn.read(deadline, "HELO", self.connect_timeout)
+        except _Timeout as exc:
+            if self._ssl_context is None:
+                raise _Timeout(f"{exc} (if the server expects TLS, use fluentd+tls://)") from None
+            raise
         if not (
             isinstance(helo, list)
             and len(helo) == 2
