@@ -384,3 +384,23 @@ def test_udp_to_a_closed_port_fails_the_write() -> None:
         for _ in range(20):
             sink.write(records("closed-udp", 50))
     assert "UDP send failed" in one_line_error(excinfo)
+
+
+def test_max_size_above_the_receivers_limit_gets_messages_cut_by_rsyslog(
+    rsyslog: Rsyslog,
+) -> None:
+    """Why max_size must not exceed the receiver's maxMessageSize: rsyslog truncates an
+    oversize RELP frame (and still acknowledges it) and splits an oversize TCP frame into a
+    truncated message plus a bogus one made of the rest."""
+    tag = f"cut-{uuid.uuid4().hex[:8]}"
+    big = {"pad": "x" * 100_000}
+    for transport in ("relp", "tcp"):
+        sink = open_sink(rsyslog.url(transport, max_size=200_000))
+        assert sink.write([Record(f"{tag}-{transport}", "user.updated", EPOCH, big)]) == []
+        sink.close()
+    got = wait_received(rsyslog, tag, 2)
+    assert all(len(m["msg"]) < 65536 for m in got)
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(got[0]["msg"])
+    bogus = [m for m in rsyslog.messages()[-5:] if m["structured_data"] == "-"]
+    assert bogus and set(bogus[-1]["msg"]) == {"x"} | set('"}')

@@ -149,7 +149,10 @@ class SyslogSink(Sink):
 
     def open(self) -> None:
         if self._relp is not None:
-            self._relp.open()
+            try:
+                self._relp.open()
+            except (RelpError, OSError) as exc:
+                raise SinkError(f"{self._label}: RELP open failed: {one_line(exc)}") from None
         elif self._sock is None:
             self._sock = self._udp_socket() if self.transport == "udp" else self._connect()
 
