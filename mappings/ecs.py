@@ -5,13 +5,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from mappings.catalog import Action, EventSpec, Realm, spec_for
 from mappings.registry import MapFunction, MappingContext, MappingError
 from mappings.targets import CompiledTarget, item_ids
-from mappings.values import as_number, coordinate, header, iso_time, str_list, valid_ip
+from mappings.values import (
+    MAX_EFFECTIVE_AT,
+    as_number,
+    coordinate,
+    header,
+    iso_time,
+    str_list,
+    valid_ip,
+)
 
 ECS_VERSION = "9.4.0"
 DATASET = "openai.audit"
+ECS = {"version": ECS_VERSION}
+ACTOR_CACHE_SIZE = 4096
 
 _VERB_TYPE = {
     Action.CREATE: "creation",
@@ -60,6 +72,7 @@ class _Plan:
         "failure",
         "kind",
         "mode",
+        "render",
         "target",
         "update_roles",
     )
@@ -69,7 +82,6 @@ class _Plan:
         self.event = self._event(spec, None)
         self.event_group = self._event(spec, Realm.GROUP)
         self.target = CompiledTarget(spec.target) if spec.target is not None else None
-        self.update_roles = spec.action is Action.UPDATE
         kind = spec.target.kind if spec.target is not None else ""
         if spec.target is None:
             self.mode = _NONE
@@ -85,6 +97,13 @@ class _Plan:
             self.mode = _ENTITY
         self.kind = kind
         self.failure = spec.outcome == "failure"
+        self.update_roles = spec.action in (Action.UPDATE, Action.GRANT)
+        if self.mode in (_USER, _PRINCIPAL, _PERSON_ENTITY):
+            self.render = _user_target
+        elif self.mode == _GROUP:
+            self.render = _group_target
+        else:
+            self.render = _entity_target
 
     @staticmethod
     def _event(spec: EventSpec, realm: Realm | None) -> dict[str, Any]:
@@ -100,37 +119,45 @@ class _Plan:
         }
 
 
-_USER_KEYS = ("id", "email")
-_GEO_KEYS = frozenset({"country", "city", "region", "region_code", "asn", "latitude", "longitude"})
-
-
 def _unusable(where: str, event_id: str) -> MappingError:
     return MappingError(f"{where} is not an object", event_id)
 
 
+def _rest(d: dict[str, Any], mapped: tuple[str, ...], rest: dict[str, Any]) -> dict[str, Any]:
+    """Adds the entries of d whose keys are not in `mapped` to rest (the slow path, taken only
+    when the API sends fields this mapper does not know)."""
+    for k, v in d.items():
+        if k not in mapped:
+            rest[k] = v
+    return rest
+
+
 def _user(u: Any, where: str, event_id: str, users: list[str]) -> tuple[dict, dict | None]:
-    """(ECS user fields, leftovers) of an actor user object."""
+    """(ECS user fields, leftovers) of an actor user object {id, email}."""
     if type(u) is not dict:
         raise _unusable(where, event_id)
-    out: dict[str, Any] = {}
     uid = u.get("id")
-    if type(uid) is str:
-        out["id"] = uid
-        users.append(uid)
     email = u.get("email")
+    if type(uid) is str:
+        if type(email) is str:
+            users.append(uid)
+            users.append(email)
+            if len(u) == 2:
+                return {"id": uid, "email": email}, None
+            return {"id": uid, "email": email}, _rest(u, ("id", "email"), {})
+        out: dict[str, Any] = {"id": uid}
+        users.append(uid)
+        return out, (None if len(u) == 1 else _rest(u, ("id",), {}))
     if type(email) is str:
-        out["email"] = email
         users.append(email)
-    if len(out) == len(u):
-        return out, None
-    rest = {k: v for k, v in u.items() if k not in out}
-    return out, rest
+        return {"email": email}, (None if len(u) == 1 else _rest(u, ("email",), {}))
+    return {}, (dict(u) if u else None)
 
 
 def _geo(d: dict[str, Any], source: dict[str, Any]) -> dict[str, Any] | None:
     """Fills source.geo / source.as from ip_address_details; returns the leftovers."""
     geo: dict[str, Any] = {}
-    used: list[str] = []
+    used = 0
     country = d.get("country")
     if type(country) is str:
         if len(country) == 2 and country.isascii() and country.isalpha():
@@ -139,38 +166,51 @@ def _geo(d: dict[str, Any], source: dict[str, Any]) -> dict[str, Any] | None:
         else:
             geo["country_name"] = country
             country = None
-        used.append("country")
+        used += 1
     city = d.get("city")
     if type(city) is str:
         geo["city_name"] = city
-        used.append("city")
+        used += 1
     region = d.get("region")
     if type(region) is str:
         geo["region_name"] = region
-        used.append("region")
+        used += 1
     code = d.get("region_code")
-    if type(code) is str and code and country is not None:
-        geo["region_iso_code"] = f"{country}-{code}"
-        used.append("region_code")
+    code_used = type(code) is str and code and country is not None
+    if code_used:
+        geo["region_iso_code"] = country + "-" + code
+        used += 1
     lat = coordinate(d.get("latitude"), 90.0)
-    lon = coordinate(d.get("longitude"), 180.0)
-    if lat is not None and lon is not None:
+    lon = coordinate(d.get("longitude"), 180.0) if lat is not None else None
+    if lon is not None:
         geo["location"] = {"lat": lat, "lon": lon}
-        used.append("latitude")
-        used.append("longitude")
+        used += 2
     if geo:
         source["geo"] = geo
     asn = as_number(d.get("asn"))
     if asn is not None:
         source["as"] = {"number": asn}
-        used.append("asn")
-    if len(used) == len(d):
+        used += 1
+    if used == len(d):
         return None
-    return {k: v for k, v in d.items() if k not in used}
+    mapped = [k for k, v in (("city", city), ("region", region)) if type(v) is str]
+    if "country_iso_code" in geo or "country_name" in geo:
+        mapped.append("country")
+    if code_used:
+        mapped.append("region_code")
+    if lon is not None:
+        mapped += ("latitude", "longitude")
+    if asn is not None:
+        mapped.append("asn")
+    return _rest(d, tuple(mapped), {})
+
+
+_SESSION_MAPPED = ("user", "ip_address", "user_agent", "ja3", "ja4", "ip_address_details")
 
 
 def _session(s: Any, doc: dict[str, Any], event_id: str, users: list[str]) -> dict[str, Any] | None:
-    """Fills user, source, user_agent, tls and related.ip from a session; returns leftovers."""
+    """Fills user, source, user_agent, tls and related.ip from a session; returns leftovers
+    (ja4, which ECS has no field for, and anything unexpected)."""
     if type(s) is not dict:
         raise _unusable("actor.session", event_id)
     rest: dict[str, Any] = {}
@@ -187,15 +227,28 @@ def _session(s: Any, doc: dict[str, Any], event_id: str, users: list[str]) -> di
     ip = s.get("ip_address")
     if type(ip) is str and valid_ip(ip):
         source["ip"] = ip
-        doc["related"]["ip"] = [ip]
+        doc["related"] = {"ip": [ip]}
+        used += 1
+    elif ip is not None:
+        rest["ip_address"] = ip
         used += 1
     ua = s.get("user_agent")
     if type(ua) is str:
         doc["user_agent"] = {"original": ua}
         used += 1
+    elif ua is not None:
+        rest["user_agent"] = ua
+        used += 1
     ja3 = s.get("ja3")
     if type(ja3) is str:
         doc["tls"] = {"client": {"ja3": ja3}}
+        used += 1
+    elif ja3 is not None:
+        rest["ja3"] = ja3
+        used += 1
+    ja4 = s.get("ja4")
+    if ja4 is not None:
+        rest["ja4"] = ja4
         used += 1
     details = s.get("ip_address_details")
     if details is not None:
@@ -208,126 +261,154 @@ def _session(s: Any, doc: dict[str, Any], event_id: str, users: list[str]) -> di
     if source:
         doc["source"] = source
     if used != len(s):
-        mapped = set()
-        if u is not None:
-            mapped.add("user")
-        if details is not None:
-            mapped.add("ip_address_details")
-        if "ip" in source:
-            mapped.add("ip_address")
-        if "user_agent" in doc:
-            mapped.add("user_agent")
-        if "tls" in doc:
-            mapped.add("ja3")
         for k, v in s.items():
-            if k not in mapped:
+            if k not in _SESSION_MAPPED or v is None:
                 rest[k] = v
     return rest or None
 
 
-def _api_key(k: Any, doc: dict[str, Any], event_id: str, users: list[str]) -> dict[str, Any] | None:
-    """Fills user from an API key actor (its user or service account); returns leftovers, which
-    always hold the key id and type (ECS has no field for them)."""
+def _api_key(k: Any, doc: dict[str, Any], event_id: str, users: list[str]) -> dict[str, Any]:
+    """Fills user from an API key actor (its user or service account); returns leftovers,
+    which always hold the key id and type (ECS has no field for them)."""
     if type(k) is not dict:
         raise _unusable("actor.api_key", event_id)
     rest: dict[str, Any] = {}
-    for key, value in k.items():
-        if key == "user" and value is not None:
-            user, user_rest = _user(value, "actor.api_key.user", event_id, users)
-            if user:
-                doc["user"] = user
-            if user_rest:
-                rest["user"] = user_rest
-        elif key == "service_account" and value is not None:
-            if type(value) is not dict:
-                raise _unusable("actor.api_key.service_account", event_id)
-            sid = value.get("id")
-            if type(sid) is str:
-                doc.setdefault("user", {"id": sid})
-                users.append(sid)
-                if len(value) > 1:
-                    rest["service_account"] = {k2: v for k2, v in value.items() if k2 != "id"}
-            elif value:
-                rest["service_account"] = value
-        else:
-            rest[key] = value
-    return rest or None
+    used = 0
+    kid = k.get("id")
+    if kid is not None:
+        rest["id"] = kid
+        used += 1
+    ktype = k.get("type")
+    if ktype is not None:
+        rest["type"] = ktype
+        used += 1
+    u = k.get("user")
+    if u is not None:
+        user, user_rest = _user(u, "actor.api_key.user", event_id, users)
+        if user:
+            doc["user"] = user
+        if user_rest:
+            rest["user"] = user_rest
+        used += 1
+    sa = k.get("service_account")
+    if sa is not None:
+        if type(sa) is not dict:
+            raise _unusable("actor.api_key.service_account", event_id)
+        sid = sa.get("id")
+        if type(sid) is str and "user" not in doc:
+            doc["user"] = {"id": sid}
+            users.append(sid)
+            if len(sa) > 1:
+                rest["service_account"] = _rest(sa, ("id",), {})
+        elif sa:
+            rest["service_account"] = sa
+        used += 1
+    if used != len(k):
+        for key, v in k.items():
+            if key not in ("id", "type", "user", "service_account") or v is None:
+                rest[key] = v
+    return rest
 
 
 def _actor(actor: Any, doc: dict[str, Any], event_id: str, users: list[str]) -> dict | None:
     if type(actor) is not dict:
         raise MappingError("actor is neither an object nor null", event_id)
     rest: dict[str, Any] = {}
-    for key, value in actor.items():
-        if key == "session" and value is not None:
-            r = _session(value, doc, event_id, users)
-        elif key == "api_key" and value is not None:
-            r = _api_key(value, doc, event_id, users)
-        else:
-            rest[key] = value
-            continue
+    used = 0
+    atype = actor.get("type")
+    if atype is not None:
+        rest["type"] = atype
+        used += 1
+    s = actor.get("session")
+    if s is not None:
+        r = _session(s, doc, event_id, users)
         if r:
-            rest[key] = r
+            rest["session"] = r
+        used += 1
+    k = actor.get("api_key")
+    if k is not None:
+        r = _api_key(k, doc, event_id, users)
+        if r:
+            rest["api_key"] = r
+        used += 1
+    if used != len(actor):
+        for key, v in actor.items():
+            if key not in ("type", "session", "api_key") or v is None:
+                rest[key] = v
     return rest or None
 
 
-def _target(
-    plan: _Plan, payload: dict[str, Any], doc: dict[str, Any], users: list[str]
+def _user_target(
+    plan: _Plan, t: CompiledTarget, payload: dict[str, Any], doc: dict[str, Any], users: list
 ) -> dict[str, Any]:
-    """Renders the target; returns the event object to use (group variant for principals)."""
-    t = plan.target
-    assert t is not None
-    mode = plan.mode
-    event = plan.event
     tid = t.id(payload) if t.id else None
-    if mode == _PRINCIPAL:
-        ptype = t.principal_type(payload) if t.principal_type else None
-        if ptype == "group":
-            if tid is not None:
-                doc["group"] = {"id": tid}
-            return plan.event_group
-        mode = _USER
-    if mode in (_USER, _PERSON_ENTITY):
-        target: dict[str, Any] = {}
-        if mode == _USER and tid is not None:
-            target["id"] = tid
-            users.append(tid)
-        name = t.name(payload) if t.name else None
+    mode = plan.mode
+    if mode == _PRINCIPAL and t.principal_type and t.principal_type(payload) == "group":
+        if tid is not None:
+            doc["group"] = {"id": tid}
+        return plan.event_group
+    target: dict[str, Any] = {}
+    if tid is not None and mode != _PERSON_ENTITY:
+        target["id"] = tid
+        users.append(tid)
+    if t.name:
+        name = t.name(payload)
         if name is not None:
             target["name"] = name
-        email = t.email(payload) if t.email else None
+    if t.email:
+        email = t.email(payload)
         if email is not None:
             target["email"] = email
             users.append(email)
-        role = t.roles(payload) if t.roles else None
-        if role is None and t.privileges and plan.action is Action.GRANT:
-            role = t.privileges(payload)
-            role = role if type(role) is str else None
-        if role is not None:
-            if plan.update_roles or plan.action is Action.GRANT:
-                doc["user"]["changes"] = {"roles": [role]}
-            else:
-                target["roles"] = [role]
-        if target:
-            doc["user"]["target"] = target
-        if mode == _PERSON_ENTITY and tid is not None:
-            doc["entity"] = {"target": {"id": tid, "sub_type": plan.kind}}
-        return event
-    if mode == _GROUP:
-        group: dict[str, Any] = {}
-        if tid is not None:
-            group["id"] = tid
-        name = t.name(payload) if t.name else None
+    role = t.roles(payload) if t.roles else None
+    if role is None and mode == _PRINCIPAL and plan.action is Action.GRANT and t.privileges:
+        role = t.privileges(payload)
+        role = role if type(role) is str else None
+    if role is not None:
+        if plan.update_roles:
+            user = doc.get("user")
+            user = dict(user) if user else {}  # the actor's may be shared: never mutate it
+            user["changes"] = {"roles": [role]}
+            doc["user"] = user
+        else:
+            target["roles"] = [role]
+    if target:
+        user = doc.get("user")
+        user = dict(user) if user else {}
+        user["target"] = target
+        doc["user"] = user
+    if mode == _PERSON_ENTITY and tid is not None:
+        doc["entity"] = {"target": {"id": tid, "sub_type": plan.kind}}
+    return plan.event
+
+
+def _group_target(
+    plan: _Plan, t: CompiledTarget, payload: dict[str, Any], doc: dict[str, Any], users: list
+) -> dict[str, Any]:
+    group: dict[str, Any] = {}
+    tid = t.id(payload) if t.id else None
+    if tid is not None:
+        group["id"] = tid
+    if t.name:
+        name = t.name(payload)
         if name is not None:
             group["name"] = name
-        if group:
-            doc["group"] = group
-        member = t.member(payload) if t.member else None
+    if group:
+        doc["group"] = group
+    if t.member:
+        member = t.member(payload)
         if member is not None:
-            doc["user"]["target"] = {"id": member}
+            user = doc.get("user")
+            user = dict(user) if user else {}  # the actor's may be shared: never mutate it
+            user["target"] = {"id": member}
+            doc["user"] = user
             users.append(member)
-        return event
-    # _ENTITY
+    return plan.event
+
+
+def _entity_target(
+    plan: _Plan, t: CompiledTarget, payload: dict[str, Any], doc: dict[str, Any], users: list
+) -> dict[str, Any]:
     entity: dict[str, Any] = {"sub_type": plan.kind}
     if t.items is not None:
         ids, names = item_ids(payload, t.items)
@@ -336,25 +417,30 @@ def _target(
         if names:
             entity["name"] = names
     else:
+        tid = t.id(payload) if t.id else None
         if tid is not None:
             entity["id"] = tid
-        name = t.name(payload) if t.name else None
-        if name is not None:
-            entity["name"] = name
+        if t.name:
+            name = t.name(payload)
+            if name is not None:
+                entity["name"] = name
     if t.privileges:
         privileges = str_list(t.privileges(payload))
         if privileges is not None:
             entity["attributes"] = {"permissions": privileges}
     doc["entity"] = {"target": entity}
-    return event
+    return plan.event
 
 
 _KNOWN_TOP = frozenset({"id", "type", "effective_at", "actor", "project"})
 
 
 def make_mapper(context: MappingContext) -> MapFunction:
-    org = context.organization_id
+    # Constant sub-objects are shared by every document: treat documents as read-only.
+    organization = {"id": context.organization_id} if context.organization_id else None
     plans: dict[str, _Plan] = {}
+    actor_cache: dict[bytes, tuple[dict[str, Any], dict[str, Any] | None, list[str]]] = {}
+    dumps = orjson.dumps
 
     def plan_for(event_type: str) -> _Plan:
         plan = _Plan(spec_for(event_type))
@@ -363,24 +449,51 @@ def make_mapper(context: MappingContext) -> MapFunction:
         return plan
 
     def map_ecs(event: dict[str, Any]) -> dict[str, Any]:
-        event_id, event_type, ts = header(event)
+        # The common case checked inline; header() names the problem otherwise.
+        if type(event) is not dict:
+            header(event)
+        event_id = event.get("id")
+        event_type = event.get("type")
+        ts = event.get("effective_at")
+        if (
+            type(event_id) is not str
+            or not event_id
+            or type(event_type) is not str
+            or type(ts) is not int
+            or not 0 <= ts <= MAX_EFFECTIVE_AT
+        ):
+            header(event)
         plan = plans.get(event_type) or plan_for(event_type)
         users: list[str] = []
-        related: dict[str, Any] = {}
-        doc: dict[str, Any] = {
-            "@timestamp": iso_time(ts),
-            "ecs": {"version": ECS_VERSION},
-            "event": None,
-            "related": related,
-        }
+        doc: dict[str, Any] = {"@timestamp": iso_time(ts), "ecs": ECS, "event": None}
         oa: dict[str, Any] = {}
         extra = len(event) - 3
         actor = event.get("actor")
         if actor is not None:
             extra -= 1
-            rest = _actor(actor, doc, event_id, users)
+            # Actors repeat (the same session or key across many events): their rendering is
+            # cached by their exact JSON, and the rendered objects are shared between documents.
+            try:
+                key = dumps(actor)
+            except TypeError:
+                key = None
+            hit = actor_cache.get(key) if key is not None else None
+            if hit is None:
+                parts: dict[str, Any] = {}
+                actor_users: list[str] = []
+                rest = _actor(actor, parts, event_id, actor_users)
+                hit = (parts, rest, actor_users)
+                if key is not None:
+                    if len(actor_cache) >= ACTOR_CACHE_SIZE:
+                        actor_cache.clear()
+                    actor_cache[key] = hit
+            parts, rest, actor_users = hit
+            if parts:
+                doc.update(parts)
             if rest:
                 oa["actor"] = rest
+            if actor_users:
+                users += actor_users
         elif "actor" in event:
             extra -= 1
         project = event.get("project")
@@ -398,12 +511,9 @@ def make_mapper(context: MappingContext) -> MapFunction:
             if type(payload) is not dict:
                 raise MappingError(f"payload {event_type!r} is not an object", event_id)
             oa["payload"] = payload
-            if plan.target is not None:
-                if "user" not in doc:
-                    doc["user"] = {}
-                ev = _target(plan, payload, doc, users)
-                if not doc["user"]:
-                    del doc["user"]
+            t = plan.target
+            if t is not None:
+                ev = plan.render(plan, t, payload, doc, users)
             if plan.failure:
                 code = payload.get("error_code")
                 message = payload.get("error_message")
@@ -419,15 +529,16 @@ def make_mapper(context: MappingContext) -> MapFunction:
         if extra:
             known = _KNOWN_TOP | {event_type}
             oa["extra"] = {k: v for k, v in event.items() if k not in known}
-        event_obj = dict(ev)
-        event_obj["id"] = event_id
-        doc["event"] = event_obj
-        if org is not None:
-            doc["organization"] = {"id": org}
+        ev = ev.copy()
+        ev["id"] = event_id
+        doc["event"] = ev
+        if organization is not None:
+            doc["organization"] = organization
         if users:
-            related["user"] = users if len(users) == 1 else list(dict.fromkeys(users))
-        if not related:
-            del doc["related"]
+            if len(users) > 1:
+                users = list(dict.fromkeys(users))
+            related = doc.get("related")
+            doc["related"] = {"user": users} if related is None else {**related, "user": users}
         doc["openai"] = {"audit": oa}
         return doc
 

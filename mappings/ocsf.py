@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from mappings.catalog import Action, EventSpec, Realm, spec_for
 from mappings.registry import MapFunction, MappingContext, MappingError
 from mappings.targets import CompiledTarget, item_ids
 from mappings.values import (
+    MAX_EFFECTIVE_AT,
     as_number,
     coordinate,
     header,
@@ -19,6 +22,7 @@ from mappings.values import (
 )
 
 OCSF_VERSION = "1.8.0"
+ACTOR_CACHE_SIZE = 4096
 PRODUCT = {"name": "OpenAI Platform", "vendor_name": "OpenAI"}
 SERVICE = {"name": "OpenAI Platform"}
 
@@ -129,25 +133,41 @@ def _head(spec: EventSpec, class_uid: int, activity_id: int) -> dict[str, Any]:
     }
 
 
-class _Plan:
-    """Everything about one event type that does not depend on the event."""
+_M_ENTITY, _M_AUTH, _M_GRANT, _M_ACCOUNT, _M_ACCOUNT_UPDATE, _M_GROUP = range(6)
 
-    __slots__ = ("action", "failure", "heads", "kind", "spec", "target")
+
+class _Plan:
+    """Everything about one event type that does not depend on the event: which rendering it
+    takes and the constant head (class, activity, status, names) of each class it may end in."""
+
+    __slots__ = ("action", "alt", "failure", "fallback", "kind", "main", "mode", "spec", "target")
 
     def __init__(self, spec: EventSpec) -> None:
         self.spec = spec
-        self.action = spec.action
-        self.kind = spec.target.kind if spec.target is not None else spec.noun
-        self.kind = self.kind or "unknown"
+        self.action = a = spec.action
+        kind = spec.target.kind if spec.target is not None else spec.noun
+        self.kind = kind or "unknown"
         self.target = CompiledTarget(spec.target) if spec.target is not None else None
         self.failure = spec.outcome == "failure"
-        self.heads: dict[tuple[int, int], dict[str, Any]] = {}
-
-    def head(self, cls: tuple[int, int]) -> dict[str, Any]:
-        h = self.heads.get(cls)
-        if h is None:
-            h = self.heads[cls] = _head(self.spec, *cls)
-        return h
+        self.fallback = _head(spec, *fallback_class(spec))
+        main = classify(spec)
+        self.main = _head(spec, *main)
+        self.alt = self.main
+        if main[0] == ENTITY_MANAGEMENT:
+            self.mode = _M_ENTITY
+        elif main[0] == AUTHENTICATION:
+            self.mode = _M_AUTH
+        elif a is Action.GRANT or a is Action.REVOKE:
+            self.mode = _M_GRANT
+            self.alt = _head(spec, *classify(spec, group_principal=True))
+        elif main[0] == GROUP_MANAGEMENT:
+            self.mode = _M_GROUP
+        elif a is Action.UPDATE:
+            self.mode = _M_ACCOUNT_UPDATE
+            self.main = _head(spec, *classify(spec, role=True))
+            self.alt = _head(spec, *classify(spec, role=False))
+        else:
+            self.mode = _M_ACCOUNT
 
 
 def _unusable(where: str, event_id: str) -> MappingError:
@@ -393,6 +413,8 @@ _KNOWN_TOP = frozenset({"id", "type", "effective_at", "actor", "project"})
 def make_mapper(context: MappingContext) -> MapFunction:
     org = context.organization_id
     plans: dict[str, _Plan] = {}
+    actor_cache: dict[bytes, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+    dumps = orjson.dumps
 
     def plan_for(event_type: str) -> _Plan:
         plan = _Plan(spec_for(event_type))
@@ -401,9 +423,21 @@ def make_mapper(context: MappingContext) -> MapFunction:
         return plan
 
     def map_ocsf(event: dict[str, Any]) -> dict[str, Any]:
-        event_id, event_type, ts = header(event)
+        # The common case checked inline; header() names the problem otherwise.
+        if type(event) is not dict:
+            header(event)
+        event_id = event.get("id")
+        event_type = event.get("type")
+        ts = event.get("effective_at")
+        if (
+            type(event_id) is not str
+            or not event_id
+            or type(event_type) is not str
+            or type(ts) is not int
+            or not 0 <= ts <= MAX_EFFECTIVE_AT
+        ):
+            header(event)
         plan = plans.get(event_type) or plan_for(event_type)
-        spec = plan.spec
         metadata: dict[str, Any] = {
             "version": OCSF_VERSION,
             "product": PRODUCT,
@@ -418,7 +452,24 @@ def make_mapper(context: MappingContext) -> MapFunction:
         actor = event.get("actor")
         if actor is not None:
             extra -= 1
-            rest = _actor(actor, doc, event_id)
+            # Actors repeat (the same session or key across many events): their rendering is
+            # cached by their exact JSON, and the rendered objects are shared between events.
+            try:
+                key = dumps(actor)
+            except TypeError:
+                key = None
+            hit = actor_cache.get(key) if key is not None else None
+            if hit is None:
+                parts: dict[str, Any] = {}
+                rest = _actor(actor, parts, event_id)
+                hit = (parts, rest)
+                if key is not None:
+                    if len(actor_cache) >= ACTOR_CACHE_SIZE:
+                        actor_cache.clear()
+                    actor_cache[key] = hit
+            parts, rest = hit
+            if parts:
+                doc.update(parts)
             if rest:
                 unmapped["actor"] = rest
         elif "actor" in event:
@@ -444,76 +495,72 @@ def make_mapper(context: MappingContext) -> MapFunction:
             unmapped["extra"] = {k: v for k, v in event.items() if k not in known}
 
         t = plan.target
-        tid = t.id(payload) if t is not None and t.id and payload is not None else None
-        cls: tuple[int, int]
-        action = plan.action
-        if action is Action.LOGON or action is Action.LOGOFF:
-            cls = classify(spec)
+        mode = plan.mode
+        head = plan.main
+        if mode == _M_ENTITY:
+            tid = t.id(payload) if t is not None and t.id and payload is not None else None
+        elif mode == _M_AUTH:
+            tid = None
             a = doc.get("actor")
             if a is not None:
                 doc["user"] = a["user"]
                 doc["service"] = SERVICE
             else:
-                cls = fallback_class(spec)
-        elif t is None or payload is None or not spec.known:
-            cls = classify(spec) if t is None and spec.known else fallback_class(spec)
-        elif action is Action.GRANT or action is Action.REVOKE:
-            ptype = t.principal_type(payload) if t.principal_type else None
-            cls = classify(spec, group_principal=ptype == "group")
-            # The documented payload names the assignment, not the role: it stands for the
-            # privilege when no role name or id is given.
-            role = t.privileges(payload) if t.privileges else None
-            privileges = str_list(role) or str_list(payload.get("id"))
-            if tid is None:
-                cls = fallback_class(spec)
-            elif cls[0] == GROUP_MANAGEMENT:
-                doc["group"] = {"uid": tid}
-                if privileges is not None:
-                    doc["privileges"] = privileges
-            elif privileges is not None:
-                doc["user"] = {"uid": tid}
-                doc["privileges"] = privileges
-            else:
-                # User Access Management requires the privileges; the payload names none.
-                cls = fallback_class(spec)
-            if cls[0] != ENTITY_MANAGEMENT:
-                rid = t.resource_id(payload) if t.resource_id else None
-                if rid is not None:
-                    resource = {"uid": rid}
-                    rtype = t.resource_type(payload) if t.resource_type else None
-                    if rtype is not None:
-                        resource["type"] = rtype
-                    doc["resource"] = resource
+                head = plan.fallback
+        elif payload is None or t is None:
+            tid = None
+            head = plan.fallback
         else:
-            role = t.roles(payload) if t.roles else None
-            cls = classify(spec, role=role is not None)
-            c = cls[0]
-            if c in (ACCOUNT_CHANGE, USER_ACCESS):
-                user = _target_user(plan, payload, tid)
-                if "uid" in user or "name" in user:
-                    doc["user"] = user
-                    if c == USER_ACCESS:
-                        doc["privileges"] = [role]
+            tid = t.id(payload) if t.id else None
+            if tid is None:
+                head = plan.fallback
+            elif mode == _M_GRANT:
+                ptype = t.principal_type(payload) if t.principal_type else None
+                # The documented payload names the assignment, not the role: it stands for
+                # the privilege when no role name or id is given.
+                role = t.privileges(payload) if t.privileges else None
+                privileges = str_list(role) or str_list(payload.get("id"))
+                if ptype == "group":
+                    head = plan.alt
+                    doc["group"] = {"uid": tid}
+                    if privileges is not None:
+                        doc["privileges"] = privileges
+                elif privileges is not None:
+                    doc["user"] = {"uid": tid}
+                    doc["privileges"] = privileges
                 else:
-                    cls = fallback_class(spec)
-            elif c == GROUP_MANAGEMENT:
+                    head = plan.fallback
+                if head is not plan.fallback:
+                    rid = t.resource_id(payload) if t.resource_id else None
+                    if rid is not None:
+                        resource = {"uid": rid}
+                        rtype = t.resource_type(payload) if t.resource_type else None
+                        if rtype is not None:
+                            resource["type"] = rtype
+                        doc["resource"] = resource
+            elif mode == _M_GROUP:
+                group = {"uid": tid}
                 name = t.name(payload) if t.name else None
-                group = {"uid": tid} if tid is not None else {}
                 if name is not None:
                     group["name"] = name
-                if group:
-                    doc["group"] = group
-                    member = t.member(payload) if t.member else None
-                    if member is not None:
-                        doc["user"] = {"uid": member}
-                else:
-                    cls = fallback_class(spec)
-        if cls[0] == ENTITY_MANAGEMENT:
+                doc["group"] = group
+                member = t.member(payload) if t.member else None
+                if member is not None:
+                    doc["user"] = {"uid": member}
+            else:
+                doc["user"] = _target_user(plan, payload, tid)
+                if mode == _M_ACCOUNT_UPDATE:
+                    role = t.roles(payload) if t.roles else None
+                    if role is not None:
+                        doc["privileges"] = [role]
+                    else:
+                        head = plan.alt
+        if head["class_uid"] == ENTITY_MANAGEMENT:
             entity, result = _entity(plan, payload, tid)
             doc["entity"] = entity
             if result is not None:
                 doc["entity_result"] = result
-        out = dict(plan.head(cls))
+        out = {**head, **doc}
         if plan.failure and payload is not None:
             code = payload.get("error_code")
             if type(code) is str:
@@ -521,7 +568,6 @@ def make_mapper(context: MappingContext) -> MapFunction:
             detail = payload.get("error_message")
             if type(detail) is str:
                 out["status_detail"] = detail
-        out.update(doc)
         if unmapped:
             out["unmapped"] = unmapped
         return out

@@ -11,48 +11,31 @@ from mappings.catalog import Path, Target
 Getter = Callable[[dict[str, Any]], Any]
 
 
-def _get1(key: str) -> Getter:
-    def get(payload: dict[str, Any]) -> Any:
-        return payload.get(key)
-
-    return get
-
-
-def _get2(k1: str, k2: str) -> Getter:
-    def get(payload: dict[str, Any]) -> Any:
-        inner = payload.get(k1)
-        return inner.get(k2) if type(inner) is dict else None
-
-    return get
-
-
 def compile_paths(paths: tuple[Path, ...], want: type | None = str) -> Getter | None:
-    """A getter returning the first value at one of `paths` that has type `want` (any type when
-    None), or None; None itself when there are no paths."""
+    """A getter returning the first value at one of `paths` that has type `want` (any non-null
+    value when None), or None; None itself when there are no paths. The getter is generated as
+    straight-line code: it runs once per event and field, so every call saved counts."""
     if not paths:
         return None
     if any(not 1 <= len(p) <= 2 for p in paths):
         raise ValueError(f"payload paths are one or two keys deep: {paths}")
-    getters = [_get1(p[0]) if len(p) == 1 else _get2(p[0], p[1]) for p in paths]
-    if len(getters) == 1 and want is None:
-        return getters[0]
-    if len(getters) == 1:
-        only = getters[0]
-
-        def first_one(payload: dict[str, Any]) -> Any:
-            v = only(payload)
-            return v if type(v) is want else None
-
-        return first_one
-
-    def first(payload: dict[str, Any]) -> Any:
-        for g in getters:
-            v = g(payload)
-            if v is not None and (want is None or type(v) is want):
-                return v
-        return None
-
-    return first
+    check = "v is not None" if want is None else "type(v) is want"
+    lines = ["def get(p):"]
+    for i, path in enumerate(paths):
+        if len(path) == 1:
+            lines += [f"    v = p.get({path[0]!r})", f"    if {check}:", "        return v"]
+        else:
+            lines += [
+                f"    d{i} = p.get({path[0]!r})",
+                f"    if type(d{i}) is dict:",
+                f"        v = d{i}.get({path[1]!r})",
+                f"        if {check}:",
+                "            return v",
+            ]
+    lines.append("    return None")
+    namespace: dict[str, Any] = {"want": want}
+    exec("\n".join(lines), namespace)
+    return namespace["get"]
 
 
 class CompiledTarget:

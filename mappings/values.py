@@ -35,19 +35,20 @@ def header(event: Any) -> tuple[str, str, int]:
 
 
 _DAYS: dict[int, str] = {}
+_MINUTES = tuple(f"{m // 60:02d}:{m % 60:02d}:" for m in range(1440))
+_SECONDS = tuple(f"{s:02d}Z" for s in range(60))
 
 
 def iso_time(ts: int) -> str:
-    """Unix seconds as an ISO 8601 UTC date-time (`2024-07-12T17:08:10Z`)."""
-    day, sec = divmod(ts, 86400)
+    """Unix seconds (0 .. MAX_EFFECTIVE_AT) as an ISO 8601 UTC date-time, `2024-07-12T17:08:10Z`."""
+    day, rest = divmod(ts, 86400)
+    minute, second = divmod(rest, 60)
     prefix = _DAYS.get(day)
     if prefix is None:
         prefix = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
         if len(_DAYS) < 100_000:
             _DAYS[day] = prefix
-    h, rem = divmod(sec, 3600)
-    m, s = divmod(rem, 60)
-    return f"{prefix}{h:02d}:{m:02d}:{s:02d}Z"
+    return prefix + _MINUTES[minute] + _SECONDS[second]
 
 
 @lru_cache(maxsize=8192)
