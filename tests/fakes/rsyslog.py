@@ -4,6 +4,8 @@ one JSON line (pri, timestamp, hostname, app_name, procid, msgid, structured_dat
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -62,6 +64,14 @@ def _listening(port: int, udp: bool = False) -> bool:
             if fields[1] == wanted and (udp or fields[3] == "0A"):
                 return True
     return False
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL rsyslogd when the test process dies (Linux), so that
+    an interrupted test run leaves no daemon behind. (Linux ties this to the thread that
+    started it: call `start` from a thread that lives as long as the peer.)"""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class Rsyslog:
@@ -150,6 +160,7 @@ ruleset(name="out") {{
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
