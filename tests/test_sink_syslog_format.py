@@ -8,12 +8,14 @@ import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import BinaryIO
 
+import orjson
 import pytest
 
 from forwarder.sinks import Record, SinkConfigError, SinkError, open_sink
-from forwarder.sinks.cef import escape_extension, escape_header
+from forwarder.sinks.cef import CefBody, escape_extension, escape_header
 from forwarder.sinks.relp import RelpError, RelpSession
 from forwarder.sinks.rfc5424 import (
     MessageBuilder,
@@ -266,3 +268,36 @@ def test_relp_server_without_the_syslog_command_is_refused(
     server = server_factory(lambda conn, n: b"200 OK", offers=b"rsp")
     with pytest.raises(SinkError, match="does not offer the RELP syslog command"):
         open_sink(f"syslog+relp://127.0.0.1:{server.port}").check()
+
+
+@pytest.mark.parametrize("schema", ["ecs", "ocsf", "raw"])
+def test_cef_extensions_are_found_in_each_schemas_mapped_document(schema: str) -> None:
+    """The CEF lookup paths match what the mappers produce (actor, source IP, project)."""
+    from mappings.registry import MappingContext, load_mapper
+
+    sample = Path(__file__).resolve().parents[1] / "samples" / "audit-log.jsonl"
+    event = next(
+        e
+        for e in map(orjson.loads, sample.read_bytes().splitlines())
+        if e["type"] == "api_key.created"
+        and (e.get("actor") or {}).get("type") == "session"
+        and e.get("project")
+    )
+    doc = load_mapper(schema, MappingContext("org-test"))(event)
+    record = Record(id=event["id"], type=event["type"], effective_at=event["effective_at"], doc=doc)
+    line = CefBody()(record, severity_for(record.type)).decode()
+    session = event["actor"]["session"]
+    assert f"externalId={event['id']} " in line
+    assert "act=api_key.created " in line
+    assert f"suser={session['user']['email']} " in line
+    assert f"src={session['ip_address']} " in line
+    assert f"cs1Label=project cs1={event['project']['id']} " in line
+    assert line.split("|")[:7] == [
+        "CEF:0",
+        "OpenAI",
+        "Audit Log",
+        "0.1.0",
+        "api_key.created",
+        "api key created",
+        "3",
+    ]
