@@ -159,13 +159,13 @@ def _geo(d: dict[str, Any], source: dict[str, Any]) -> dict[str, Any] | None:
     geo: dict[str, Any] = {}
     used = 0
     country = d.get("country")
+    iso: str | None = None
     if type(country) is str:
         if len(country) == 2 and country.isascii() and country.isalpha():
-            country = country.upper()
-            geo["country_iso_code"] = country
+            iso = country.upper()
+            geo["country_iso_code"] = iso
         else:
             geo["country_name"] = country
-            country = None
         used += 1
     city = d.get("city")
     if type(city) is str:
@@ -176,9 +176,9 @@ def _geo(d: dict[str, Any], source: dict[str, Any]) -> dict[str, Any] | None:
         geo["region_name"] = region
         used += 1
     code = d.get("region_code")
-    code_used = type(code) is str and code and country is not None
+    code_used = type(code) is str and code and iso is not None
     if code_used:
-        geo["region_iso_code"] = country + "-" + code
+        geo["region_iso_code"] = iso + "-" + code
         used += 1
     lat = coordinate(d.get("latitude"), 90.0)
     lon = coordinate(d.get("longitude"), 180.0) if lat is not None else None
