@@ -21,17 +21,22 @@ def compile_paths(paths: tuple[Path, ...], want: type | None = str) -> Getter | 
         raise ValueError(f"payload paths are one or two keys deep: {paths}")
     check = "v is not None" if want is None else "type(v) is want"
     lines = ["def get(p):"]
-    for i, path in enumerate(paths):
+    parents: dict[str, str] = {}  # each first-level key is looked up once, when first needed
+    for path in paths:
         if len(path) == 1:
             lines += [f"    v = p.get({path[0]!r})", f"    if {check}:", "        return v"]
-        else:
-            lines += [
-                f"    d{i} = p.get({path[0]!r})",
-                f"    if type(d{i}) is dict:",
-                f"        v = d{i}.get({path[1]!r})",
-                f"        if {check}:",
-                "            return v",
-            ]
+            continue
+        parent = parents.get(path[0])
+        if parent is None:
+            parent = parents[path[0]] = f"d{len(parents)}"
+            lines.append(f"    {parent} = p.get({path[0]!r})")
+            lines.append(f"    {parent} = {parent} if type({parent}) is dict else None")
+        lines += [
+            f"    if {parent} is not None:",
+            f"        v = {parent}.get({path[1]!r})",
+            f"        if {check}:",
+            "            return v",
+        ]
     lines.append("    return None")
     namespace: dict[str, Any] = {"want": want}
     exec("\n".join(lines), namespace)
