@@ -429,3 +429,18 @@ def test_lost_value_check_notices_a_dropped_field(ecs) -> None:
     del doc["openai"]["audit"]["actor"]["session"]["ja4"]
     del doc["source"]["as"]
     assert {p[-1] for p, _ in lost_values(event, doc, "ecs")} == {"ja4", "asn"}
+
+
+def test_the_shipped_sample_maps_to_valid_ecs_and_ocsf(ecs, ocsf) -> None:
+    sample = Path(__file__).resolve().parent.parent / "samples" / "audit-log.jsonl"
+    failures = []
+    for number, line in enumerate(sample.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        event = orjson.loads(line)
+        problems = ecs_problems(ecs(event)) + ocsf_problems(ocsf(event))
+        problems += [f"lost {p}" for p in lost_values(event, ecs(event), "ecs")]
+        problems += [f"lost {p}" for p in lost_values(event, ocsf(event), "ocsf")]
+        if problems:
+            failures.append((number, event.get("type"), problems[:3]))
+    assert not failures, failures[:10]
