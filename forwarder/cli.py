@@ -17,11 +17,13 @@ import orjson
 from forwarder import __version__
 from forwarder.backfill import Backfill, Interrupted, Progress, find_or_create_job
 from forwarder.config import Settings, load_settings
+from forwarder.deadletter import read_dead_letters
 from forwarder.delivery import Stopped
 from forwarder.errors import ConfigError, ForwarderError
 from forwarder.health import Health, serve_metrics
 from forwarder.logs import get_logger, redact, setup_logging
 from forwarder.model import minimal_problem
+from forwarder.replay import replay
 from forwarder.runtime import (
     Runtime,
     build_mappers,
@@ -708,6 +710,102 @@ def check(**params: Any) -> None:
             sink.close()
     if failed:
         raise ForwarderError(f"{failed} check(s) failed")
+
+
+# deadletter --------------------------------------------------------------------------------
+
+
+@cli.group()
+def deadletter() -> None:
+    """Inspect and replay the dead-letter directory (events that could not be mapped, or that
+    a sink refused for good).
+
+    \b
+    Examples:
+      openai-audit-forwarder deadletter list
+      openai-audit-forwarder deadletter replay --sink file:out/replayed.ndjson
+    """
+
+
+@deadletter.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@_option(
+    "--dead-letter",
+    setting="dead_letter",
+    type=click.Path(path_type=Path),
+    help="Dead-letter directory (default: beside the state).",
+)
+@apply(CONFIG_OPTIONS)
+@handle_errors
+def deadletter_list(as_json: bool, **params: Any) -> None:
+    """Summarize the dead letters by stream, sink, schema and reason.
+
+    \b
+    Example:
+      openai-audit-forwarder deadletter list --state /var/lib/oaf/state.db
+    """
+    settings = settings_from(params)
+    groups: dict[tuple[str, str, str, str], int] = {}
+    files: set[str] = set()
+    times: list[str] = []
+    for path, _, letter in read_dead_letters(settings.dead_letter_dir):
+        files.add(path.name)
+        reason = str(letter.get("reason") or "")
+        key = (
+            str(letter.get("stream") or "-"),
+            str(letter.get("sink") or "-"),
+            str(letter.get("schema") or "-"),
+            reason.split(":", 1)[0],
+        )
+        groups[key] = groups.get(key, 0) + 1
+        if letter.get("time"):
+            times.append(str(letter["time"]))
+    total = sum(groups.values())
+    if as_json:
+        click.echo(
+            orjson.dumps(
+                {
+                    "directory": str(settings.dead_letter_dir),
+                    "total": total,
+                    "files": sorted(files),
+                    "oldest": min(times, default=None),
+                    "newest": max(times, default=None),
+                    "groups": [
+                        {"stream": k[0], "sink": k[1], "schema": k[2], "reason": k[3], "count": n}
+                        for k, n in sorted(groups.items())
+                    ],
+                }
+            )
+        )
+        return
+    click.echo(f"{total} dead letters in {settings.dead_letter_dir} ({len(files)} files)")
+    for (stream, sink, schema, reason), count in sorted(groups.items()):
+        click.echo(f"{count:8d}  stream {stream}  sink {sink}  schema {schema}  {reason}")
+
+
+@deadletter.command("replay")
+@apply(SINK_OPTIONS)
+@apply(CONFIG_OPTIONS)
+@handle_errors
+def deadletter_replay(**params: Any) -> None:
+    """Re-send every dead letter and remove those delivered. Without --sink, a letter goes back
+    to the configured sink that rejected it, or to the sinks of the schema that failed.
+
+    \b
+    Example:
+      openai-audit-forwarder deadletter replay --sink file:out/replayed.ndjson --schema raw
+    """
+    settings = settings_from(params)
+    result = replay(settings, explicit_sinks=bool(params.get("sinks")))
+    click.echo(
+        f"replayed {result.letters} dead letters: {result.delivered} delivered, "
+        f"{result.kept} dead-lettered again",
+        err=True,
+    )
+    if result.kept:
+        raise ForwarderError(
+            f"{result.kept} dead letters could not be delivered; see 'deadletter list'"
+        )
 
 
 def main() -> None:

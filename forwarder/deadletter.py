@@ -69,12 +69,56 @@ class DeadLetters:
         self.count += len(letters)
 
 
+CLAIMED = ".replaying"
+
+
+def dead_letter_files(directory: Path) -> list[Path]:
+    """Every dead-letter file, including those a replay claimed and did not finish."""
+    if not directory.is_dir():
+        return []
+    return sorted(
+        list(directory.glob("dead-letters-*.ndjson"))
+        + list(directory.glob(f"dead-letters-*.ndjson{CLAIMED}"))
+    )
+
+
 def read_dead_letters(directory: Path) -> Iterator[tuple[Path, int, dict[str, Any]]]:
     """(file, line number, letter) for every dead letter in the directory."""
-    if not directory.is_dir():
-        return
-    for path in sorted(directory.glob("dead-letters-*.ndjson")):
-        with path.open("rb") as handle:
-            for number, line in enumerate(handle, 1):
-                if line.strip():
-                    yield path, number, orjson.loads(line)
+    for path in dead_letter_files(directory):
+        yield from read_file(path)
+
+
+def read_file(path: Path) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                letter = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                # A line torn by a crash mid-append: keep it visible, never drop it.
+                letter = {
+                    "reason": "unreadable dead-letter line",
+                    "event": line.decode("utf-8", "replace"),
+                }
+            yield path, number, letter
+
+
+def claim_for_replay(directory: Path) -> list[Path]:
+    """Rename the current files aside (atomically) so that letters written while replaying
+    land in new files; a crash leaves the claimed files to the next replay."""
+    claimed = []
+    for path in dead_letter_files(directory):
+        if path.name.endswith(CLAIMED):
+            claimed.append(path)
+        else:
+            target = path.with_name(path.name + CLAIMED)
+            if target.exists():  # an earlier claim of the same day's file is still there
+                with target.open("ab") as out:
+                    out.write(path.read_bytes())
+                    os.fsync(out.fileno())
+                path.unlink()
+            else:
+                path.rename(target)
+            claimed.append(target)
+    return sorted(set(claimed))

@@ -16,8 +16,10 @@ Semantics the fake pins down (where the API reference is silent, the choice is n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import random
+import socket
 import sys
 import threading
 import time
@@ -372,6 +374,7 @@ class FakeOpenAI:
         if self._thread.is_alive():
             self._server.shutdown()
             self._server.server_close()
+            self._server.drop_connections()
             self._thread.join(timeout=5)
 
     def add_events(self, events: Iterable[dict[str, Any]]) -> int:
@@ -685,6 +688,29 @@ class _Server(ThreadingHTTPServer):
     # The default listen backlog of 5 makes bursts of concurrent clients wait for SYN retries.
     request_queue_size = 256
     daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Cut the keep-alive connections too, so a stopped fake is really unreachable."""
+        with self.connections_lock:
+            connections = list(self.connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:

@@ -1,0 +1,110 @@
+"""`deadletter replay`: re-send dead letters and remove what was delivered. Letters are routed
+to the sink that rejected them, or to the sinks of the schema that could not map them (or to
+every `--sink` given); what fails again is dead-lettered again with the new reason."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forwarder.config import Settings
+from forwarder.deadletter import DeadLetter, DeadLetters, claim_for_replay, read_file
+from forwarder.delivery import Delivery
+from forwarder.model import minimal_problem
+from forwarder.runtime import build_mappers, build_sinks
+from forwarder.sinks.base import Sink
+from forwarder.state import State, StreamLock
+
+
+@dataclass
+class ReplayResult:
+    letters: int = 0
+    delivered: int = 0
+    kept: int = 0
+
+
+def replay(settings: Settings, explicit_sinks: bool) -> ReplayResult:
+    directory = settings.dead_letter_dir
+    lock = StreamLock(settings.state_path, "dead letters")
+    lock.acquire("deadletter replay")
+    try:
+        claimed = claim_for_replay(directory)
+        if not claimed:
+            return ReplayResult()
+        letters = [letter for path in claimed for _, _, letter in read_file(path)]
+        result = _deliver(settings, explicit_sinks, directory, letters)
+        for path in claimed:
+            path.unlink()
+        return result
+    finally:
+        lock.release()
+
+
+def _deliver(
+    settings: Settings, explicit_sinks: bool, directory: Path, letters: list[dict[str, Any]]
+) -> ReplayResult:
+    sinks = build_sinks(settings, "replay")
+    mappers = build_mappers(settings, {sink.schema for sink in sinks})
+    state = State(settings.state_path)
+    stop = threading.Event()
+    opener = Delivery(sinks, mappers, DeadLetters(directory, "replay"), stream="replay", stop=stop)
+    result = ReplayResult(letters=len(letters))
+    try:
+        positions = {sink.name: state.sink_position(sink.name) for sink in sinks}
+        adopted = opener.open(positions)
+        if adopted:
+            state.set_sink_positions(adopted)
+        groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
+        unroutable: list[DeadLetter] = []
+        for letter in letters:
+            stream = str(letter.get("stream") or "replay")
+            event = letter.get("event")
+            targets = _targets(letter, sinks, explicit_sinks)
+            if minimal_problem(event) is not None or not targets:
+                why = "no configured sink for it" if targets == [] else letter.get("reason")
+                unroutable.append(_again(letter, stream, str(why)))
+                continue
+            groups[(stream, tuple(sink.name for sink in targets))].append(event)
+        by_name = {sink.name: sink for sink in sinks}
+        for (stream, names), events in groups.items():
+            again = DeadLetters(directory, stream)
+            delivery = Delivery(
+                [by_name[name] for name in names],
+                mappers,
+                again,
+                stream=stream,
+                retry_timeout=settings.sink_retry_timeout,
+                stop=stop,
+            )
+            for start in range(0, len(events), settings.batch_size):
+                batch = events[start : start + settings.batch_size]
+                delivery.deliver(batch)
+                # The file sink's committed offset must cover what replay appended.
+                state.set_sink_positions(opener.positions())
+            result.kept += again.count
+            result.delivered += len(events) - again.count
+        DeadLetters(directory, "replay").add_many(unroutable)
+        result.kept += len(unroutable)
+        return result
+    finally:
+        opener.close()
+        state.close()
+
+
+def _targets(letter: dict[str, Any], sinks: list[Sink], explicit: bool) -> list[Sink]:
+    if explicit:
+        return sinks
+    if letter.get("sink"):
+        return [sink for sink in sinks if sink.name == letter["sink"]]
+    schema = letter.get("schema")
+    return [sink for sink in sinks if schema is None or sink.schema == schema]
+
+
+def _again(letter: dict[str, Any], stream: str, reason: str) -> DeadLetter:
+    return DeadLetter(
+        time.time(), stream, reason, letter.get("event"), letter.get("schema"), letter.get("sink")
+    )
