@@ -211,6 +211,18 @@ def settings_from(params: dict[str, Any]) -> Settings:
     return settings
 
 
+def stream_targets(settings: Settings, stream_given: bool) -> list[Settings]:
+    """The settings of each configured stream (all, or the one --stream names)."""
+    if not settings.streams:
+        return [settings]
+    targets = [settings.for_stream(stream) for stream in settings.streams]
+    if stream_given:
+        targets = [t for t in targets if t.stream == settings.stream]
+        if not targets:
+            raise ConfigError(f"invalid setting stream: no stream {settings.stream!r} configured")
+    return targets
+
+
 def handle_errors(func: Callable) -> Callable:
     """Turn every failure into one line on stderr and the documented exit code."""
 
@@ -297,11 +309,7 @@ def run(once: bool, **params: Any) -> None:
       openai-audit-forwarder run --once --input samples/audit-log.jsonl --sink file:out/ecs.ndjson
     """
     settings = settings_from(params)
-    targets = [settings.for_stream(stream) for stream in settings.streams] or [settings]
-    if settings.streams and "stream" in settings.model_fields_set and params.get("stream"):
-        targets = [t for t in targets if t.stream == settings.stream]
-        if not targets:
-            raise ConfigError(f"invalid setting stream: no stream {settings.stream!r} configured")
+    targets = stream_targets(settings, bool(params.get("stream")))
     stop = threading.Event()
     install_stop_handlers(stop)
     health = Health(settings.health_threshold)
@@ -365,7 +373,11 @@ def backfill(
       openai-audit-forwarder backfill --since 2026-01-01 --until 2026-02-01 \\
           --window 6h --concurrency 8 --sink s3://audit-bucket/openai
     """
-    settings = settings_from(params)
+    targets = stream_targets(settings_from(params), bool(params.get("stream")))
+    if len(targets) != 1:
+        names = ", ".join(t.stream for t in targets)
+        raise ConfigError(f"invalid setting stream: backfill one stream at a time ({names})")
+    settings = targets[0]
     try:
         since_ts = parse_when(since)
         until_ts = parse_when(until) if until else int(time.time() - settings.lag)
@@ -684,30 +696,36 @@ def check(**params: Any) -> None:
     Example:
       openai-audit-forwarder check --config /etc/openai-audit-forwarder/config.toml
     """
-    settings = settings_from(params)
+    targets = stream_targets(settings_from(params), bool(params.get("stream")))
     failed = 0
-    click.echo(f"ok    config: stream {stream_name(settings)}, state {settings.state_path}")
-    sinks = build_sinks(settings)
-    build_mappers(settings, {sink.schema for sink in sinks})
-    try:
-        source = build_source(settings, __import__("threading").Event())
+    checked: set[str] = set()
+    for settings in targets:
+        stream = stream_name(settings)
+        click.echo(f"ok    config: stream {stream}, state {settings.state_path}")
+        sinks = build_sinks(settings, stream)
+        build_mappers(settings, {sink.schema for sink in sinks})
         try:
-            click.echo(f"ok    source: {source.check()}")
-        finally:
-            source.close()
-    except ConfigError:
-        raise
-    except ForwarderError as exc:
-        failed += 1
-        click.echo(f"FAIL  source: {redact(str(exc))}")
-    for sink in sinks:
-        try:
-            click.echo(f"ok    sink {sink.name}: {sink.check()}")
-        except SinkError as exc:
+            source = build_source(settings, threading.Event())
+            try:
+                click.echo(f"ok    source {stream}: {source.check()}")
+            finally:
+                source.close()
+        except ConfigError:
+            raise
+        except ForwarderError as exc:
             failed += 1
-            click.echo(f"FAIL  sink {sink.name}: {redact(str(exc))}")
-        finally:
-            sink.close()
+            click.echo(f"FAIL  source {stream}: {redact(str(exc))}")
+        for sink in sinks:
+            if sink.name in checked:
+                continue
+            checked.add(sink.name)
+            try:
+                click.echo(f"ok    sink {sink.name}: {sink.check()}")
+            except SinkError as exc:
+                failed += 1
+                click.echo(f"FAIL  sink {sink.name}: {redact(str(exc))}")
+            finally:
+                sink.close()
     if failed:
         raise ForwarderError(f"{failed} check(s) failed")
 
