@@ -152,4 +152,4 @@ def test_unusable_events_raise_mapping_error_naming_the_problem(
 ) -> None:
     with pytest.raises(MappingError, match=reason.replace(".", r"\.")) as info:
         MAPPERS[schema][0](event)
-    assert info.value.event_id == (event.get("id") or None if event.get("id") else None)
+    assert info.value.event_id == (event.get("id") or None)
