@@ -219,8 +219,12 @@ class State:
                     "WHERE job=? AND start=? AND end=?",
                     (events, job, window.start, window.end),
                 )
+                # A finished window is never read again: its ids need not be remembered,
+                # which keeps every later commit of a long backfill small.
+                self._forget_ids(db, commit.scope, window)
             if commit.window_split is not None:
                 job, old, done_part, done_events, rest = commit.window_split
+                self._forget_ids(db, commit.scope, done_part)
                 db.execute(
                     "DELETE FROM backfill_windows WHERE job=? AND start=? AND end=?",
                     (job, old.start, old.end),
@@ -231,6 +235,13 @@ class State:
                     [(job, done_part.start, done_part.end, "done", done_events)]
                     + [(job, w.start, w.end, "pending", 0) for w in rest],
                 )
+
+    @staticmethod
+    def _forget_ids(db: sqlite3.Connection, scope: str, window: Window) -> None:
+        db.execute(
+            "DELETE FROM delivered WHERE scope=? AND effective_at>=? AND effective_at<?",
+            (scope, window.start, window.end),
+        )
 
     # Backfill ----------------------------------------------------------------------------
 
