@@ -18,8 +18,6 @@ from tests.conftest import ORG_TYPES, cli_env, recent_events, run_cli
 from tests.fakes.events import make_events
 from tests.fakes.openai_api import FakeOpenAI
 
-KILLS = 10  # per phase: 30 starts in all
-
 
 def start(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
@@ -31,15 +29,21 @@ def start(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def kill_repeatedly(args: list[str], cwd: Path, env: dict[str, str], rng: random.Random) -> int:
-    """Start the command and SIGKILL it at a random moment, KILLS times; count real kills."""
-    killed = 0
-    for _ in range(KILLS):
+def kill_repeatedly(
+    args: list[str], cwd: Path, env: dict[str, str], rng: random.Random, kills: int
+) -> int:
+    """Start the command and SIGKILL it at a random moment until `kills` kills landed while
+    it was running (or it twice finished on its own first: nothing left to interrupt)."""
+    killed = finished = 0
+    while killed < kills and finished < 2:
         process = start(args, cwd, env)
-        time.sleep(rng.uniform(0.6, 3.0))
+        time.sleep(rng.uniform(0.4, 2.0))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             killed += 1
+            finished = 0
+        else:
+            finished += 1
         process.wait(timeout=30)
     return killed
 
@@ -64,7 +68,7 @@ def file_ids(path: Path) -> Counter[str]:
 def test_sigkill_during_backfill_and_run_leaves_every_event_exactly_once(tmp_path: Path) -> None:
     rng = random.Random(20261125)
     now = int(time.time())
-    old = recent_events(3000, hours=8, seed=21, same_second_ratio=0.3)
+    old = recent_events(6000, hours=8, seed=21, same_second_ratio=0.3)
     old = [e for e in old if e["effective_at"] < now - 3 * 3600]
     backlog = recent_events(2000, hours=2.5, seed=22, same_second_ratio=0.3, first_seq=50_000)
     boundary = now - 3 * 3600
@@ -79,7 +83,7 @@ def test_sigkill_during_backfill_and_run_leaves_every_event_exactly_once(tmp_pat
         "--batch-size",
         "100",
     ]
-    with FakeOpenAI(old, admin_key="sk-admin-crashtest-0123456789", latency=0.03) as fake:
+    with FakeOpenAI(old, admin_key="sk-admin-crashtest-0123456789", latency=0.06) as fake:
         env = cli_env(
             OPENAI_ADMIN_KEY="sk-admin-crashtest-0123456789", OPENAI_BASE_URL=fake.base_url
         )
@@ -90,12 +94,12 @@ def test_sigkill_during_backfill_and_run_leaves_every_event_exactly_once(tmp_pat
             "--until",
             str(boundary),
             "--window",
-            "15m",
+            "10m",
             "--concurrency",
-            "2",
+            "1",
             *common,
         ]
-        killed = kill_repeatedly(backfill, tmp_path, env, rng)
+        killed = kill_repeatedly(backfill, tmp_path, env, rng, kills=10)
         finished = run_cli(*backfill, cwd=tmp_path, env=env)
         assert finished.code == 0, finished.stderr
 
@@ -119,8 +123,8 @@ def test_sigkill_during_backfill_and_run_leaves_every_event_exactly_once(tmp_pat
             "10m",
             *common,
         ]
-        killed += kill_repeatedly(run, tmp_path, env, rng)
-        killed += kill_repeatedly([*run, "--once"], tmp_path, env, rng)
+        killed += kill_repeatedly(run, tmp_path, env, rng, kills=10)
+        killed += kill_repeatedly([*run, "--once"], tmp_path, env, rng, kills=4)
         arriving.set()
         feeder.join()
         final = run_cli("run", "--once", *run[1:], cwd=tmp_path, env=env)

@@ -8,6 +8,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import orjson
+
 from tests.conftest import ORG_TYPES, read_ndjson, recent_events, run_cli
 from tests.fakes.events import make_events
 from tests.fakes.openai_api import FakeOpenAI
@@ -239,8 +241,6 @@ def test_a_window_denser_than_the_page_budget_is_split_and_still_complete(
     delivered = ids_in(out)
     assert set(delivered) == set(fake_api.listing()) and max(delivered.values()) == 1
     show = run_cli("checkpoint", "show", "--json", "--state", str(tmp_path / "s.db"), cwd=tmp_path)
-    import orjson
-
     jobs = orjson.loads(show.stdout)["backfills"]
     assert jobs[0]["windows"] > 1  # the single 2h window was split
     assert jobs[0]["events"] == len(fake_api.listing())

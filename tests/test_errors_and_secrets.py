@@ -47,6 +47,8 @@ def primed(tmp_path: Path, fake_api: FakeOpenAI, api_env: dict[str, str]) -> dic
     fake_api.add_events(recent_events(150, hours=1, seed=31))
     result = run_cli(*sweep_args(tmp_path), cwd=tmp_path, env=api_env)
     assert result.code == 0, result.stderr
+    # The next sweep must have a new second to ask for, or it makes no request at all.
+    time.sleep(1.1)
     return api_env
 
 
