@@ -131,15 +131,22 @@ def test_example_config_loads_with_the_forwarder_settings(
 
 @pytest.mark.parametrize("name", sorted(TOML_CONFIGS))
 def test_example_config_sink_urls_build(
-    name: str, certs: dict[str, Path], clean_env: None, monkeypatch: pytest.MonkeyPatch
+    name: str,
+    certs: dict[str, Path],
+    clean_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     """Every sink URL is accepted by the real sink classes (parameters, schemes); the CA file
-    it names is swapped for a real one, and the shared-key variable is set."""
+    and secret files it names are swapped for real ones, and the shared-key variable is set."""
     ca = certs["ca.pem"]
+    secret = tmp_path / "example-secret"
+    secret.write_text("example-secret\n")
     for url in tomllib.loads(TOML_CONFIGS[name])["sinks"]:
         for var in re.findall(r"_env=([A-Z_][A-Z0-9_]*)", url):
             monkeypatch.setenv(var, "example-secret")
         local = re.sub(r"ca_file=[^&]+", f"ca_file={ca}", url)
+        local = re.sub(r"_key_file=[^&]+", f"_key_file={secret}", local)
         sink = open_sink(local)
         sink.close()
 
@@ -184,8 +191,7 @@ def test_compose_forwarder_config_and_secrets_line_up() -> None:
     ca_mount = next(v.split(":")[1] for v in fwd["volumes"] if v.startswith("./certs/ca.pem"))
     assert f"ca_file={ca_mount}" in settings["sinks"][0]
     # The shared key moves from the secret into the variable the sink URL names.
-    var = re.search(r"shared_key_env=(\w+)", settings["sinks"][0]).group(1)  # type: ignore[union-attr]
-    assert f'{var}="$$(cat /run/secrets/fluentd_shared_key)"' in fwd["entrypoint"][2]
+    assert "shared_key_file=/run/secrets/fluentd_shared_key" in settings["sinks"][0]
     assert "fluentd_shared_key" in fwd["secrets"]
     # The sink reaches the receiver service by its compose name and port.
     sink = settings["sinks"][0]

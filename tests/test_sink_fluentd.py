@@ -249,6 +249,20 @@ def test_shared_key_over_tls_handshakes_and_delivers(ca, ca_file, shared_key_env
         assert srv.auth_failures == [] and srv.errors == []
 
 
+def test_shared_key_from_a_file_handshakes_and_a_missing_file_is_a_config_error(
+    make_sink, tmp_path
+):
+    key_file = tmp_path / "shared-key"
+    key_file.write_text(SECRET + "\n")
+    with ForwardServer(shared_key=SECRET) as srv:
+        sink = make_sink(srv.url(shared_key_file=str(key_file)))
+        sink.write(make_records(10))
+        assert len(srv.entries) == 10 and srv.auth_failures == []
+        with pytest.raises(SinkConfigError, match="shared_key_file: cannot read") as caught:
+            open_sink(srv.url(shared_key_file=str(tmp_path / "missing")))
+        assert SECRET not in str(caught.value)
+
+
 def test_wrong_shared_key_is_a_one_line_error_without_the_key(monkeypatch, make_sink):
     monkeypatch.setenv("FLUENTD_TEST_KEY", SECRET)
     with ForwardServer(shared_key="the-server-key") as srv:

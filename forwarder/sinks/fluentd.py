@@ -14,6 +14,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -26,6 +27,7 @@ KNOWN_PARAMS = {
     "ca_file",
     "verify",
     "shared_key_env",
+    "shared_key_file",
     "username_env",
     "password_env",
     "self_hostname",
@@ -192,6 +194,12 @@ class FluentdSink(Sink):
                 f"sink {spec.display}: ca_file and verify apply to fluentd+tls:// only"
             )
         shared_key = _env_secret(spec, "shared_key_env")
+        if spec.take("shared_key_file") is not None:
+            if shared_key is not None:
+                raise SinkConfigError(
+                    f"sink {spec.display}: give shared_key_env or shared_key_file, not both"
+                )
+            shared_key = _file_secret(spec, "shared_key_file")
         username = _env_secret(spec, "username_env")
         password = _env_secret(spec, "password_env")
         if (username is None) != (password is None):
@@ -457,6 +465,21 @@ def _env_secret(spec: SinkSpec, param: str) -> str | None:
         raise SinkConfigError(
             f"sink {spec.display}: {param}: environment variable {variable} is not set"
         )
+    return value
+
+
+def _file_secret(spec: SinkSpec, param: str) -> str:
+    """A secret from a file (Docker/Kubernetes secrets, systemd credentials)."""
+    path = spec.take(param)
+    assert path is not None
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SinkConfigError(
+            f"sink {spec.display}: {param}: cannot read {path} ({exc.strerror or exc})"
+        ) from None
+    if not value:
+        raise SinkConfigError(f"sink {spec.display}: {param}: {path} is empty")
     return value
 
 
