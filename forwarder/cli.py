@@ -15,7 +15,7 @@ import click
 import orjson
 
 from forwarder import __version__
-from forwarder.backfill import Backfill, Interrupted, Progress, find_or_create_job
+from forwarder.backfill import Backfill, Interrupted, Progress, find_or_create_job, job_key
 from forwarder.config import Settings, load_settings
 from forwarder.deadletter import read_dead_letters
 from forwarder.delivery import Stopped
@@ -397,8 +397,6 @@ def backfill(
         install_stop_handlers(rt.stop)
         rt.open()
         assert rt.source and rt.state and rt.delivery
-        from forwarder.backfill import job_key
-
         if restart:
             rt.state.delete_job(job_key(rt.stream, arguments))
         job = find_or_create_job(

@@ -85,13 +85,15 @@ class Delivery:
             metrics.EVENTS_DELIVERED.labels(self.stream, sink.name).inc(
                 len(records) - len(rejections or ())
             )
+            if rejections:
+                by_id = {event["id"]: event for event in events}
             for rejection in rejections or ():
                 letters.append(
                     DeadLetter(
                         time.time(),
                         self.stream,
                         f"rejected: {rejection.reason}",
-                        _original(events, rejection.record.id),
+                        by_id.get(rejection.record.id, rejection.record.id),
                         sink.schema,
                         sink.name,
                     )
@@ -154,10 +156,3 @@ class Delivery:
                 )
                 if self.stop.wait(wait):
                     raise Stopped(f"stopped while sink {sink.name} was down") from None
-
-
-def _original(events: list[dict[str, Any]], event_id: str) -> dict[str, Any] | str:
-    for event in events:
-        if event["id"] == event_id:
-            return event
-    return event_id
