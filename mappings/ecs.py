@@ -432,6 +432,30 @@ def _entity_target(
     return plan.event
 
 
+# An actor's rendering, cached per distinct actor: (head, leftovers, related.user, related.ip
+# object, related object to append at the end when the target names no further user).
+# `head` is the start of every document of that actor: "@timestamp" and "event" are
+# placeholders filled per event, then the actor's fields (user, related, source, ...) in place.
+ActorRendering = tuple[dict[str, Any], dict | None, list[str], dict | None, dict | None]
+
+
+def _render_actor(actor: Any, event_id: str) -> ActorRendering:
+    parts: dict[str, Any] = {}
+    users: list[str] = []
+    rest = _actor(actor, parts, event_id, users) if actor is not None else None
+    users = list(dict.fromkeys(users))
+    ip_related = parts.get("related")
+    tail_related = None
+    if users:
+        if ip_related is None:
+            tail_related = {"user": users}
+        else:
+            parts["related"] = {**ip_related, "user": users}
+    head = {"@timestamp": None, "ecs": ECS, "event": None, **parts}
+    return head, rest, users, ip_related, tail_related
+
+
+_NO_ACTOR = _render_actor(None, "")
 _KNOWN_TOP = frozenset({"id", "type", "effective_at", "actor", "project"})
 
 
@@ -439,7 +463,7 @@ def make_mapper(context: MappingContext) -> MapFunction:
     # Constant sub-objects are shared by every document: treat documents as read-only.
     organization = {"id": context.organization_id} if context.organization_id else None
     plans: dict[str, _Plan] = {}
-    actor_cache: dict[bytes, tuple[dict[str, Any], dict[str, Any] | None, list[str]]] = {}
+    actor_cache: dict[bytes, ActorRendering] = {}
     dumps = orjson.dumps
 
     def plan_for(event_type: str) -> _Plan:
@@ -464,9 +488,6 @@ def make_mapper(context: MappingContext) -> MapFunction:
         ):
             header(event)
         plan = plans.get(event_type) or plan_for(event_type)
-        users: list[str] = []
-        doc: dict[str, Any] = {"@timestamp": iso_time(ts), "ecs": ECS, "event": None}
-        oa: dict[str, Any] = {}
         extra = len(event) - 3
         actor = event.get("actor")
         if actor is not None:
@@ -477,25 +498,21 @@ def make_mapper(context: MappingContext) -> MapFunction:
                 key = dumps(actor)
             except TypeError:
                 key = None
-            hit = actor_cache.get(key) if key is not None else None
-            if hit is None:
-                parts: dict[str, Any] = {}
-                actor_users: list[str] = []
-                rest = _actor(actor, parts, event_id, actor_users)
-                hit = (parts, rest, actor_users)
+            rendering = actor_cache.get(key) if key is not None else None
+            if rendering is None:
+                rendering = _render_actor(actor, event_id)
                 if key is not None:
                     if len(actor_cache) >= ACTOR_CACHE_SIZE:
                         actor_cache.clear()
-                    actor_cache[key] = hit
-            parts, rest, actor_users = hit
-            if parts:
-                doc.update(parts)
-            if rest:
-                oa["actor"] = rest
-            if actor_users:
-                users += actor_users
-        elif "actor" in event:
-            extra -= 1
+                    actor_cache[key] = rendering
+        else:
+            if "actor" in event:
+                extra -= 1
+            rendering = _NO_ACTOR
+        head, rest, actor_users, ip_related, tail_related = rendering
+        doc = head.copy()
+        doc["@timestamp"] = iso_time(ts)
+        oa: dict[str, Any] = {} if rest is None else {"actor": rest}
         project = event.get("project")
         if project is not None:
             extra -= 1
@@ -506,6 +523,7 @@ def make_mapper(context: MappingContext) -> MapFunction:
             extra -= 1
         payload = event.get(event_type) if event_type not in _KNOWN_TOP else None
         ev = plan.event
+        added: list[str] = []  # users the target names
         if payload is not None:
             extra -= 1
             if type(payload) is not dict:
@@ -513,7 +531,7 @@ def make_mapper(context: MappingContext) -> MapFunction:
             oa["payload"] = payload
             t = plan.target
             if t is not None:
-                ev = plan.render(plan, t, payload, doc, users)
+                ev = plan.render(plan, t, payload, doc, added)
             if plan.failure:
                 code = payload.get("error_code")
                 message = payload.get("error_message")
@@ -534,11 +552,16 @@ def make_mapper(context: MappingContext) -> MapFunction:
         doc["event"] = ev
         if organization is not None:
             doc["organization"] = organization
-        if users:
-            if len(users) > 1:
-                users = list(dict.fromkeys(users))
-            related = doc.get("related")
-            doc["related"] = {"user": users} if related is None else {**related, "user": users}
+        if added:
+            users = actor_users.copy()
+            for u in added:
+                if u not in users:
+                    users.append(u)
+            doc["related"] = (
+                {"user": users} if ip_related is None else {**ip_related, "user": users}
+            )
+        elif tail_related is not None:
+            doc["related"] = tail_related
         doc["openai"] = {"audit": oa}
         return doc
 
