@@ -248,15 +248,16 @@ class Backfill:
             buffer.append(event)
 
     def _commit(self, batch: list[dict[str, Any]], **changes: Any) -> int:
-        self.delivery.deliver(batch)
-        self.state.commit(
-            Commit(
-                scope=self.scope,
-                delivered=[(e["id"], e["effective_at"]) for e in batch],
-                sink_positions=self.delivery.positions(),
-                **changes,
+        with self.delivery.batch_lock:
+            self.delivery.deliver(batch)
+            self.state.commit(
+                Commit(
+                    scope=self.scope,
+                    delivered=[(e["id"], e["effective_at"]) for e in batch],
+                    sink_positions=self.delivery.positions(),
+                    **changes,
+                )
             )
-        )
         metrics.EVENTS_COLLECTED.labels(self.job.stream).inc(len(batch))
         return len(batch)
 

@@ -116,6 +116,12 @@ SOURCE_OPTIONS = [
     _option("--actor-email", setting="actor_emails", multiple=True, help="Only this actor email."),
     _option("--resource-id", setting="resource_ids", multiple=True, help="Only this resource id."),
     click.option(
+        "--with-tenant/--without-tenant",
+        "with_tenant",
+        default=None,
+        help="Also collect the tenant-scoped events, in a stream NAME-tenant of their own.",
+    ),
+    click.option(
         "--tenant-only/--no-tenant-only",
         "tenant_only",
         default=None,
@@ -180,6 +186,7 @@ SETTING_KEYS = {
     "actor_emails",
     "resource_ids",
     "tenant_only",
+    "with_tenant",
     "sinks",
     "output_schema",
     "dead_letter",
@@ -212,15 +219,14 @@ def settings_from(params: dict[str, Any]) -> Settings:
 
 
 def stream_targets(settings: Settings, stream_given: bool) -> list[Settings]:
-    """The settings of each configured stream (all, or the one --stream names)."""
-    if not settings.streams:
-        return [settings]
-    targets = [settings.for_stream(stream) for stream in settings.streams]
-    if stream_given:
-        targets = [t for t in targets if t.stream == settings.stream]
-        if not targets:
+    """The settings of each configured stream (all, or the one --stream names), each followed
+    by its tenant companion with --with-tenant."""
+    configured = [settings.for_stream(stream) for stream in settings.streams] or [settings]
+    if settings.streams and stream_given:
+        configured = [c for c in configured if c.stream == settings.stream]
+        if not configured:
             raise ConfigError(f"invalid setting stream: no stream {settings.stream!r} configured")
-    return targets
+    return [target for c in configured for target in c.with_tenant_companion()]
 
 
 def handle_errors(func: Callable) -> Callable:
@@ -374,10 +380,21 @@ def backfill(
           --window 6h --concurrency 8 --sink s3://audit-bucket/openai
     """
     targets = stream_targets(settings_from(params), bool(params.get("stream")))
-    if len(targets) != 1:
-        names = ", ".join(t.stream for t in targets)
-        raise ConfigError(f"invalid setting stream: backfill one stream at a time ({names})")
-    settings = targets[0]
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    for settings in targets:  # one stream after the other, each with a job of its own
+        _backfill_stream(settings, since, until, concurrency, page_budget, restart, stop)
+
+
+def _backfill_stream(
+    settings: Settings,
+    since: str,
+    until: str | None,
+    concurrency: int,
+    page_budget: int,
+    restart: bool,
+    stop: threading.Event,
+) -> None:
     try:
         since_ts = parse_when(since)
         until_ts = parse_when(until) if until else int(time.time() - settings.lag)
@@ -393,8 +410,7 @@ def backfill(
         "input": settings.input,
         "base_url": settings.base_url,
     }
-    with Runtime(settings, f"backfill --since {since}", "backfill {stream}") as rt:
-        install_stop_handlers(rt.stop)
+    with Runtime(settings, f"backfill --since {since}", "backfill {stream}", stop=stop) as rt:
         rt.open()
         assert rt.source and rt.state and rt.delivery
         if restart:
@@ -402,10 +418,10 @@ def backfill(
         job = find_or_create_job(
             rt.state, rt.stream, arguments, since_ts, until_ts, int(settings.window)
         )
+        span = f"{format_when(job.since)} .. {format_when(job.until)}"
         if job.finished_at is not None:
             click.echo(
-                f"backfill {format_when(job.since)} .. {format_when(job.until)} already complete "
-                "(use --restart to run it again)",
+                f"backfill {rt.stream} {span} already complete (use --restart to run it again)",
                 err=True,
             )
             return
@@ -419,7 +435,7 @@ def backfill(
             batch_size=settings.batch_size,
             concurrency=concurrency,
             page_budget=page_budget,
-            stop=rt.stop,
+            stop=stop,
             on_progress=show,
         )
         try:
@@ -432,7 +448,7 @@ def backfill(
             click.echo("", err=True)
         elapsed = time.monotonic() - started
         click.echo(
-            f"backfill complete: {format_when(job.since)} .. {format_when(job.until)}, "
+            f"backfill complete: {rt.stream} {span}, "
             f"{progress.windows_done} windows, {progress.events} events delivered, "
             f"{rt.delivery.dead_letters.count} dead-lettered, {elapsed:.1f}s "
             f"({progress.events / elapsed if elapsed else 0:.0f} events/s)",

@@ -127,15 +127,16 @@ class Collector:
     def _deliver(self, batch: list[dict[str, Any]], watermark: int | None = None) -> int:
         if not batch and watermark is None:
             return 0
-        self.delivery.deliver(batch)
-        self.state.commit(
-            Commit(
-                scope=self.scope,
-                delivered=[(event["id"], event["effective_at"]) for event in batch],
-                sink_positions=self.delivery.positions(),
-                watermark=(self.stream, watermark) if watermark is not None else None,
-                prune_before=watermark - self.overlap if watermark is not None else None,
+        with self.delivery.batch_lock:
+            self.delivery.deliver(batch)
+            self.state.commit(
+                Commit(
+                    scope=self.scope,
+                    delivered=[(event["id"], event["effective_at"]) for event in batch],
+                    sink_positions=self.delivery.positions(),
+                    watermark=(self.stream, watermark) if watermark is not None else None,
+                    prune_before=watermark - self.overlap if watermark is not None else None,
+                )
             )
-        )
         metrics.EVENTS_COLLECTED.labels(self.stream).inc(len(batch))
         return len(batch)

@@ -89,6 +89,7 @@ class StreamSettings(BaseModel):
     actor_emails: StrList | None = None
     resource_ids: StrList | None = None
     tenant_only: bool | None = None
+    with_tenant: bool | None = None
 
 
 class Settings(BaseSettings):
@@ -139,6 +140,7 @@ class Settings(BaseSettings):
     actor_emails: StrList = Field(default_factory=list)
     resource_ids: StrList = Field(default_factory=list)
     tenant_only: bool = False
+    with_tenant: bool = False
     log_format: Literal["text", "json"] = "text"
     verbosity: int = Field(0, ge=-2, le=3)
     metrics_addr: str | None = None
@@ -212,6 +214,7 @@ class Settings(BaseSettings):
             "actor_emails",
             "resource_ids",
             "tenant_only",
+            "with_tenant",
             "admin_key_file",
         ):
             value = getattr(stream, name)
@@ -229,6 +232,31 @@ class Settings(BaseSettings):
         elif stream.admin_key_file is not None:
             update["admin_key"] = None
         return self.model_copy(update=update)
+
+    def with_tenant_companion(self) -> list[Settings]:
+        """This stream, plus (with `with_tenant`) a `NAME-tenant` stream for the tenant-scoped
+        events, which the API lists only with tenant_only=true. An event-type filter is split
+        between the two; a side left with no type of its own is not run."""
+        if not self.with_tenant or self.tenant_only or self.input:
+            return [self]
+        from forwarder.sources.openai_api import is_tenant_scoped
+
+        org_types = [t for t in self.event_types if not is_tenant_scoped(t)]
+        tenant_types = [t for t in self.event_types if is_tenant_scoped(t)]
+        targets = []
+        if not self.event_types or org_types:
+            targets.append(self.model_copy(update={"event_types": org_types}))
+        if not self.event_types or tenant_types:
+            targets.append(
+                self.model_copy(
+                    update={
+                        "stream": f"{self.stream}-tenant",
+                        "tenant_only": True,
+                        "event_types": tenant_types,
+                    }
+                )
+            )
+        return targets
 
     @property
     def health_threshold(self) -> float:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from forwarder import metrics
@@ -45,15 +45,20 @@ class Delivery:
         self.backoff_cap = backoff_cap
         self.log = get_logger()
         self.delivered = 0
+        # Held by the caller around deliver() and its commit; shared by streams that share
+        # sinks (see runtime.SinkPool), so each commit records positions of committed batches.
+        self.batch_lock: threading.Lock = threading.Lock()
 
-    def open(self, positions: dict[str, str | None]) -> dict[str, str | None]:
-        """Open every sink, hand it its committed position, and return the positions to commit
-        now for sinks that had none (so a crash before the first commit cuts nothing wrong)."""
+    def open(self, committed: Callable[[str], str | None]) -> dict[str, str | None]:
+        """Open every sink, hand it its committed position (read only once the sink is open, so
+        that a file sink holds its lock first), and return the positions to commit now for
+        sinks that had none (so that a crash before the first commit cuts nothing wrong)."""
         adopted: dict[str, str | None] = {}
         for sink in self.sinks:
             self._retry(sink, sink.open)
-            sink.restore(positions.get(sink.name))
-            if positions.get(sink.name) is None:
+            position = committed(sink.name)
+            sink.restore(position)
+            if position is None:
                 adopted[sink.name] = sink.position()
         return adopted
 
@@ -61,11 +66,7 @@ class Delivery:
         return {sink.name: sink.position() for sink in self.sinks}
 
     def close(self) -> None:
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception as exc:  # closing must not hide the real outcome
-                self.log.warning("closing sink %s: %s", sink.name, exc)
+        close_sinks(self.sinks)
 
     def deliver(self, events: list[dict[str, Any]]) -> None:
         """Return once every sink acknowledged `events`; raise `DeliveryError` when a sink
@@ -156,3 +157,11 @@ class Delivery:
                 )
                 if self.stop.wait(wait):
                     raise Stopped(f"stopped while sink {sink.name} was down") from None
+
+
+def close_sinks(sinks: Iterable[Sink]) -> None:
+    for sink in sinks:
+        try:
+            sink.close()
+        except Exception as exc:  # closing must not hide the real outcome
+            get_logger().warning("closing sink %s: %s", sink.name, exc)

@@ -54,8 +54,7 @@ def _deliver(
     opener = Delivery(sinks, mappers, DeadLetters(directory, "replay"), stream="replay", stop=stop)
     result = ReplayResult(letters=len(letters))
     try:
-        positions = {sink.name: state.sink_position(sink.name) for sink in sinks}
-        adopted = opener.open(positions)
+        adopted = opener.open(state.sink_position)
         if adopted:
             state.set_sink_positions(adopted)
         groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)

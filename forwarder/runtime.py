@@ -15,7 +15,7 @@ from typing import Any
 
 from forwarder.config import Settings
 from forwarder.deadletter import DeadLetters
-from forwarder.delivery import Delivery
+from forwarder.delivery import Delivery, close_sinks
 from forwarder.errors import ConfigError
 from forwarder.logs import get_logger, register_secret
 from forwarder.sinks import Sink, SinkConfigError, open_sink
@@ -99,6 +99,42 @@ def start_at(settings: Settings, source: Source) -> int:
     return parse_when(settings.start_at)
 
 
+class SinkPool:
+    """The sinks of one process, shared by its streams: one connection or file handle per sink
+    URL, opened and restored once. Streams that share a sink also share one batch lock, held
+    around each batch's writes and its commit, so that the positions a stream commits never
+    cover another stream's uncommitted batch."""
+
+    def __init__(self) -> None:
+        self.sinks: dict[str, Sink] = {}
+        self.batch_lock = threading.Lock()
+        self._guard = threading.Lock()
+
+    def share(self, delivery: Delivery, state: State) -> None:
+        """Give `delivery` the pool's instance of each of its sinks, opening the new ones."""
+        with self._guard:
+            fresh = [sink for sink in delivery.sinks if sink.name not in self.sinks]
+            if fresh:
+                opener = Delivery(
+                    fresh,
+                    {},
+                    delivery.dead_letters,
+                    stream=delivery.stream,
+                    retry_timeout=delivery.retry_timeout,
+                    stop=delivery.stop,
+                )
+                adopted = opener.open(state.sink_position)
+                if adopted:
+                    state.set_sink_positions(adopted)
+                self.sinks.update((sink.name, sink) for sink in fresh)
+            delivery.sinks = [self.sinks[sink.name] for sink in delivery.sinks]
+            delivery.batch_lock = self.batch_lock
+
+    def close(self) -> None:
+        close_sinks(self.sinks.values())
+        self.sinks.clear()
+
+
 @dataclass
 class Runtime(AbstractContextManager["Runtime"]):
     """The opened parts of one command; closes everything on exit."""
@@ -112,6 +148,8 @@ class Runtime(AbstractContextManager["Runtime"]):
     delivery: Delivery | None = None
     lock: StreamLock | None = None
     stream: str = "default"
+    pool: SinkPool | None = None
+    _own_pool: SinkPool | None = None
 
     def open(self) -> Runtime:
         settings = self.settings
@@ -130,10 +168,9 @@ class Runtime(AbstractContextManager["Runtime"]):
             retry_timeout=settings.sink_retry_timeout,
             stop=self.stop,
         )
-        positions = {sink.name: self.state.sink_position(sink.name) for sink in sinks}
-        adopted = self.delivery.open(positions)
-        if adopted:
-            self.state.set_sink_positions(adopted)
+        if self.pool is None:
+            self.pool = self._own_pool = SinkPool()
+        self.pool.share(self.delivery, self.state)
         return self
 
     def __exit__(
@@ -142,8 +179,8 @@ class Runtime(AbstractContextManager["Runtime"]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.delivery is not None:
-            self.delivery.close()
+        if self._own_pool is not None:
+            self._own_pool.close()
         if self.source is not None:
             self.source.close()
         if self.state is not None:

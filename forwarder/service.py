@@ -12,11 +12,17 @@ from forwarder.delivery import Stopped
 from forwarder.errors import ConfigError, ForwarderError, StateLockedError
 from forwarder.health import Health
 from forwarder.logs import get_logger
-from forwarder.runtime import Runtime, start_at, stream_name
+from forwarder.runtime import Runtime, SinkPool, start_at, stream_name
 from forwarder.timeparse import format_when
 
 
-def run_stream(settings: Settings, once: bool, stop: threading.Event, health: Health) -> None:
+def run_stream(
+    settings: Settings,
+    once: bool,
+    stop: threading.Event,
+    health: Health,
+    pool: SinkPool | None = None,
+) -> None:
     """Sweep one stream until stopped (or once). Raises on failure with --once, and on
     configuration errors and a held lock always."""
     log = get_logger()
@@ -25,7 +31,7 @@ def run_stream(settings: Settings, once: bool, stop: threading.Event, health: He
     command = "run --once" if once else "run"
     while True:
         try:
-            with Runtime(settings, command, "stream {stream}", stop=stop) as rt:
+            with Runtime(settings, command, "stream {stream}", stop=stop, pool=pool) as rt:
                 rt.open()
                 assert rt.source and rt.state and rt.delivery
                 collector = Collector(
@@ -77,10 +83,11 @@ def run_streams(
     """Run several streams side by side; return the failures (stream, error)."""
     failures: list[tuple[str, ForwarderError]] = []
     lock = threading.Lock()
+    pool = SinkPool()  # streams naming the same sink share one instance of it
 
     def worker(target: Settings) -> None:
         try:
-            run_stream(target, once, stop, health)
+            run_stream(target, once, stop, health, pool)
         except ForwarderError as exc:
             get_logger().error("stream failed: %s", exc, extra={"stream": target.stream})
             with lock:
@@ -92,7 +99,10 @@ def run_streams(
     ]
     for thread in threads:
         thread.start()
-    while any(thread.is_alive() for thread in threads):
-        for thread in threads:
-            thread.join(timeout=0.2)
+    try:
+        while any(thread.is_alive() for thread in threads):
+            for thread in threads:
+                thread.join(timeout=0.2)
+    finally:
+        pool.close()
     return failures

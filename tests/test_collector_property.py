@@ -62,8 +62,7 @@ def collector_for(
         stream="p",
         retry_timeout=0,
     )
-    positions = {sink.name: state.sink_position(sink.name)}
-    adopted = delivery.open(positions)
+    adopted = delivery.open(state.sink_position)
     if adopted:
         state.set_sink_positions(adopted)
     source = OpenAIAuditLogSource(

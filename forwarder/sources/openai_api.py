@@ -22,6 +22,8 @@ from forwarder.logs import get_logger
 from forwarder.sources import Page, Source
 
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
+# Listed by the API only with tenant_only=true (and then only they are).
+TENANT_SCOPED_TYPES = {"role.bound_to_resource", "role.unbound_from_resource"}
 _KEY_LIKE = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
 _RESET = re.compile(
     r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$"
@@ -191,6 +193,10 @@ class OpenAIAuditLogSource(Source):
     def _scrub(self, text: str) -> str:
         text = text.replace(self._key, "[REDACTED]") if self._key else text
         return _one_line(_KEY_LIKE.sub("sk-[REDACTED]", text))
+
+
+def is_tenant_scoped(event_type: str) -> bool:
+    return event_type.startswith("tenant.") or event_type in TENANT_SCOPED_TYPES
 
 
 def retry_delay_from_headers(headers: httpx.Headers) -> float | None:
