@@ -140,11 +140,23 @@ class _Plan:
     """Everything about one event type that does not depend on the event: which rendering it
     takes and the constant head (class, activity, status, names) of each class it may end in."""
 
-    __slots__ = ("action", "alt", "failure", "fallback", "kind", "main", "mode", "spec", "target")
+    __slots__ = (
+        "action",
+        "alt",
+        "failure",
+        "fallback",
+        "is_update",
+        "kind",
+        "main",
+        "mode",
+        "spec",
+        "target",
+    )
 
     def __init__(self, spec: EventSpec) -> None:
         self.spec = spec
         self.action = a = spec.action
+        self.is_update = a is Action.UPDATE  # an enum member lookup per event is not free
         kind = spec.target.kind if spec.target is not None else spec.noun
         self.kind = kind or "unknown"
         self.target = CompiledTarget(spec.target) if spec.target is not None else None
@@ -399,10 +411,15 @@ def _entity(
             entity["data"] = data
     if "uid" not in entity and "name" not in entity:
         entity["name"] = plan.kind  # OCSF needs a name or uid; the payload named neither
-    if payload is not None and plan.action is Action.UPDATE:
+    if payload is not None and plan.is_update:
         changes = payload.get("changes_requested")
         if type(changes) is dict:
-            result = {k: entity[k] for k in ("uid", "name", "type") if k in entity}
+            result = {}
+            if "uid" in entity:
+                result["uid"] = entity["uid"]
+            if "name" in entity:
+                result["name"] = entity["name"]
+            result["type"] = entity["type"]
             result["data"] = changes
     return entity, result
 

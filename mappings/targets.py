@@ -19,7 +19,8 @@ def compile_paths(paths: tuple[Path, ...], want: type | None = str) -> Getter | 
         return None
     if any(not 1 <= len(p) <= 2 for p in paths):
         raise ValueError(f"payload paths are one or two keys deep: {paths}")
-    check = "v is not None" if want is None else "type(v) is want"
+    # Most alternatives are absent: the cheap None test comes first.
+    check = "v is not None" if want is None else "v is not None and type(v) is want"
     lines = ["def get(p):"]
     parents: dict[str, str] = {}  # each first-level key is looked up once, when first needed
     for path in paths:
