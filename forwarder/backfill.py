@@ -14,13 +14,11 @@ from typing import Any
 
 import orjson
 
-from forwarder import metrics
 from forwarder.delivery import Delivery
 from forwarder.errors import ForwarderError, SourceError
 from forwarder.logs import get_logger
-from forwarder.model import minimal_problem
 from forwarder.sources import Source
-from forwarder.state import BackfillJob, Commit, State, Window, backfill_scope
+from forwarder.state import BackfillJob, State, Window, backfill_scope
 
 
 class Interrupted(ForwarderError):
@@ -190,7 +188,7 @@ class Backfill:
                     counts[window] = 0
                 buffer = buffers[window]
                 if kind == "page":
-                    self._take(window, payload, seen[window], buffer)
+                    self.delivery.take_new(payload, seen[window], buffer)
                     if len(buffer) >= self.batch_size:
                         counts[window] += self._commit(buffer)
                         progress.events += len(buffer)
@@ -233,33 +231,8 @@ class Backfill:
             for thread in threads:
                 thread.join(timeout=5)
 
-    def _take(
-        self, window: Window, page: list[Any], seen: set[str], buffer: list[dict[str, Any]]
-    ) -> None:
-        for event in page:
-            problem = minimal_problem(event)
-            if problem:
-                self.delivery.dead_letters.add(f"invalid event: {problem}", event)
-                metrics.EVENTS_DEAD_LETTERED.labels(self.job.stream, "invalid").inc()
-                continue
-            if event["id"] in seen:
-                continue
-            seen.add(event["id"])
-            buffer.append(event)
-
     def _commit(self, batch: list[dict[str, Any]], **changes: Any) -> int:
-        with self.delivery.batch_lock:
-            self.delivery.deliver(batch)
-            self.state.commit(
-                Commit(
-                    scope=self.scope,
-                    delivered=[(e["id"], e["effective_at"]) for e in batch],
-                    sink_positions=self.delivery.positions(),
-                    **changes,
-                )
-            )
-        metrics.EVENTS_COLLECTED.labels(self.job.stream).inc(len(batch))
-        return len(batch)
+        return self.delivery.deliver_and_commit(self.state, self.scope, batch, **changes)
 
     @staticmethod
     def _forget(window: Window, *tables: dict) -> None:

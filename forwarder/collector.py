@@ -14,9 +14,8 @@ from typing import Any
 from forwarder import metrics
 from forwarder.delivery import Delivery
 from forwarder.logs import get_logger
-from forwarder.model import minimal_problem
 from forwarder.sources import Source
-from forwarder.state import Commit, State, live_scope
+from forwarder.state import State, live_scope
 from forwarder.timeparse import format_when
 
 
@@ -93,31 +92,24 @@ class Collector:
         total = 0
         log_extra = {"stream": self.stream, "window": f"{format_when(start)}/{format_when(end)}"}
         for page in self.source.pages(start, end):
-            for event in page:
-                problem = minimal_problem(event)
-                if problem:
-                    self.delivery.dead_letters.add(f"invalid event: {problem}", event)
-                    metrics.EVENTS_DEAD_LETTERED.labels(self.stream, "invalid").inc()
-                    continue
-                event_id = event["id"]
-                if event_id in seen:
-                    continue
-                seen.add(event_id)
-                batch.append(event)
-                at = event["effective_at"]
-                if newest is None or at > newest:
-                    newest = at
+            taken = len(batch)
+            self.delivery.take_new(page, seen, batch)
+            if end is None and len(batch) > taken:  # a file: the watermark follows its newest
+                page_newest = max(event["effective_at"] for event in batch[taken:])
+                newest = page_newest if newest is None else max(newest, page_newest)
             if len(batch) >= self.batch_size:
                 total += self._deliver(batch)
                 batch = []
             if self.stop.is_set():
-                # The window is not complete: keep the watermark, deliver nothing more.
+                # The window is not complete: commit what was taken, keep the watermark.
                 total += self._deliver(batch)
                 self.log.info("stop requested: window left open", extra=log_extra)
                 return total
         if end is None:
             current = self.state.watermark(self.stream)
-            candidates = [w for w in (current, newest + 1 if newest is not None else None) if w]
+            candidates = [
+                w for w in (current, newest + 1 if newest is not None else None) if w is not None
+            ]
             new_watermark = max(candidates) if candidates else None
         total += self._deliver(batch, new_watermark)
         if total:
@@ -127,16 +119,10 @@ class Collector:
     def _deliver(self, batch: list[dict[str, Any]], watermark: int | None = None) -> int:
         if not batch and watermark is None:
             return 0
-        with self.delivery.batch_lock:
-            self.delivery.deliver(batch)
-            self.state.commit(
-                Commit(
-                    scope=self.scope,
-                    delivered=[(event["id"], event["effective_at"]) for event in batch],
-                    sink_positions=self.delivery.positions(),
-                    watermark=(self.stream, watermark) if watermark is not None else None,
-                    prune_before=watermark - self.overlap if watermark is not None else None,
-                )
-            )
-        metrics.EVENTS_COLLECTED.labels(self.stream).inc(len(batch))
-        return len(batch)
+        return self.delivery.deliver_and_commit(
+            self.state,
+            self.scope,
+            batch,
+            watermark=(self.stream, watermark) if watermark is not None else None,
+            prune_before=watermark - self.overlap if watermark is not None else None,
+        )

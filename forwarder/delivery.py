@@ -14,7 +14,9 @@ from forwarder import metrics
 from forwarder.deadletter import DeadLetter, DeadLetters
 from forwarder.errors import DeliveryError, ForwarderError
 from forwarder.logs import get_logger
+from forwarder.model import minimal_problem
 from forwarder.sinks.base import Record, Sink, SinkError
+from forwarder.state import Commit, State
 from mappings.registry import MapFunction, MappingError
 
 
@@ -44,7 +46,6 @@ class Delivery:
         self.stop = stop or threading.Event()
         self.backoff_cap = backoff_cap
         self.log = get_logger()
-        self.delivered = 0
         # Held by the caller around deliver() and its commit; shared by streams that share
         # sinks (see runtime.SinkPool), so each commit records positions of committed batches.
         self.batch_lock: threading.Lock = threading.Lock()
@@ -67,6 +68,38 @@ class Delivery:
 
     def close(self) -> None:
         close_sinks(self.sinks)
+
+    def take_new(self, page: list[Any], seen: set[str], into: list[dict[str, Any]]) -> None:
+        """Append to `into` the events of `page` not seen before (remembering them in `seen`);
+        an event without a usable id, type or time goes to dead letters."""
+        for event in page:
+            problem = minimal_problem(event)
+            if problem:
+                self.dead_letters.add(f"invalid event: {problem}", event)
+                metrics.EVENTS_DEAD_LETTERED.labels(self.stream, "invalid").inc()
+                continue
+            if event["id"] in seen:
+                continue
+            seen.add(event["id"])
+            into.append(event)
+
+    def deliver_and_commit(
+        self, state: State, scope: str, batch: list[dict[str, Any]], **changes: Any
+    ) -> int:
+        """Deliver `batch` to every sink, then commit it with the sinks' positions and any
+        other `changes` in one transaction. Returns the number of events committed."""
+        with self.batch_lock:
+            self.deliver(batch)
+            state.commit(
+                Commit(
+                    scope=scope,
+                    delivered=[(event["id"], event["effective_at"]) for event in batch],
+                    sink_positions=self.positions(),
+                    **changes,
+                )
+            )
+        metrics.EVENTS_COLLECTED.labels(self.stream).inc(len(batch))
+        return len(batch)
 
     def deliver(self, events: list[dict[str, Any]]) -> None:
         """Return once every sink acknowledged `events`; raise `DeliveryError` when a sink
@@ -102,7 +135,6 @@ class Delivery:
                 metrics.EVENTS_DEAD_LETTERED.labels(self.stream, "rejected").inc()
         # Dead letters are durable before the caller commits the checkpoint.
         self.dead_letters.add_many(letters)
-        self.delivered += len(events)
 
     def _render(
         self,

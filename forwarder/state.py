@@ -8,6 +8,7 @@ import fcntl
 import os
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forwarder.errors import ConfigError, StateLockedError
+
+_OPENING = threading.Lock()
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -93,19 +96,38 @@ class State:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if not path.exists():
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            old_umask = os.umask(0o077)  # the -wal and -shm files too
-            try:
-                self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
-                self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.execute("PRAGMA synchronous=FULL")
-                self.db.executescript(SCHEMA)
-            finally:
-                os.umask(old_umask)
+            # One opening at a time in this process: the umask is process-wide, and switching
+            # a new database to WAL needs it to itself.
+            with _OPENING:
+                self.db = self._connect(path)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"invalid setting state: cannot open {path} ({exc})") from None
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        old_umask = os.umask(0o077)  # the -wal and -shm files too
+        try:
+            db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    # The switch to WAL does not wait on SQLite's busy handler: another
+                    # process opening the same new database at once makes it fail; retry.
+                    db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        db.close()
+                        raise
+                    time.sleep(0.05)
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(SCHEMA)
+            return db
+        finally:
+            os.umask(old_umask)
 
     def close(self) -> None:
         self.db.close()
@@ -169,12 +191,6 @@ class State:
             "SELECT position FROM sink_positions WHERE sink=?", (sink,)
         ).fetchone()
         return None if row is None else row[0]
-
-    def has_sink_position(self, sink: str) -> bool:
-        return (
-            self.db.execute("SELECT 1 FROM sink_positions WHERE sink=?", (sink,)).fetchone()
-            is not None
-        )
 
     def set_sink_positions(self, positions: Mapping[str, str | None]) -> None:
         with self._transaction() as db:
@@ -270,14 +286,14 @@ class State:
             db.execute("DELETE FROM backfill_jobs WHERE job=?", (job,))
             db.execute("DELETE FROM delivered WHERE scope=?", (backfill_scope(job),))
 
-    def windows(self, job: str, status: str | None = None) -> list[tuple[Window, str, int]]:
-        query = "SELECT start, end, status, events FROM backfill_windows WHERE job=?"
-        params: tuple = (job,)
-        if status is not None:
-            query += " AND status=?"
-            params = (job, status)
-        rows = self.db.execute(query + " ORDER BY start DESC", params)
-        return [(Window(start, end), st, events) for start, end, st, events in rows]
+    def windows(self, job: str) -> list[tuple[Window, str, int]]:
+        """(window, status, events) of a job, newest first."""
+        rows = self.db.execute(
+            "SELECT start, end, status, events FROM backfill_windows WHERE job=? "
+            "ORDER BY start DESC",
+            (job,),
+        )
+        return [(Window(start, end), status, events) for start, end, status, events in rows]
 
     def finish_job(self, job: str) -> None:
         with self._transaction() as db:
