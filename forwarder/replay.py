@@ -15,7 +15,8 @@ from forwarder.config import Settings
 from forwarder.deadletter import DeadLetter, DeadLetters, claim_for_replay, read_file
 from forwarder.delivery import Delivery
 from forwarder.model import minimal_problem
-from forwarder.runtime import build_mappers, build_sinks
+from forwarder.runtime import build_sinks
+from forwarder.schemas import build_mappers
 from forwarder.sinks.base import Sink
 from forwarder.state import State, StreamLock
 

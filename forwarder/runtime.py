@@ -18,13 +18,13 @@ from forwarder.deadletter import DeadLetters
 from forwarder.delivery import Delivery, close_sinks
 from forwarder.errors import ConfigError
 from forwarder.logs import get_logger, register_secret
+from forwarder.schemas import build_mappers
 from forwarder.sinks import Sink, SinkConfigError, open_sink
 from forwarder.sources import Source
 from forwarder.sources.jsonl import JsonlSource
 from forwarder.sources.openai_api import OpenAIAuditLogSource
 from forwarder.state import State, StreamLock
 from forwarder.timeparse import parse_when
-from mappings.registry import MapFunction, MappingContext, UnknownMapperError, load_mapper
 
 
 def build_source(settings: Settings, stop: threading.Event) -> Source:
@@ -65,17 +65,6 @@ def build_sinks(settings: Settings, stream: str | None = None) -> list[Sink]:
     if len(set(names)) != len(names):
         raise ConfigError("invalid setting sink: the same sink is named twice")
     return sinks
-
-
-def build_mappers(settings: Settings, schemas: set[str]) -> dict[str, MapFunction]:
-    context = MappingContext(organization_id=settings.org_id)
-    mappers = {}
-    for schema in sorted(schemas):
-        try:
-            mappers[schema] = load_mapper(schema, context)
-        except UnknownMapperError as exc:
-            raise ConfigError(f"invalid setting schema: {exc}") from None
-    return mappers
 
 
 def stream_name(settings: Settings) -> str:

@@ -1,14 +1,17 @@
-"""The `raw` schema: the event exactly as the API returned it."""
+"""The `raw` schema: the event exactly as the API returned it, once its header (id, type,
+effective_at) is usable, like every other schema."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from mappings.registry import MapFunction, MappingContext
+from mappings.values import header
 
 
 def make_mapper(context: MappingContext) -> MapFunction:
     def map_raw(event: dict[str, Any]) -> dict[str, Any]:
+        header(event)
         return event
 
     return map_raw

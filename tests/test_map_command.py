@@ -1,0 +1,132 @@
+"""The offline `map` command: JSONL streamed line by line, saved list responses (one line or
+pretty-printed), bad lines reported by number while the rest still maps, exit code 1."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from forwarder.mapfile import map_file
+from mappings.registry import MappingContext, load_mapper
+from tests.fakes.events import make_event
+
+ROOT = Path(__file__).resolve().parent.parent
+ECS = load_mapper("ecs", MappingContext(organization_id="org-map"))
+
+
+def _events(n: int) -> list[dict]:
+    types = ["login.succeeded", "api_key.created", "user.deleted", "project.archived"]
+    return [make_event(types[i % 4], 1_720_804_090 + i, seq=i, actor="session") for i in range(n)]
+
+
+def _map(data: bytes, schema: str = "ecs") -> tuple[list[dict], list[tuple[str, str]], int]:
+    mapper = ECS if schema == "ecs" else load_mapper(schema, MappingContext())
+    out = io.BytesIO()
+    reports: list[tuple[str, str]] = []
+    failures = map_file(io.BytesIO(data), out, mapper, lambda w, r: reports.append((w, r)))
+    docs = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    return docs, reports, failures
+
+
+def _jsonl(events: list) -> bytes:
+    return b"".join(orjson.dumps(e) + b"\n" for e in events)
+
+
+def test_jsonl_maps_every_line_in_order_and_skips_blank_lines() -> None:
+    events = _events(5)
+    data = b"\n" + _jsonl(events[:2]) + b"   \n\n" + _jsonl(events[2:]) + b"\n"
+    docs, reports, failures = _map(data)
+    assert [d["event"]["id"] for d in docs] == [e["id"] for e in events]
+    assert docs[0] == orjson.loads(orjson.dumps(ECS(events[0])))
+    assert (reports, failures) == ([], 0)
+
+
+def test_bad_lines_are_reported_by_number_and_the_rest_still_maps() -> None:
+    good = _events(3)
+    no_id = {k: v for k, v in good[0].items() if k != "id"}
+    lines = [good[0], b"{not json", b"", [1, 2], no_id, good[1], b'{"id": "x"', good[2]]
+    data = b"".join((x if isinstance(x, bytes) else orjson.dumps(x)) + b"\n" for x in lines)
+    docs, reports, failures = _map(data)
+    assert [d["event"]["id"] for d in docs] == [e["id"] for e in good]
+    assert [where for where, _ in reports] == ["line 2", "line 4", "line 5", "line 7"]
+    assert reports[0][1].startswith("invalid JSON (")
+    assert "not an object" in reports[1][1]
+    assert "no id" in reports[2][1]
+    assert failures == 4
+
+
+def test_jsonl_is_streamed_not_read_whole() -> None:
+    class LinesOnly(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            raise AssertionError("the whole input was read at once")
+
+    events = _events(50)
+    out = io.BytesIO()
+    assert map_file(LinesOnly(_jsonl(events)), out, ECS, lambda w, r: None) == 0
+    assert len(out.getvalue().splitlines()) == 50
+
+
+def test_a_saved_list_response_maps_its_data_pretty_printed_or_on_one_line() -> None:
+    saved = (ROOT / "samples" / "list-response.json").read_bytes()
+    data = orjson.loads(saved)["data"]
+    assert b"\n" in saved.strip()  # pretty-printed
+    for source in (saved, orjson.dumps({"object": "list", "data": data, "has_more": False})):
+        docs, reports, failures = _map(source)
+        assert [d["event"]["id"] for d in docs] == [e["id"] for e in data]
+        assert (reports, failures) == ([], 0)
+
+
+def test_a_bad_event_inside_a_list_response_is_reported_by_its_index() -> None:
+    events = _events(3)
+    events[1] = {"type": "api_key.created"}
+    docs, reports, failures = _map(orjson.dumps({"object": "list", "data": events}, option=2))
+    assert len(docs) == 2
+    assert [where for where, _ in reports] == ["data[1]"]
+    assert failures == 1
+
+
+def test_a_multiline_document_that_is_no_list_response_is_read_as_jsonl() -> None:
+    events = _events(2)
+    docs, reports, failures = _map(b"{\n" + _jsonl(events))
+    assert [d["event"]["id"] for d in docs] == [e["id"] for e in events]
+    assert [where for where, _ in reports] == ["line 1"]
+    assert failures == 1
+
+
+def test_raw_schema_passes_events_unchanged_and_refuses_an_unusable_header() -> None:
+    events = _events(2)
+    data = _jsonl([events[0], {"type": "x", "effective_at": 1}, events[1]])
+    docs, reports, failures = _map(data, schema="raw")
+    assert docs == events
+    assert [where for where, _ in reports] == ["line 2"]
+    assert failures == 1
+
+
+def test_map_command_names_each_bad_line_on_stderr_and_exits_1(tmp_path: Path) -> None:
+    events = _events(4)
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(_jsonl(events[:2]) + b"{broken\n" + _jsonl(events[2:]))
+    out = tmp_path / "out" / "ecs.ndjson"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIT_FORWARDER_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "forwarder", "map", "--schema", "ocsf", str(source), "-o", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"openai-audit-forwarder: {source} line 3: invalid JSON (")
+    assert lines[1:] == [
+        "openai-audit-forwarder: error: 1 events could not be mapped (see the lines above)"
+    ]
+    docs = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [d["metadata"]["original_event_uid"] for d in docs] == [e["id"] for e in events]
