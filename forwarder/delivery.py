@@ -170,6 +170,8 @@ class Delivery:
             try:
                 return action()
             except SinkError as exc:
+                if exc.permanent:
+                    raise DeliveryError(f"sink {sink.name}: {exc}") from None
                 attempt += 1
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

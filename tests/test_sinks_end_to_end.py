@@ -265,6 +265,63 @@ def primed_state(tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 @pytest.mark.parametrize(
+    "problem", ["fluentd_wrong_ca", "wrong_shared_key", "syslog_tls_wrong_ca", "missing_bucket"]
+)
+def test_a_sink_that_refuses_for_good_fails_run_once_at_once_instead_of_retrying(
+    tmp_path: Path,
+    primed_state: tuple[Path, list[str]],
+    rsyslog: Rsyslog,
+    s3_endpoint: str,
+    problem: str,
+) -> None:
+    _, common = primed_state
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    env = cli_env(FLUENT_KEY="the-wrong-shared-key-123", **AWS_ENV)
+    server: ForwardServer | None = None
+    if problem == "fluentd_wrong_ca":
+        server = ForwardServer(ssl_context=server_context(trustme.CA())).start()
+        url = server.url("fluentd+tls", ca_file=str(other_ca))
+        expect = "certificate verification failed"
+    elif problem == "wrong_shared_key":
+        server = ForwardServer(shared_key="the-right-shared-key-456").start()
+        url = server.url(shared_key_env="FLUENT_KEY")
+        expect = "shared key"
+    elif problem == "syslog_tls_wrong_ca":
+        url = rsyslog.url("tls", ca_file=str(other_ca))
+        expect = "certificate rejected"
+    else:
+        url = f"s3://no-such-bucket-e2e/p?endpoint_url={s3_endpoint}&region=us-east-1"
+        expect = "nosuchbucket"
+    try:
+        before = state_snapshot(tmp_path)
+        started = time.monotonic()
+        run = run_cli(
+            "run",
+            "--once",
+            "-q",
+            "--sink-retry-timeout",
+            "10m",
+            "--sink",
+            url,
+            *common,
+            cwd=tmp_path,
+            env=env,
+        )
+        elapsed = time.monotonic() - started
+        assert run.code == 1
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("openai-audit-forwarder: error: sink ")
+        assert expect in lines[0].lower()
+        assert "gave up after" not in lines[0]
+        assert elapsed < 60, f"a refusal for good was retried for {elapsed:.0f}s"
+        assert state_snapshot(tmp_path) == before
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@pytest.mark.parametrize(
     "problem",
     ["wrong_ca", "wrong_shared_key", "unreachable_fluentd", "unreachable_relp", "unreachable_s3"],
 )

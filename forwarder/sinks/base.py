@@ -33,7 +33,16 @@ class Rejection:
 
 
 class SinkError(Exception):
-    """The batch was not accepted; the collector retries it later. The message is one line."""
+    """The batch was not accepted. The message is one line.
+
+    The collector retries it with backoff, unless `permanent`: a refusal that retrying cannot
+    change until someone acts (certificate or key rejected, no such bucket, access denied).
+    Then the sweep fails at once: `run --once` and backfill exit 1, the daemon tries again at
+    its next sweep."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class SinkConfigError(ValueError):

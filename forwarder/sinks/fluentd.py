@@ -242,7 +242,7 @@ class FluentdSink(Sink):
                 self._send_and_wait(conn, pending)
             except _Fatal as exc:
                 self._disconnect()
-                raise SinkError(f"{self._prefix}: {exc}") from None
+                raise SinkError(f"{self._prefix}: {exc}", permanent=True) from None
             except (_Retryable, OSError) as exc:
                 self._disconnect()
                 reason = str(exc) if isinstance(exc, _Retryable) else _describe(exc)
@@ -271,7 +271,7 @@ class FluentdSink(Sink):
             if self._shared_key is None:
                 self._expect_no_helo(conn)
         except _Fatal as exc:
-            raise SinkError(f"{self._prefix}: {exc}") from None
+            raise SinkError(f"{self._prefix}: {exc}", permanent=True) from None
         except (_Retryable, OSError) as exc:
             reason = str(exc) if isinstance(exc, _Retryable) else _describe(exc)
             raise SinkError(f"{self._prefix}: {_one_line(reason)}") from None

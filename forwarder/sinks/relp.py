@@ -188,6 +188,8 @@ class RelpClient:
                         raise RelpError(f"unexpected RELP command {command!r} from the server")
             except (OSError, RelpError, SinkError) as exc:
                 self._drop()
+                if isinstance(exc, SinkError) and exc.permanent:
+                    raise
                 failures += 1
                 if failures > self._retries:
                     raise SinkError(

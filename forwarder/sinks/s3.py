@@ -47,7 +47,7 @@ _SOURCE_RE = re.compile(r"^[A-Za-z0-9_.\-]*(\{class_uid\})?[A-Za-z0-9_.\-]*$")
 _ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 # S3 bucket names (3-63 lowercase letters, digits, dots, hyphens; older buckets may have more).
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{1,253}[A-Za-z0-9]$")
-# Codes that retrying will not fix; the collector still retries with backoff, the message says so.
+# Codes that retrying will not fix: the sweep fails at once (SinkError.permanent).
 _PERMANENT = {
     "NoSuchBucket": "the bucket does not exist",
     "404": "the bucket does not exist",
@@ -267,11 +267,12 @@ class S3Sink(Sink):
             text = f"{head}: {code} (HTTP {status})"
             if reason:
                 text += f": {reason}; retrying will not help until that is fixed"
-            return SinkError(text)
+            return SinkError(text, permanent=reason is not None)
         if isinstance(exc, NoCredentialsError):
             return SinkError(
                 f"{head}: no AWS credentials found (environment, shared config/SSO, or "
-                "instance/container role)"
+                "instance/container role)",
+                permanent=True,
             )
         if isinstance(exc, EndpointConnectionError):
             return SinkError(f"{head}: cannot connect ({self._where()})")

@@ -131,7 +131,8 @@ class SyslogSink(Sink):
         except ssl.SSLCertVerificationError as exc:
             sock.close()
             reason = exc.verify_message or one_line(exc)
-            raise SinkError(f"{where}: TLS certificate rejected: {reason}") from None
+            message = f"{where}: TLS certificate rejected: {reason}"
+            raise SinkError(message, permanent=True) from None
         except (ssl.SSLError, OSError) as exc:
             sock.close()
             raise SinkError(f"{where}: TLS handshake failed: {one_line(exc)}") from None
@@ -262,6 +263,8 @@ class SyslogSink(Sink):
                 return
             except (OSError, SinkError) as exc:
                 self.close()
+                if isinstance(exc, SinkError) and exc.permanent:
+                    raise
                 failures += 1
                 if failures > self._retries:
                     reason = str(exc) if isinstance(exc, SinkError) else one_line(exc)
