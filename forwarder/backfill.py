@@ -18,7 +18,7 @@ from forwarder.delivery import Delivery
 from forwarder.errors import ForwarderError, SourceError
 from forwarder.logs import get_logger
 from forwarder.sources import Source
-from forwarder.state import BackfillJob, State, Window, backfill_scope
+from forwarder.state import BackfillJob, Handover, State, Window, backfill_scope
 
 
 class Interrupted(ForwarderError):
@@ -53,6 +53,7 @@ class Progress:
     windows_done: int = 0
     events: int = 0
     started: float = field(default_factory=time.monotonic)
+    handed_over: bool = False  # the live stream now starts where this backfill ended
 
     @property
     def rate(self) -> float:
@@ -81,8 +82,10 @@ class Backfill:
         page_budget: int = 50,
         stop: threading.Event | None = None,
         on_progress: Callable[[Progress, int], None] | None = None,
+        handover: Handover | None = None,
     ) -> None:
         self.job = job
+        self.handover = handover
         self.scope = backfill_scope(job.job)
         self.source = source
         self.delivery = delivery
@@ -222,7 +225,7 @@ class Backfill:
                     self.log.debug("split dense window %s into %s", window, rest)
                 if self.on_progress:
                     self.on_progress(progress, done_at_start)
-            self.state.finish_job(self.job.job)
+            progress.handed_over = self.state.finish_job(self.job.job, self.handover)
             return progress
         finally:
             self._abort.set()
@@ -232,6 +235,8 @@ class Backfill:
                 thread.join(timeout=5)
 
     def _commit(self, batch: list[dict[str, Any]], **changes: Any) -> int:
+        if self.handover is not None:
+            changes["keep_ids_from"] = self.handover.keep_from
         return self.delivery.deliver_and_commit(self.state, self.scope, batch, **changes)
 
     @staticmethod

@@ -398,6 +398,7 @@ def _backfill_stream(
     from forwarder.backfill import Backfill, Interrupted, find_or_create_job, job_key
     from forwarder.delivery import Stopped
     from forwarder.runtime import Runtime
+    from forwarder.state import Handover
 
     try:
         since_ts = parse_when(since)
@@ -429,6 +430,12 @@ def _backfill_stream(
                 err=True,
             )
             return
+        # A backfill up to now (no --until) continues as the live stream, unless that has a
+        # checkpoint already; one with an explicit end fills a gap and leaves live alone.
+        handover = None
+        if until is None and rt.source.live:
+            keep_from = job.until - int(settings.overlap)
+            handover = Handover(rt.stream, job.until, keep_from)
         show = _progress_printer() if sys.stderr.isatty() else None
         started = time.monotonic()
         runner = Backfill(
@@ -441,6 +448,7 @@ def _backfill_stream(
             page_budget=page_budget,
             stop=stop,
             on_progress=show,
+            handover=handover,
         )
         try:
             progress = runner.run()
@@ -455,7 +463,14 @@ def _backfill_stream(
             f"backfill complete: {rt.stream} {span}, "
             f"{progress.windows_done} windows, {progress.events} events delivered, "
             f"{rt.delivery.dead_letters.count} dead-lettered, {elapsed:.1f}s "
-            f"({progress.events / elapsed if elapsed else 0:.0f} events/s)",
+            f"({progress.events / elapsed if elapsed else 0:.0f} events/s)"
+            + (
+                f"; the live stream continues from {format_when(job.until)}"
+                if progress.handed_over
+                else "; the live stream has a checkpoint already and keeps it"
+                if handover is not None
+                else ""
+            ),
             err=True,
         )
 

@@ -76,6 +76,17 @@ class BackfillJob:
     finished_at: float | None
 
 
+@dataclass(frozen=True)
+class Handover:
+    """A backfill that ran up to now becomes the start of the live stream: its watermark is the
+    backfill's end, and the delivered ids from `keep_from` on (the overlap that the live
+    stream re-reads first) move over, so the first live sweep neither repeats nor misses."""
+
+    stream: str
+    watermark: int
+    keep_from: int
+
+
 @dataclass
 class Commit:
     """Everything one batch changes, written in one transaction after every sink acked."""
@@ -88,6 +99,7 @@ class Commit:
     window_done: tuple[str, Window, int] | None = None  # (job, window, events)
     # (job, old window, its delivered part, events in it so far, the pending rest)
     window_split: tuple[str, Window, Window, int, list[Window]] | None = None
+    keep_ids_from: int | None = None  # a finished window keeps its ids from here on (Handover)
 
 
 class State:
@@ -237,10 +249,10 @@ class State:
                 )
                 # A finished window is never read again: its ids need not be remembered,
                 # which keeps every later commit of a long backfill small.
-                self._forget_ids(db, commit.scope, window)
+                self._forget_ids(db, commit.scope, window, commit.keep_ids_from)
             if commit.window_split is not None:
                 job, old, done_part, done_events, rest = commit.window_split
-                self._forget_ids(db, commit.scope, done_part)
+                self._forget_ids(db, commit.scope, done_part, commit.keep_ids_from)
                 db.execute(
                     "DELETE FROM backfill_windows WHERE job=? AND start=? AND end=?",
                     (job, old.start, old.end),
@@ -253,11 +265,15 @@ class State:
                 )
 
     @staticmethod
-    def _forget_ids(db: sqlite3.Connection, scope: str, window: Window) -> None:
-        db.execute(
-            "DELETE FROM delivered WHERE scope=? AND effective_at>=? AND effective_at<?",
-            (scope, window.start, window.end),
-        )
+    def _forget_ids(
+        db: sqlite3.Connection, scope: str, window: Window, keep_from: int | None = None
+    ) -> None:
+        end = window.end if keep_from is None else min(window.end, keep_from)
+        if end > window.start:
+            db.execute(
+                "DELETE FROM delivered WHERE scope=? AND effective_at>=? AND effective_at<?",
+                (scope, window.start, end),
+            )
 
     # Backfill ----------------------------------------------------------------------------
 
@@ -295,10 +311,29 @@ class State:
         )
         return [(Window(start, end), status, events) for start, end, status, events in rows]
 
-    def finish_job(self, job: str) -> None:
+    def finish_job(self, job: str, handover: Handover | None = None) -> bool:
+        """Mark the job finished and forget its ids. With `handover`, a live stream that has no
+        watermark yet starts where the job ended; returns whether that happened."""
+        scope = backfill_scope(job)
         with self._transaction() as db:
             db.execute("UPDATE backfill_jobs SET finished_at=? WHERE job=?", (time.time(), job))
-            db.execute("DELETE FROM delivered WHERE scope=?", (backfill_scope(job),))
+            handed_over = False
+            if handover is not None:
+                row = db.execute(
+                    "SELECT 1 FROM streams WHERE stream=?", (handover.stream,)
+                ).fetchone()
+                if row is None:
+                    db.execute(
+                        "UPDATE OR IGNORE delivered SET scope=? WHERE scope=? AND effective_at>=?",
+                        (live_scope(handover.stream), scope, handover.keep_from),
+                    )
+                    db.execute(
+                        "INSERT INTO streams(stream, watermark, updated_at) VALUES (?,?,?)",
+                        (handover.stream, handover.watermark, time.time()),
+                    )
+                    handed_over = True
+            db.execute("DELETE FROM delivered WHERE scope=?", (scope,))
+        return handed_over
 
     def jobs(self) -> list[tuple[str, str, int, int, float | None, int, int, int]]:
         """(job, stream, since, until, finished_at, windows, done, events) per job."""
