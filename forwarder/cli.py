@@ -459,18 +459,16 @@ def _backfill_stream(
         if show:
             click.echo("", err=True)
         elapsed = time.monotonic() - started
+        live = ""
+        if progress.handed_over:
+            live = f"; the live stream continues from {format_when(job.until)}"
+        elif handover is not None:
+            live = "; the live stream has a checkpoint already and keeps it"
         click.echo(
             f"backfill complete: {rt.stream} {span}, "
             f"{progress.windows_done} windows, {progress.events} events delivered, "
             f"{rt.delivery.dead_letters.count} dead-lettered, {elapsed:.1f}s "
-            f"({progress.events / elapsed if elapsed else 0:.0f} events/s)"
-            + (
-                f"; the live stream continues from {format_when(job.until)}"
-                if progress.handed_over
-                else "; the live stream has a checkpoint already and keeps it"
-                if handover is not None
-                else ""
-            ),
+            f"({progress.events / elapsed if elapsed else 0:.0f} events/s){live}",
             err=True,
         )
 
