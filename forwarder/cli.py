@@ -434,7 +434,9 @@ def _backfill_stream(
         # checkpoint already; one with an explicit end fills a gap and leaves live alone.
         handover = None
         if until is None and rt.source.live:
-            keep_from = job.until - int(settings.overlap)
+            # The ids of the last day go over, not just of this --overlap: whatever overlap
+            # `run` is given, its first re-read finds them. Its first commit prunes the rest.
+            keep_from = job.until - max(int(settings.overlap), 86_400)
             handover = Handover(rt.stream, job.until, keep_from)
         show = _progress_printer() if sys.stderr.isatty() else None
         started = time.monotonic()

@@ -60,11 +60,16 @@ def test_a_backfill_up_to_now_hands_over_to_a_fresh_live_stream_without_gap_or_d
     assert backfilled and max(backfilled.values()) == 1
 
     # Late events: some inside the overlap before the hand-over point (the backfill read that
-    # window before they arrived), and one in the same second as the hand-over point.
-    late = make_events(25, start=until - 540, end=until, seed=12, first_seq=90_000, types=ORG_TYPES)
+    # window before they arrived), and one in the same second as the hand-over point. `run`
+    # re-reads a longer overlap than the backfill's default 10 minutes.
+    late = make_events(
+        25, start=until - 1700, end=until, seed=12, first_seq=90_000, types=ORG_TYPES
+    )
     late += make_events(1, start=until, end=until + 1, seed=13, first_seq=95_000, types=ORG_TYPES)
     fake_api.add_events(late)
-    once = run_cli("run", "--once", "--lag", "60s", *common, cwd=tmp_path, env=api_env)
+    once = run_cli(
+        "run", "--once", "--lag", "60s", "--overlap", "30m", *common, cwd=tmp_path, env=api_env
+    )
     assert once.code == 0, once.stderr
 
     delivered = Counter(doc["id"] for doc in read_ndjson(tmp_path / "out.ndjson"))
