@@ -1,5 +1,6 @@
 """Maps a file of audit-log events offline, for the `map` command: JSONL streamed line by line,
-or a saved list response (`{"object": "list", "data": [...]}`, pretty-printed or not)."""
+or one JSON document: a saved list response (`{"object": "list", "data": [...]}`), an array of
+events or a single event, pretty-printed or not."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import orjson
 
 from mappings.registry import MapFunction, MappingError
 
-Report = Callable[[str, str], None]  # (where: "line 12" or "data[3]", reason)
+Report = Callable[[str, str], None]  # (where: "line 12", "data[3]" or "[3]", reason)
 
 
 def map_file(source: BinaryIO, target: BinaryIO, mapper: MapFunction, report: Report) -> int:
@@ -28,28 +29,25 @@ def map_file(source: BinaryIO, target: BinaryIO, mapper: MapFunction, report: Re
     try:
         first = orjson.loads(line)
     except orjson.JSONDecodeError:
-        if not line.lstrip().startswith(b"{"):
+        if not line.lstrip().startswith((b"{", b"[")):
             return _map_lines(line, lines, number, target, mapper, report)
-        # A JSON document over several lines: a pretty-printed list response, or bad JSONL.
+        # One JSON document over several lines, or JSONL whose first line is bad.
         whole = line + source.read()
-        events = _list_response_data(whole)
-        if events is not None:
-            return _map_events(events, target, mapper, report)
-        rest = whole.splitlines()
-        return _map_lines(rest[0], iter(rest[1:]), number, target, mapper, report)
-    events = _list_response_data(first)
-    if events is not None:
-        return _map_events(events, target, mapper, report)
+        try:
+            document = orjson.loads(whole)
+        except orjson.JSONDecodeError:
+            rest = whole.splitlines()
+            return _map_lines(rest[0], iter(rest[1:]), number, target, mapper, report)
+        if isinstance(document, dict) and _list_response_data(document) is None:
+            document = [document]  # a single event
+        return _map_document(document, target, mapper, report)
+    if isinstance(first, list) or _list_response_data(first) is not None:
+        return _map_document(first, target, mapper, report)
     return _map_lines(line, lines, number, target, mapper, report)
 
 
 def _list_response_data(document: Any) -> list[Any] | None:
-    """The events of a list response (given parsed, or as bytes), or None for anything else."""
-    if isinstance(document, bytes):
-        try:
-            document = orjson.loads(document)
-        except orjson.JSONDecodeError:
-            return None
+    """The events of a list response, or None for anything else (an event has a `type`)."""
     if isinstance(document, dict) and "type" not in document:
         data = document.get("data")
         if isinstance(data, list):
@@ -83,7 +81,9 @@ def _map_lines(
     return failures
 
 
-def _map_events(events: list[Any], target: BinaryIO, mapper: MapFunction, report: Report) -> int:
+def _map_document(document: Any, target: BinaryIO, mapper: MapFunction, report: Report) -> int:
+    data = _list_response_data(document)
+    events, label = (data, "data[{}]") if data is not None else (document, "[{}]")
     dumps, write = orjson.dumps, target.write
     newline = orjson.OPT_APPEND_NEWLINE
     failures = 0
@@ -92,5 +92,5 @@ def _map_events(events: list[Any], target: BinaryIO, mapper: MapFunction, report
             write(dumps(mapper(event), option=newline))
         except MappingError as exc:
             failures += 1
-            report(f"data[{index}]", exc.reason)
+            report(label.format(index), exc.reason)
     return failures

@@ -1,5 +1,6 @@
-"""The offline `map` command: JSONL streamed line by line, saved list responses (one line or
-pretty-printed), bad lines reported by number while the rest still maps, exit code 1."""
+"""The offline `map` command: JSONL streamed line by line, or one JSON document (a saved list
+response, an array, an event; one line or pretty-printed); bad lines reported by number while
+the rest still maps, exit code 1."""
 
 from __future__ import annotations
 
@@ -88,6 +89,17 @@ def test_a_bad_event_inside_a_list_response_is_reported_by_its_index() -> None:
     assert len(docs) == 2
     assert [where for where, _ in reports] == ["data[1]"]
     assert failures == 1
+
+
+def test_an_array_of_events_or_one_pretty_printed_event_maps_too() -> None:
+    events = _events(3)
+    for source in (orjson.dumps(events), orjson.dumps(events, option=orjson.OPT_INDENT_2)):
+        docs, reports, failures = _map(source)
+        assert [d["event"]["id"] for d in docs] == [e["id"] for e in events]
+        assert (reports, failures) == ([], 0)
+    docs, reports, failures = _map(orjson.dumps(events[0], option=orjson.OPT_INDENT_2))
+    assert [d["event"]["id"] for d in docs] == [events[0]["id"]]
+    assert (reports, failures) == ([], 0)
 
 
 def test_a_multiline_document_that_is_no_list_response_is_read_as_jsonl() -> None:
