@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import sys
 import threading
 import time
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 # commands then start without loading the HTTP client, the sinks and the metrics.
 
 PROG = "openai-audit-forwarder"
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE, as a shell reports a writer whose reader went away
+STDOUT_FD = 1
 
 
 # Options shared by the commands; each maps to a setting of the same name -------------------
@@ -531,8 +534,14 @@ def map_command(schema: str, input_path: str, output: str, **params: Any) -> Non
     def report(where: str, reason: str) -> None:
         click.echo(f"{PROG}: {input_path} {where}: {reason}", err=True)
 
-    with source, target:
-        failures = map_file(source, target, mapper, report)
+    try:
+        with source, target:
+            failures = map_file(source, target, mapper, report)
+    except BrokenPipeError:
+        # The reader went away (`map ... | head`): stop quietly with the shell's SIGPIPE
+        # status, and keep the interpreter's final flush from failing a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), STDOUT_FD)
+        sys.exit(EXIT_PIPE_CLOSED)
     if failures:
         raise ForwarderError(f"{failures} events could not be mapped (see the lines above)")
 

@@ -142,3 +142,23 @@ def test_map_command_names_each_bad_line_on_stderr_and_exits_1(tmp_path: Path) -
     ]
     docs = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert [d["metadata"]["original_event_uid"] for d in docs] == [e["id"] for e in events]
+
+
+def test_map_stops_quietly_when_the_reader_of_stdout_goes_away(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(_jsonl(_events(20_000)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIT_FORWARDER_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    with subprocess.Popen(
+        [sys.executable, "-m", "forwarder", "map", str(source)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert orjson.loads(process.stdout.readline())["event"]["kind"] == "event"
+        process.stdout.close()  # like `| head -1`
+        stderr = process.stderr.read()
+        code = process.wait(timeout=60)
+    assert (code, stderr) == (141, b"")
