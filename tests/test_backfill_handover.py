@@ -25,6 +25,13 @@ def _live_watermark(tmp_path: Path, common: list[str], env: dict[str, str]) -> i
     return None if live is None else parse_when(live["watermark"])
 
 
+def _add_last_three_hours(fake_api: FakeOpenAI, n: int, seed: int) -> None:
+    now = int(time.time())
+    fake_api.add_events(
+        make_events(n, start=now - 3 * 3600, end=now - 120, seed=seed, types=ORG_TYPES)
+    )
+
+
 def _common(tmp_path: Path) -> list[str]:
     out = tmp_path / "out.ndjson"
     return ["--sink", f"file:{out}", "--schema", "raw", "--state", str(tmp_path / "s.db")]
@@ -81,10 +88,7 @@ def test_a_backfill_up_to_now_hands_over_to_a_fresh_live_stream_without_gap_or_d
 def test_a_backfill_with_an_explicit_end_leaves_the_live_stream_unstarted(
     tmp_path: Path, fake_api: FakeOpenAI, api_env: dict[str, str]
 ) -> None:
-    now = int(time.time())
-    fake_api.add_events(
-        make_events(200, start=now - 3 * 3600, end=now - 120, seed=21, types=ORG_TYPES)
-    )
+    _add_last_three_hours(fake_api, 200, seed=21)
     common = _common(tmp_path)
     backfill = run_cli(
         "backfill", "--since", "3h", "--until", "1h", *common, cwd=tmp_path, env=api_env
@@ -97,10 +101,7 @@ def test_a_backfill_with_an_explicit_end_leaves_the_live_stream_unstarted(
 def test_a_backfill_does_not_move_a_live_checkpoint_that_exists(
     tmp_path: Path, fake_api: FakeOpenAI, api_env: dict[str, str]
 ) -> None:
-    now = int(time.time())
-    fake_api.add_events(
-        make_events(300, start=now - 3 * 3600, end=now - 120, seed=31, types=ORG_TYPES)
-    )
+    _add_last_three_hours(fake_api, 300, seed=31)
     common = _common(tmp_path)
     live = run_cli("run", "--once", "--start-at", "30m", *common, cwd=tmp_path, env=api_env)
     assert live.code == 0, live.stderr
