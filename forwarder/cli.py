@@ -166,42 +166,13 @@ def apply(options: list[Callable]) -> Callable:
     return decorate
 
 
-SETTING_KEYS = {
-    "log_format",
-    "state",
-    "stream",
-    "input",
-    "admin_key_file",
-    "base_url",
-    "org_id",
-    "event_types",
-    "project_ids",
-    "actor_ids",
-    "actor_emails",
-    "resource_ids",
-    "tenant_only",
-    "with_tenant",
-    "sinks",
-    "output_schema",
-    "dead_letter",
-    "batch_size",
-    "sink_retry_timeout",
-    "interval",
-    "lag",
-    "overlap",
-    "window",
-    "start_at",
-    "metrics_addr",
-    "health_max_age",
-}
-
-
 def settings_from(params: dict[str, Any]) -> Settings:
-    """Settings from the flags the user gave (unset flags fall through to env and file)."""
+    """Settings from the flags the user gave (unset flags fall through to env and file), with
+    logging set up and the process readied for a long run. A flag that sets a setting is
+    named after it (see `_option`)."""
     cli = {}
-    for key in SETTING_KEYS:
-        value = params.get(key)
-        if value is None or value == ():
+    for key, value in params.items():
+        if key not in Settings.model_fields or value is None or value == ():
             continue
         cli[key] = list(value) if isinstance(value, tuple) else value
     verbosity = params.get("verbose", 0) - params.get("quiet", 0)

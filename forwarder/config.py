@@ -203,20 +203,7 @@ class Settings(BaseSettings):
     def for_stream(self, stream: StreamSettings) -> Settings:
         """The settings of one configured stream: its own values over the top-level ones."""
         update: dict[str, Any] = {"stream": stream.name, "streams": []}
-        for name in (
-            "org_id",
-            "base_url",
-            "sinks",
-            "start_at",
-            "event_types",
-            "project_ids",
-            "actor_ids",
-            "actor_emails",
-            "resource_ids",
-            "tenant_only",
-            "with_tenant",
-            "admin_key_file",
-        ):
+        for name in StreamSettings.model_fields.keys() - {"name", "admin_key_env"}:
             value = getattr(stream, name)
             if value is not None:
                 update[name] = value.rstrip("/") if name == "base_url" else value

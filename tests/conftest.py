@@ -64,6 +64,12 @@ def run_cli(
     )
 
 
+def raw_file_sink(tmp_path: Path) -> tuple[Path, list[str]]:
+    """The output file, and the flags that deliver raw events to it with a state of its own."""
+    out = tmp_path / "out.ndjson"
+    return out, ["--sink", f"file:{out}", "--schema", "raw", "--state", str(tmp_path / "s.db")]
+
+
 def read_ndjson(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 
 from forwarder.timeparse import parse_when
-from tests.conftest import ORG_TYPES, read_ndjson, run_cli
+from tests.conftest import ORG_TYPES, raw_file_sink, read_ndjson, run_cli
 from tests.fakes.events import make_events
 from tests.fakes.openai_api import FakeOpenAI
 
@@ -32,11 +32,6 @@ def _add_last_three_hours(fake_api: FakeOpenAI, n: int, seed: int) -> None:
     )
 
 
-def _common(tmp_path: Path) -> list[str]:
-    out = tmp_path / "out.ndjson"
-    return ["--sink", f"file:{out}", "--schema", "raw", "--state", str(tmp_path / "s.db")]
-
-
 def test_a_backfill_up_to_now_hands_over_to_a_fresh_live_stream_without_gap_or_duplicate(
     tmp_path: Path, fake_api: FakeOpenAI, api_env: dict[str, str]
 ) -> None:
@@ -44,7 +39,7 @@ def test_a_backfill_up_to_now_hands_over_to_a_fresh_live_stream_without_gap_or_d
     fake_api.add_events(
         make_events(3000, start=now - 4 * 3600 + 300, end=now - 120, seed=11, types=ORG_TYPES)
     )
-    common = _common(tmp_path)
+    out, common = raw_file_sink(tmp_path)
     backfill = run_cli(
         "backfill",
         "--since",
@@ -63,7 +58,7 @@ def test_a_backfill_up_to_now_hands_over_to_a_fresh_live_stream_without_gap_or_d
     assert "the live stream continues from" in backfill.stderr
     until = _live_watermark(tmp_path, common, api_env)
     assert until is not None and abs(until - (now - 3600)) <= 60
-    backfilled = Counter(doc["id"] for doc in read_ndjson(tmp_path / "out.ndjson"))
+    backfilled = Counter(doc["id"] for doc in read_ndjson(out))
     assert backfilled and max(backfilled.values()) == 1
 
     # Late events: some inside the overlap before the hand-over point (the backfill read that
@@ -79,7 +74,7 @@ def test_a_backfill_up_to_now_hands_over_to_a_fresh_live_stream_without_gap_or_d
     )
     assert once.code == 0, once.stderr
 
-    delivered = Counter(doc["id"] for doc in read_ndjson(tmp_path / "out.ndjson"))
+    delivered = Counter(doc["id"] for doc in read_ndjson(out))
     assert set(delivered) == set(fake_api.listing())
     assert max(delivered.values()) == 1
     assert all(event["id"] in delivered for event in late)
@@ -89,7 +84,7 @@ def test_a_backfill_with_an_explicit_end_leaves_the_live_stream_unstarted(
     tmp_path: Path, fake_api: FakeOpenAI, api_env: dict[str, str]
 ) -> None:
     _add_last_three_hours(fake_api, 200, seed=21)
-    common = _common(tmp_path)
+    _, common = raw_file_sink(tmp_path)
     backfill = run_cli(
         "backfill", "--since", "3h", "--until", "1h", *common, cwd=tmp_path, env=api_env
     )
@@ -102,7 +97,7 @@ def test_a_backfill_does_not_move_a_live_checkpoint_that_exists(
     tmp_path: Path, fake_api: FakeOpenAI, api_env: dict[str, str]
 ) -> None:
     _add_last_three_hours(fake_api, 300, seed=31)
-    common = _common(tmp_path)
+    _, common = raw_file_sink(tmp_path)
     live = run_cli("run", "--once", "--start-at", "30m", *common, cwd=tmp_path, env=api_env)
     assert live.code == 0, live.stderr
     before = _live_watermark(tmp_path, common, api_env)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import ORG_TYPES, read_ndjson, recent_events, run_cli
+from tests.conftest import ORG_TYPES, raw_file_sink, read_ndjson, recent_events, run_cli
 from tests.fakes.events import make_events
 from tests.fakes.openai_api import FakeOpenAI
 
@@ -26,8 +26,7 @@ def test_backfill_then_run_once_deliver_every_event_exactly_once_despite_429_and
     fake_api.add_events(events)
     fake_api.set_faults(rate_429=0.10, rate_5xx=0.05, retry_after=0.01)
     boundary = int(time.time()) - 2 * 3600  # backfill up to here, live from here
-    out = tmp_path / "out.ndjson"
-    common = ["--sink", f"file:{out}", "--schema", "raw", "--state", str(tmp_path / "s.db")]
+    out, common = raw_file_sink(tmp_path)
 
     backfill = run_cli(
         "backfill",
@@ -73,18 +72,13 @@ def test_many_events_in_one_second_across_page_boundaries_arrive_once(
     second = int(time.time()) - 600
     events = make_events(737, start=second, end=second + 1, seed=3, types=ORG_TYPES)
     fake_api.add_events(events)
-    out = tmp_path / "out.ndjson"
+    out, to_file = raw_file_sink(tmp_path)
     result = run_cli(
         "run",
         "--once",
         "--start-at",
         str(second - 5),
-        "--sink",
-        f"file:{out}",
-        "--schema",
-        "raw",
-        "--state",
-        str(tmp_path / "s.db"),
+        *to_file,
         cwd=tmp_path,
         env=api_env,
     )
@@ -99,7 +93,7 @@ def test_late_events_inside_the_overlap_are_delivered_exactly_once(
     now = int(time.time())
     first = make_events(300, start=now - 1800, end=now - 120, seed=1, types=ORG_TYPES)
     fake_api.add_events(first)
-    out = tmp_path / "out.ndjson"
+    out, to_file = raw_file_sink(tmp_path)
     common = [
         "run",
         "--once",
@@ -109,12 +103,7 @@ def test_late_events_inside_the_overlap_are_delivered_exactly_once(
         "10m",
         "--start-at",
         str(now - 1800),
-        "--sink",
-        f"file:{out}",
-        "--schema",
-        "raw",
-        "--state",
-        str(tmp_path / "s.db"),
+        *to_file,
     ]
     assert run_cli(*common, cwd=tmp_path, env=api_env).code == 0
     # Late arrivals: effective_at older than the watermark (now - 60s), inside the overlap,
@@ -141,18 +130,13 @@ def test_run_once_twice_in_a_row_delivers_nothing_new(
 ) -> None:
     events = recent_events(400, hours=1, seed=5)
     fake_api.add_events(events)
-    out = tmp_path / "out.ndjson"
+    out, to_file = raw_file_sink(tmp_path)
     common = [
         "run",
         "--once",
         "--start-at",
         "2h",
-        "--sink",
-        f"file:{out}",
-        "--schema",
-        "raw",
-        "--state",
-        str(tmp_path / "s.db"),
+        *to_file,
     ]
     assert run_cli(*common, cwd=tmp_path, env=api_env).code == 0
     size = out.stat().st_size
@@ -166,7 +150,7 @@ def test_rerunning_an_interrupted_backfill_resumes_without_duplicates(
 ) -> None:
     events = recent_events(2000, hours=6, seed=11, same_second_ratio=0.3)
     fake_api.add_events(events)
-    out = tmp_path / "out.ndjson"
+    out, to_file = raw_file_sink(tmp_path)
     args = [
         "backfill",
         "--since",
@@ -177,12 +161,7 @@ def test_rerunning_an_interrupted_backfill_resumes_without_duplicates(
         "30m",
         "--concurrency",
         "3",
-        "--sink",
-        f"file:{out}",
-        "--schema",
-        "raw",
-        "--state",
-        str(tmp_path / "s.db"),
+        *to_file,
     ]
     # The API fails hard half way through: the run gives up, committed windows are kept.
     fake_api.set_faults(latency=0.02)
@@ -215,7 +194,7 @@ def test_a_window_denser_than_the_page_budget_is_split_and_still_complete(
 ) -> None:
     events = recent_events(3000, hours=1, seed=13, same_second_ratio=0.4)
     fake_api.add_events(events)
-    out = tmp_path / "out.ndjson"
+    out, to_file = raw_file_sink(tmp_path)
     result = run_cli(
         "backfill",
         "--since",
@@ -228,12 +207,7 @@ def test_a_window_denser_than_the_page_budget_is_split_and_still_complete(
         "3",
         "--concurrency",
         "4",
-        "--sink",
-        f"file:{out}",
-        "--schema",
-        "raw",
-        "--state",
-        str(tmp_path / "s.db"),
+        *to_file,
         cwd=tmp_path,
         env=api_env,
     )
