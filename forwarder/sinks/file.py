@@ -72,8 +72,8 @@ class FileSink(Sink):
     def write(self, records: Sequence[Record]) -> Sequence[Rejection]:
         self.open()
         assert self._fd is not None
-        dumps = orjson.dumps
-        data = b"".join([dumps(record.doc) + b"\n" for record in records])
+        dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+        data = b"".join([dumps(record.doc, option=newline) for record in records])
         try:
             written = os.pwrite(self._fd, data, self._offset)
             while written < len(data):

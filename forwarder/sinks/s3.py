@@ -108,7 +108,7 @@ def _serializable(records: list[Record]) -> tuple[list[Record], list[bytes], lis
     rejections: list[Rejection] = []
     for record in records:
         try:
-            lines.append(orjson.dumps(record.doc) + b"\n")
+            lines.append(orjson.dumps(record.doc, option=orjson.OPT_APPEND_NEWLINE))
         except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
             rejections.append(Rejection(record, f"document is not serializable as JSON: {exc}"))
         else:
@@ -313,7 +313,8 @@ class S3Sink(Sink):
                 rejections, objects = self._parquet_objects(good, rejections)
         else:
             try:
-                rejections, lines = [], [orjson.dumps(r.doc) + b"\n" for r in ordered]
+                newline = orjson.OPT_APPEND_NEWLINE
+                rejections, lines = [], [orjson.dumps(r.doc, option=newline) for r in ordered]
             except TypeError:
                 ordered, lines, rejections = _serializable(ordered)
             objects = self._ndjson_objects(ordered, lines) if ordered else []

@@ -28,8 +28,8 @@ class StdoutSink(Sink):
 
     def write(self, records: Sequence[Record]) -> Sequence[Rejection]:
         if self.format == "json":
-            dumps = orjson.dumps
-            data = b"".join([dumps(record.doc) + b"\n" for record in records])
+            dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+            data = b"".join([dumps(record.doc, option=newline) for record in records])
         else:
             packer = msgpack.Packer(use_bin_type=True)
             data = b"".join([packer.pack(record.doc) for record in records])
