@@ -201,16 +201,24 @@ def test_role_assignment_goes_to_user_access_or_group_management_by_principal(oc
     assert (user["class_uid"], user["activity_id"]) == (3005, 1)
     assert user["user"] == {"uid": "user-1"}
     assert user["privileges"] == ["ra_1"]
-    assert user["resource"] == {"uid": "proj_1"}
+    # User Access Management: `resources` (its `resource` is deprecated since OCSF 1.5).
+    assert user["resources"] == [{"uid": "proj_1"}]
+    assert "resource" not in user
     group = ocsf(
         {
             **base,
-            "role.assignment.created": {**payload, "principal_type": "group", "role_name": "r"},
+            "role.assignment.created": {
+                **payload,
+                "principal_type": "group",
+                "role_name": "r",
+                "resource_type": "api.project",
+            },
         }
     )
     assert (group["class_uid"], group["activity_id"]) == (3006, 1)
     assert group["group"] == {"uid": "user-1"}
     assert group["privileges"] == ["r"]
+    assert group["resource"] == {"uid": "proj_1", "type": "api.project"}
     revoke = ocsf(
         {
             **base,
