@@ -355,9 +355,11 @@ def _user_target(
 ) -> dict[str, Any]:
     tid = t.id(payload) if t.id else None
     mode = plan.mode
+    kind = plan.kind
     if mode == _PRINCIPAL:
         _scope(t, payload, doc)
-        if t.principal_type and t.principal_type(payload) == "group":
+        kind = t.principal_type(payload) if t.principal_type else None
+        if kind == "group":
             if tid is not None:
                 doc["group"] = {"id": tid}
             return plan.event_group
@@ -365,6 +367,10 @@ def _user_target(
     if tid is not None and mode != _PERSON_ENTITY:
         target["id"] = tid
         users.append(tid)
+        if kind == "service_account":
+            target["entity"] = SERVICE_ACCOUNT
+        elif kind == "user":
+            target["entity"] = PERSON
     if t.name:
         name = t.name(payload)
         if name is not None:

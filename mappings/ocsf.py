@@ -565,7 +565,11 @@ def make_mapper(context: MappingContext) -> MapFunction:
                     if privileges is not None:
                         doc["privileges"] = privileges
                 elif privileges is not None:
-                    doc["user"] = {"uid": tid}
+                    user = {"uid": tid}
+                    if ptype == "service_account":
+                        user["type_id"] = 4
+                        user["type"] = "Service"
+                    doc["user"] = user
                     doc["privileges"] = privileges
                 else:
                     head = plan.fallback
