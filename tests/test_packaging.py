@@ -37,7 +37,7 @@ import yaml
 
 from forwarder.config import load_settings
 from forwarder.sinks import Record, open_sink
-from mappings.registry import MappingContext, load_mapper
+from mappings.registry import SUBSECOND_KEY, MappingContext, load_mapper
 from tests.fakes.events import make_events
 from tests.peers import free_port, missing_peer
 
@@ -686,6 +686,16 @@ def _mapped_lines(schema: str, n: int = 400) -> list[tuple[int, str]]:
 def test_splunk_timestamp_extraction_finds_the_event_time_in_real_output(schema: str) -> None:
     stanza = _splunk_conf("props.conf")[SOURCETYPES[schema]]
     for effective_at, line in _mapped_lines(schema):
+        assert _splunk_time(line, stanza) == effective_at, line[:200]
+
+
+def test_splunk_reads_the_second_of_an_ecs_timestamp_with_a_fraction() -> None:
+    stanza = _splunk_conf("props.conf")[SOURCETYPES["ecs"]]
+    mapper = load_mapper("ecs", MappingContext("org-packaging"))
+    for effective_at, _ in _mapped_lines("raw", 20):
+        event = {"id": "a", "type": "login.succeeded", "effective_at": effective_at}
+        line = orjson.dumps(mapper({**event, SUBSECOND_KEY: 250_000})).decode()
+        assert ".250Z" in line
         assert _splunk_time(line, stanza) == effective_at, line[:200]
 
 
