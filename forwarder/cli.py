@@ -502,9 +502,10 @@ def _progress_printer() -> Callable[[Progress, int], None]:
 @apply(CONFIG_OPTIONS[:4])
 @handle_errors
 def map_command(schema: str, input_path: str, output: str, **params: Any) -> None:
-    """Map audit-log events to a schema, offline: JSONL (streamed), or one JSON document (a
-    saved list response, an array of events or one event). A malformed line or event is
-    reported with its place, the rest is still mapped, and the exit code is 1.
+    """Map audit-log events to a schema, offline: any mix of events, saved list responses
+    and arrays, one per line (streamed), pretty-printed or one after the other. A malformed
+    value or event is reported with its place, the rest is still mapped, and the exit code
+    is 1.
 
     \b
     Example:
