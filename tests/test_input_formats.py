@@ -91,6 +91,21 @@ def test_original_flag_and_a_bad_original_parameter(tmp_path: Path) -> None:
     assert mapped.code == 0, mapped.stderr
     docs = [orjson.loads(line) for line in mapped.stdout.splitlines()]
     assert [orjson.loads(d["raw_data"]) for d in docs] == events
+    everywhere = tmp_path / "all.ndjson"
+    run = run_cli(
+        "run",
+        "--once",
+        "--original",
+        "--input",
+        str(source),
+        "--state",
+        str(tmp_path / "all.db"),
+        "--sink",
+        f"file:{everywhere}?schema=ocsf",
+        cwd=tmp_path,
+    )
+    assert run.code == 0, run.stderr
+    assert [orjson.loads(d["raw_data"]) for d in read_ndjson(everywhere)] == events
     bad = run_cli(
         "run",
         "--once",
