@@ -143,6 +143,12 @@ SINK_OPTIONS = [
         type=click.Path(path_type=Path),
         help="Dead-letter directory (default: beside the state).",
     ),
+    click.option(
+        "--original/--no-original",
+        "original",
+        default=None,
+        help="Carry the source event as a JSON string (ECS event.original, OCSF raw_data).",
+    ),
     _option(
         "--batch-size",
         setting="batch_size",
@@ -486,12 +492,20 @@ def _progress_printer() -> Callable[[Progress, int], None]:
 @click.argument("input_path", metavar="[INPUT|-]", default="-")
 @click.option("-o", "--output", default="-", metavar="OUTPUT|-", help="Where to write NDJSON.")
 @_option("--org-id", setting="org_id", help="Organization id stamped into the documents.")
+@click.option(
+    "--original",
+    "original",
+    is_flag=True,
+    default=None,
+    help="Carry the source event as a JSON string (ECS event.original, OCSF raw_data).",
+)
 @apply(CONFIG_OPTIONS[:4])
 @handle_errors
 def map_command(schema: str, input_path: str, output: str, **params: Any) -> None:
-    """Map audit-log events to a schema, offline: JSONL (streamed), or one JSON document (a
-    saved list response, an array of events or one event). A malformed line or event is
-    reported with its place, the rest is still mapped, and the exit code is 1.
+    """Map audit-log events to a schema, offline: any mix of events, saved list responses
+    and arrays, one per line (streamed), pretty-printed or one after the other. A malformed
+    value or event is reported with its place, the rest is still mapped, and the exit code
+    is 1.
 
     \b
     Example:
@@ -691,7 +705,7 @@ def check(**params: Any) -> None:
         stream = stream_name(settings)
         click.echo(f"ok    config: stream {stream}, state {settings.state_path}")
         sinks = build_sinks(settings, stream)
-        build_mappers(settings, {sink.schema for sink in sinks})
+        build_mappers(settings, {sink.mapping for sink in sinks})
         try:
             source = build_source(settings, threading.Event())
             try:

@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     )
     state: Path | None = None
     dead_letter: Path | None = None
+    original: bool = False  # event.original (ECS) / raw_data (OCSF) in every document
     interval: Duration = 60.0
     lag: Duration = 60.0
     overlap: Duration = 600.0

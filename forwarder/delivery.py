@@ -112,7 +112,7 @@ class Delivery:
             for schema, mapper in self.mappers.items()
         }
         for sink in self.sinks:
-            records = rendered[sink.schema]
+            records = rendered[sink.mapping]
             if not records:
                 continue
             rejections = self._retry(sink, lambda s=sink, r=records: s.write(r))

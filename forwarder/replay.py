@@ -49,7 +49,7 @@ def _deliver(
     settings: Settings, explicit_sinks: bool, directory: Path, letters: list[dict[str, Any]]
 ) -> ReplayResult:
     sinks = build_sinks(settings, "replay")
-    mappers = build_mappers(settings, {sink.schema for sink in sinks})
+    mappers = build_mappers(settings, {sink.mapping for sink in sinks})
     state = State(settings.state_path)
     stop = threading.Event()
     opener = Delivery(sinks, mappers, DeadLetters(directory, "replay"), stream="replay", stop=stop)
@@ -101,7 +101,7 @@ def _targets(letter: dict[str, Any], sinks: list[Sink], explicit: bool) -> list[
     if letter.get("sink"):
         return [sink for sink in sinks if sink.name == letter["sink"]]
     schema = letter.get("schema")
-    return [sink for sink in sinks if schema is None or sink.schema == schema]
+    return [sink for sink in sinks if schema is None or schema in (sink.schema, sink.mapping)]
 
 
 def _again(letter: dict[str, Any], stream: str, reason: str) -> DeadLetter:

@@ -144,7 +144,7 @@ class Runtime(AbstractContextManager["Runtime"]):
         settings = self.settings
         self.stream = stream_name(settings)
         sinks = build_sinks(settings, self.stream)
-        mappers = build_mappers(settings, {sink.schema for sink in sinks})
+        mappers = build_mappers(settings, {sink.mapping for sink in sinks})
         self.source = build_source(settings, self.stop)
         self.lock = StreamLock(settings.state_path, self.lock_name.format(stream=self.stream))
         self.lock.acquire(self.command)

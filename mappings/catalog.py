@@ -54,6 +54,7 @@ class Target:
     member: tuple[Path, ...] = ()  # group membership: the user id
     resource_id: tuple[Path, ...] = ()
     resource_type: tuple[Path, ...] = ()
+    details: tuple[str, ...] = ()  # payload keys that describe the target (IP allowlist CIDRs)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,9 @@ _ASSIGN_T = {
     "resource_type": _p("resource_type", "data.resource_type"),
 }
 
+# The CIDR ranges of an allowlist: what detections look at (0.0.0.0/0 opens it to everyone).
+_IPAL_T = {"details": ("allowed_ips",)}
+
 # type: (action, realm, target, extra spec fields)
 _TABLE: dict[str, tuple[Action, Realm, Target | None, dict[str, Any]]] = {
     "api_key.created": (A.CREATE, R.ACCESS, _t("api_key", privileges=_p("data.scopes")), {}),
@@ -144,9 +148,9 @@ _TABLE: dict[str, tuple[Action, Realm, Target | None, dict[str, Any]]] = {
     "invite.sent": (A.CREATE, R.USER, _t("invite", **_USER_T), {}),
     "invite.accepted": (A.UPDATE, R.USER, _t("invite", **_USER_T), {}),
     "invite.deleted": (A.DELETE, R.USER, _t("invite", **_USER_T), {}),
-    "ip_allowlist.created": (A.CREATE, R.CONFIGURATION, _t("ip_allowlist"), {}),
-    "ip_allowlist.updated": (A.UPDATE, R.CONFIGURATION, _t("ip_allowlist"), {}),
-    "ip_allowlist.deleted": (A.DELETE, R.CONFIGURATION, _t("ip_allowlist"), {}),
+    "ip_allowlist.created": (A.CREATE, R.CONFIGURATION, _t("ip_allowlist", **_IPAL_T), {}),
+    "ip_allowlist.updated": (A.UPDATE, R.CONFIGURATION, _t("ip_allowlist", **_IPAL_T), {}),
+    "ip_allowlist.deleted": (A.DELETE, R.CONFIGURATION, _t("ip_allowlist", **_IPAL_T), {}),
     "ip_allowlist.config.activated": (
         A.ENABLE,
         R.CONFIGURATION,
@@ -163,7 +167,12 @@ _TABLE: dict[str, tuple[Action, Realm, Target | None, dict[str, Any]]] = {
     "login.failed": (A.LOGON, R.AUTHENTICATION, None, _ERR),
     "logout.succeeded": (A.LOGOFF, R.AUTHENTICATION, None, {}),
     "logout.failed": (A.LOGOFF, R.AUTHENTICATION, None, _ERR),
-    "organization.updated": (A.UPDATE, R.CONFIGURATION, _t("organization"), {}),
+    "organization.updated": (
+        A.UPDATE,
+        R.CONFIGURATION,
+        _t("organization", name=_p("name", "changes_requested.name", "changes_requested.title")),
+        {},
+    ),
     "project.created": (A.CREATE, R.CONFIGURATION, _t("project", name=_p("data.name")), {}),
     "project.updated": (
         A.UPDATE,

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from mappings.catalog import Action, EventSpec, Realm, spec_for
-from mappings.registry import MapFunction, MappingContext, MappingError
+from mappings.registry import SUBSECOND_KEY, MapFunction, MappingContext, MappingError
 from mappings.targets import CompiledTarget, item_ids
 from mappings.values import (
     MAX_EFFECTIVE_AT,
@@ -18,12 +18,16 @@ from mappings.values import (
     coordinate,
     header,
     minute_prefix,
+    original_json,
     str_list,
+    subsecond,
     valid_ip,
+    with_fraction,
 )
 
 ECS_VERSION = "9.4.0"
-DATASET = "openai.audit"
+# Our own dataset: Elastic's OpenAI integration owns `openai.audit` (logs-openai.audit-*).
+DATASET = "openai_audit_forwarder.audit"
 ECS = {"version": ECS_VERSION}
 ACTOR_CACHE_SIZE = 4096
 
@@ -48,6 +52,10 @@ _REALM_TYPE = {Realm.USER: "user", Realm.GROUP: "group", Realm.ACCESS: "admin"}
 _NONE, _USER, _GROUP, _PRINCIPAL, _PERSON_ENTITY, _ENTITY = range(6)
 _USER_KINDS = frozenset({"user", "service_account"})
 _PERSON_ENTITY_KINDS = frozenset({"invite", "membership"})
+# Who acted, as ECS 9 entity types: a person or a service account (ECS counts both as `user`
+# entities); the sub-type is OpenAI's own word, as in actor.api_key.type.
+PERSON = {"type": ["user"], "sub_type": "user"}
+SERVICE_ACCOUNT = {"type": ["user"], "sub_type": "service_account"}
 
 
 def category_and_type(spec: EventSpec, realm: Realm | None = None) -> tuple[tuple[str, ...], ...]:
@@ -221,6 +229,7 @@ def _session(s: Any, doc: dict[str, Any], event_id: str, users: list[str]) -> di
     if u is not None:
         user, user_rest = _user(u, "actor.session.user", event_id, users)
         if user:
+            user["entity"] = PERSON
             doc["user"] = user
         if user_rest:
             rest["user"] = user_rest
@@ -288,6 +297,7 @@ def _api_key(k: Any, doc: dict[str, Any], event_id: str, users: list[str]) -> di
     if u is not None:
         user, user_rest = _user(u, "actor.api_key.user", event_id, users)
         if user:
+            user["entity"] = PERSON
             doc["user"] = user
         if user_rest:
             rest["user"] = user_rest
@@ -298,7 +308,7 @@ def _api_key(k: Any, doc: dict[str, Any], event_id: str, users: list[str]) -> di
             raise _unusable("actor.api_key.service_account", event_id)
         sid = sa.get("id")
         if type(sid) is str and "user" not in doc:
-            doc["user"] = {"id": sid}
+            doc["user"] = {"id": sid, "entity": SERVICE_ACCOUNT}
             users.append(sid)
             if len(sa) > 1:
                 rest["service_account"] = _rest(sa, ("id",), {})
@@ -345,14 +355,22 @@ def _user_target(
 ) -> dict[str, Any]:
     tid = t.id(payload) if t.id else None
     mode = plan.mode
-    if mode == _PRINCIPAL and t.principal_type and t.principal_type(payload) == "group":
-        if tid is not None:
-            doc["group"] = {"id": tid}
-        return plan.event_group
+    kind = plan.kind
+    if mode == _PRINCIPAL:
+        _scope(t, payload, doc)
+        kind = t.principal_type(payload) if t.principal_type else None
+        if kind == "group":
+            if tid is not None:
+                doc["group"] = {"id": tid}
+            return plan.event_group
     target: dict[str, Any] = {}
     if tid is not None and mode != _PERSON_ENTITY:
         target["id"] = tid
         users.append(tid)
+        if kind == "service_account":
+            target["entity"] = SERVICE_ACCOUNT
+        elif kind == "user":
+            target["entity"] = PERSON
     if t.name:
         name = t.name(payload)
         if name is not None:
@@ -382,6 +400,14 @@ def _user_target(
     if mode == _PERSON_ENTITY and tid is not None:
         doc["entity"] = {"target": {"id": tid, "sub_type": plan.kind}}
     return plan.event
+
+
+def _scope(t: CompiledTarget, payload: dict[str, Any], doc: dict[str, Any]) -> None:
+    """The resource a role assignment is scoped to (a project, the organization)."""
+    rid = t.resource_id(payload) if t.resource_id else None
+    if rid is not None:
+        rtype = t.resource_type(payload) if t.resource_type else None
+        doc["entity"] = {"target": {"id": rid, "sub_type": rtype or "resource"}}
 
 
 def _group_target(
@@ -430,6 +456,10 @@ def _entity_target(
         privileges = str_list(t.privileges(payload))
         if privileges is not None:
             entity["attributes"] = {"permissions": privileges}
+    if t.details:
+        details = t.detail_values(payload)
+        if details is not None:
+            entity["raw"] = details
     doc["entity"] = {"target": entity}
     return plan.event
 
@@ -458,12 +488,13 @@ def _render_actor(actor: Any, event_id: str) -> ActorRendering:
 
 
 _NO_ACTOR = _render_actor(None, "")
-_KNOWN_TOP = frozenset({"id", "type", "effective_at", "actor", "project"})
+_KNOWN_TOP = frozenset({"id", "type", "effective_at", "actor", "project", SUBSECOND_KEY})
 
 
 def make_mapper(context: MappingContext) -> MapFunction:
     # Constant sub-objects are shared by every document: treat documents as read-only.
     organization = {"id": context.organization_id} if context.organization_id else None
+    original = context.original
     plans: dict[str, _Plan] = {}
     actor_cache: dict[bytes, ActorRendering] = {}
     dumps = orjson.dumps
@@ -519,6 +550,10 @@ def make_mapper(context: MappingContext) -> MapFunction:
             ts % 60
         ]
         oa: dict[str, Any] = {} if rest is None else {"actor": rest}
+        obj = event.get("object")  # "organization.audit_log" on every real event
+        if type(obj) is str:
+            extra -= 1
+            oa["object"] = obj
         project = event.get("project")
         if project is not None:
             extra -= 1
@@ -551,10 +586,19 @@ def make_mapper(context: MappingContext) -> MapFunction:
         elif event_type in event and event_type not in _KNOWN_TOP:
             extra -= 1
         if extra:
-            known = _KNOWN_TOP | {event_type}
-            oa["extra"] = {k: v for k, v in event.items() if k not in known}
+            us = subsecond(event)
+            if us:
+                extra -= 1
+                doc["@timestamp"] = with_fraction(doc["@timestamp"], us)
+            if extra:
+                known = _KNOWN_TOP | {event_type, "object" if "object" in oa else event_type}
+                other = {k: v for k, v in event.items() if k not in known}
+                if other:
+                    oa["extra"] = other
         ev = ev.copy()
         ev["id"] = event_id
+        if original:
+            ev["original"] = original_json(event)
         doc["event"] = ev
         if organization is not None:
             doc["organization"] = organization

@@ -9,14 +9,16 @@ from typing import Any
 import orjson
 
 from mappings.catalog import Action, EventSpec, Realm, spec_for
-from mappings.registry import MapFunction, MappingContext, MappingError
+from mappings.registry import SUBSECOND_KEY, MapFunction, MappingContext, MappingError
 from mappings.targets import CompiledTarget, item_ids
 from mappings.values import (
     MAX_EFFECTIVE_AT,
     as_number,
     coordinate,
     header,
+    original_json,
     str_list,
+    subsecond,
     valid_email,
     valid_ip,
 )
@@ -409,10 +411,15 @@ def _entity(
         data = payload.get("data")
         if type(data) is dict:
             entity["data"] = data
+    details = t.detail_values(payload) if t is not None and t.details and payload else None
+    if details is not None and not plan.is_update:
+        entity["data"] = {**entity["data"], **details} if "data" in entity else details
     if "uid" not in entity and "name" not in entity:
         entity["name"] = plan.kind  # OCSF needs a name or uid; the payload named neither
     if payload is not None and plan.is_update:
         changes = payload.get("changes_requested")
+        if details is not None and type(changes) is not dict:
+            changes = details  # the new state the payload names (the allowlist's CIDRs)
         if type(changes) is dict:
             result = {}
             if "uid" in entity:
@@ -424,11 +431,12 @@ def _entity(
     return entity, result
 
 
-_KNOWN_TOP = frozenset({"id", "type", "effective_at", "actor", "project"})
+_KNOWN_TOP = frozenset({"id", "type", "effective_at", "actor", "project", SUBSECOND_KEY})
 
 
 def make_mapper(context: MappingContext) -> MapFunction:
     org = context.organization_id
+    original = context.original
     plans: dict[str, _Plan] = {}
     actor_cache: dict[bytes, tuple[dict[str, Any], dict[str, Any] | None]] = {}
     dumps = orjson.dumps
@@ -466,6 +474,10 @@ def make_mapper(context: MappingContext) -> MapFunction:
         doc: dict[str, Any] = {"time": ts * 1000, "metadata": metadata}
         unmapped: dict[str, Any] = {}
         extra = len(event) - 3
+        obj = event.get("object")  # "organization.audit_log" on every real event
+        if type(obj) is str:
+            extra -= 1
+            metadata["log_name"] = obj
         actor = event.get("actor")
         if actor is not None:
             extra -= 1
@@ -508,8 +520,18 @@ def make_mapper(context: MappingContext) -> MapFunction:
         elif event_type in event and event_type not in _KNOWN_TOP:
             extra -= 1
         if extra:
-            known = _KNOWN_TOP | {event_type}
-            unmapped["extra"] = {k: v for k, v in event.items() if k not in known}
+            us = subsecond(event)
+            if us:
+                extra -= 1
+                doc["time"] += us // 1000
+            if extra:
+                known = _KNOWN_TOP | {
+                    event_type,
+                    "object" if "log_name" in metadata else event_type,
+                }
+                other = {k: v for k, v in event.items() if k not in known}
+                if other:
+                    unmapped["extra"] = other
 
         t = plan.target
         mode = plan.mode
@@ -543,7 +565,11 @@ def make_mapper(context: MappingContext) -> MapFunction:
                     if privileges is not None:
                         doc["privileges"] = privileges
                 elif privileges is not None:
-                    doc["user"] = {"uid": tid}
+                    user = {"uid": tid}
+                    if ptype == "service_account":
+                        user["type_id"] = 4
+                        user["type"] = "Service"
+                    doc["user"] = user
                     doc["privileges"] = privileges
                 else:
                     head = plan.fallback
@@ -554,7 +580,11 @@ def make_mapper(context: MappingContext) -> MapFunction:
                         rtype = t.resource_type(payload) if t.resource_type else None
                         if rtype is not None:
                             resource["type"] = rtype
-                        doc["resource"] = resource
+                        # User Access Management deprecated `resource` for `resources` (1.5).
+                        if head is plan.alt:
+                            doc["resource"] = resource
+                        else:
+                            doc["resources"] = [resource]
             elif mode == _M_GROUP:
                 group = {"uid": tid}
                 name = t.name(payload) if t.name else None
@@ -587,6 +617,8 @@ def make_mapper(context: MappingContext) -> MapFunction:
                 out["status_detail"] = detail
         if unmapped:
             out["unmapped"] = unmapped
+        if original:
+            out["raw_data"] = original_json(event)
         return out
 
     return map_ocsf

@@ -4,6 +4,10 @@ entry-point group `openai_audit_forwarder.mappings`.
 A mapper is made by a factory `make_mapper(context: MappingContext) -> MapFunction`; the
 function takes one parsed audit-log event (a plain dict) and returns the document to send,
 or raises `MappingError`. It must not raise anything else.
+
+Events imported from files (`map`, `--input`) whose `effective_at` had a fraction of a second
+carry it, in microseconds, under the private key `SUBSECOND_KEY`; `effective_at` itself is
+always integer seconds.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from typing import Any
 ENTRY_POINT_GROUP = "openai_audit_forwarder.mappings"
 
 MapFunction = Callable[[dict[str, Any]], dict[str, Any]]
+
+# The fraction of a second of an imported effective_at (integer microseconds, 1..999999).
+SUBSECOND_KEY = "_effective_at_us"
 
 BUILTIN: dict[str, str] = {
     "raw": "mappings.raw:make_mapper",
@@ -43,6 +50,8 @@ class MappingContext:
     """What a mapper knows besides the event: stamped into every document."""
 
     organization_id: str | None = None
+    # Also carry the source event as a JSON string (ECS event.original, OCSF raw_data).
+    original: bool = False
 
 
 def available() -> list[str]:

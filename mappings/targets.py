@@ -48,6 +48,7 @@ class CompiledTarget:
     """The getters of one catalog Target. Each returns a value of the right type, or None."""
 
     __slots__ = (
+        "details",
         "email",
         "id",
         "items",
@@ -73,6 +74,12 @@ class CompiledTarget:
         self.member = compile_paths(target.member)
         self.resource_id = compile_paths(target.resource_id)
         self.resource_type = compile_paths(target.resource_type)
+        self.details = target.details
+
+    def detail_values(self, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """The payload's `details` entries that are present (None when none is)."""
+        found = {k: payload[k] for k in self.details if payload.get(k) is not None}
+        return found or None
 
 
 def item_ids(payload: dict[str, Any], key: str) -> tuple[list[str], list[str]]:

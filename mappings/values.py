@@ -9,7 +9,9 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from mappings.registry import MappingError
+import orjson
+
+from mappings.registry import SUBSECOND_KEY, MappingError
 
 MAX_EFFECTIVE_AT = 253_402_300_799  # 9999-12-31T23:59:59Z, the largest ISO 8601 date-time
 # OCSF email_t, matched as a whole (stricter than the schema's anchored search).
@@ -61,6 +63,25 @@ def iso_time(ts: int) -> str:
     minute = ts // 60
     prefix = MINUTE_PREFIXES.get(minute) or minute_prefix(minute)
     return prefix + SECONDS[ts % 60]
+
+
+def subsecond(event: dict[str, Any]) -> int:
+    """The microseconds an imported event carries beside its integer effective_at (0: none)."""
+    us = event.get(SUBSECOND_KEY)
+    return us if type(us) is int and 0 < us < 1_000_000 else 0
+
+
+def with_fraction(iso: str, us: int) -> str:
+    """`2024-07-12T17:08:10Z` with `us` microseconds: `.250Z` (milliseconds when exact)."""
+    fraction = f"{us // 1000:03d}" if us % 1000 == 0 else f"{us:06d}"
+    return f"{iso[:-1]}.{fraction}Z"
+
+
+def original_json(event: dict[str, Any]) -> str:
+    """The source event as a compact JSON string (without the private sub-second key)."""
+    if SUBSECOND_KEY in event:
+        event = {k: v for k, v in event.items() if k != SUBSECOND_KEY}
+    return orjson.dumps(event).decode()
 
 
 @lru_cache(maxsize=8192)

@@ -1,5 +1,7 @@
-"""Regenerate samples/audit-log.jsonl and samples/list-response.json from the deterministic
-event factory (fixed seed, fixed 2026 timestamps). `--check` fails if the committed files differ."""
+"""Regenerate samples/audit-log.jsonl, samples/list-response.json and the golden inputs
+tests/golden/<type>.json from the deterministic event factory (fixed seed, fixed 2026
+timestamps). `--check` fails if the committed files differ. The golden outputs beside the
+inputs come from `python -m mappings.golden --update`."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from tests.fakes.events import (  # noqa: E402
 )
 
 SAMPLES = ROOT / "samples"
+GOLDEN = ROOT / "tests" / "golden"
+GOLDEN_SEQ = 900_000  # first seq of the golden inputs
 START = 1772323200  # 2026-03-01T00:00:00Z
 SEED_SEQ = 260301  # first seq: ids are stable as long as this is
 
@@ -88,11 +92,26 @@ def list_response(events: list[dict[str, Any]]) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n"
 
 
+def golden_inputs() -> dict[Path, bytes]:
+    """One file per event type (documented and future): the type with every actor variant."""
+    files = {}
+    for i, event_type in enumerate(EVENT_TYPES):
+        events = [
+            make_event(event_type, START + i * 60 + j, seq=GOLDEN_SEQ + i * 10 + j, actor=kind)
+            for j, kind in enumerate(ACTOR_KINDS)
+        ]
+        files[GOLDEN / f"{event_type}.json"] = orjson.dumps(
+            events, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+        )
+    return files
+
+
 def outputs() -> dict[Path, bytes]:
     events = build_events()
     return {
         SAMPLES / "audit-log.jsonl": jsonl(events),
         SAMPLES / "list-response.json": list_response(events),
+        **golden_inputs(),
     }
 
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -54,11 +55,13 @@ def test_bad_lines_are_reported_by_number_and_the_rest_still_maps() -> None:
     data = b"".join((x if isinstance(x, bytes) else orjson.dumps(x)) + b"\n" for x in lines)
     docs, reports, failures = _map(data)
     assert [d["event"]["id"] for d in docs] == [e["id"] for e in good]
-    assert [where for where, _ in reports] == ["line 2", "line 4", "line 5", "line 7"]
+    # [1, 2] is an array whose items are no events: each is reported by its index.
+    where = ["line 2", "line 4 [0]", "line 4 [1]", "line 5", "line 7"]
+    assert [w for w, _ in reports] == where
     assert reports[0][1].startswith("invalid JSON (")
-    assert "not an object" in reports[1][1]
-    assert "no id" in reports[2][1]
-    assert failures == 4
+    assert "not an object" in reports[1][1] and "not an object" in reports[2][1]
+    assert "no id" in reports[3][1]
+    assert failures == 5
 
 
 def test_jsonl_is_streamed_not_read_whole() -> None:
@@ -87,7 +90,7 @@ def test_a_bad_event_inside_a_list_response_is_reported_by_its_index() -> None:
     events[1] = {"type": "api_key.created"}
     docs, reports, failures = _map(orjson.dumps({"object": "list", "data": events}, option=2))
     assert len(docs) == 2
-    assert [where for where, _ in reports] == ["data[1]"]
+    assert [where for where, _ in reports] == ["line 1 data[1]"]  # the page starts at line 1
     assert failures == 1
 
 
@@ -162,3 +165,154 @@ def test_map_stops_quietly_when_the_reader_of_stdout_goes_away(tmp_path: Path) -
         stderr = process.stderr.read()
         code = process.wait(timeout=60)
     assert (code, stderr) == (141, b"")
+
+
+# --- any mix of events, list responses and arrays (nothing skipped silently) ---------------------
+
+
+def _page(events: list[dict], *, pretty: bool = False) -> bytes:
+    page = {
+        "object": "list",
+        "data": events,
+        "first_id": events[0]["id"],
+        "last_id": events[-1]["id"],
+        "has_more": True,
+    }
+    return orjson.dumps(page, option=orjson.OPT_INDENT_2 if pretty else 0)
+
+
+def test_one_list_response_per_line_maps_every_page() -> None:
+    events = _events(30)
+    pages = [events[i : i + 10] for i in (0, 10, 20)]
+    docs, reports, failures = _map(b"".join(_page(p) + b"\n" for p in pages))
+    assert [d["event"]["id"] for d in docs] == [e["id"] for e in events]
+    assert (reports, failures) == ([], 0)
+
+
+def test_concatenated_pretty_printed_pages_arrays_and_events_all_map() -> None:
+    events = _events(24)
+    data = (
+        _page(events[0:5], pretty=True)  # pretty-printed, the next one glued to its end
+        + _page(events[5:10], pretty=True)
+        + b"\n"
+        + _page(events[10:13])
+        + _page(events[13:15])  # two pages on one line, no separator
+        + b"\n\n"
+        + orjson.dumps(events[15:18], option=orjson.OPT_INDENT_2)  # an array of events
+        + b"\n"
+        + orjson.dumps(events[18])  # a plain JSONL event
+        + b"\n"
+        + orjson.dumps(
+            [orjson.loads(_page(events[19:21])), events[21]]
+        )  # an array holding a page and an event
+        + b" "
+        + orjson.dumps(events[22], option=orjson.OPT_INDENT_2)  # a pretty event after it
+        + b"\n"
+        + orjson.dumps(events[23])
+        + b"\n"
+    )
+    docs, reports, failures = _map(data)
+    assert [d["event"]["id"] for d in docs] == [e["id"] for e in events]
+    assert (reports, failures) == ([], 0)
+
+
+def test_an_array_written_one_compact_event_per_line_maps_whole() -> None:
+    events = _events(4)
+    data = b"[\n" + b",\n".join(orjson.dumps(e) for e in events) + b"\n]\n"
+    docs, reports, failures = _map(data)
+    assert [d["event"]["id"] for d in docs] == [e["id"] for e in events]
+    assert (reports, failures) == ([], 0)
+
+
+def test_a_page_cut_short_is_reported_with_its_lines_and_the_pages_after_it_still_map() -> None:
+    events = _events(15)
+    broken = _page(events[5:10], pretty=True)[:-40]  # cut off inside its last event
+    data = _page(events[:5]) + b"\n" + broken + b"\n" + _page(events[10:], pretty=True) + b"\n"
+    docs, reports, failures = _map(data)
+    assert [d["event"]["id"] for d in docs] == [e["id"] for e in events[:5] + events[10:]]
+    assert failures == 1
+    ((where, reason),) = reports
+    last = 1 + broken.count(b"\n") + 1
+    assert where == f"lines 2-{last}", reports
+    assert reason.startswith("invalid JSON (") and reason.endswith("skipped")
+
+
+def test_values_that_are_neither_event_nor_page_nor_array_are_reported_not_dropped() -> None:
+    events = _events(2)
+    data = (
+        _jsonl([events[0]]) + b'42\n"text"\n{"object": "list", "data": "x"}\n' + _jsonl([events[1]])
+    )
+    docs, reports, failures = _map(data)
+    assert [d["event"]["id"] for d in docs] == [e["id"] for e in events]
+    assert [w for w, _ in reports] == ["line 2", "line 3", "line 4"]
+    assert failures == 3
+
+
+def test_map_command_exits_1_for_a_file_of_pages_with_one_cut_short(tmp_path: Path) -> None:
+    events = _events(20)
+    source = tmp_path / "pages.json"
+    source.write_bytes(_page(events[:10]) + b"\n" + _page(events[10:])[:-25] + b"\n")
+    out = tmp_path / "out.ndjson"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIT_FORWARDER_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "forwarder", "map", str(source), "-o", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"{source} line 2: invalid JSON (" in result.stderr
+    docs = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [d["event"]["id"] for d in docs] == [e["id"] for e in events[:10]]
+
+
+# --- effective_at from other tools; event.original ----------------------------------------------
+
+
+def test_float_numeric_and_iso_effective_at_map_to_integer_seconds_keeping_the_fraction() -> None:
+    base = _events(1)[0]
+    at = 1_720_804_090  # 2024-07-12T17:08:10Z
+    cases = {
+        at + 0.25: ("2024-07-12T17:08:10.250Z", at * 1000 + 250),
+        f"{at}": ("2024-07-12T17:08:10Z", at * 1000),
+        f"{at}.5": ("2024-07-12T17:08:10.500Z", at * 1000 + 500),
+        "2024-07-12T17:08:10.123456Z": ("2024-07-12T17:08:10.123456Z", at * 1000 + 123),
+        "2024-07-12T19:08:10+02:00": ("2024-07-12T17:08:10Z", at * 1000),
+    }
+    for value, (timestamp, millis) in cases.items():
+        event = {**base, "effective_at": value}
+        (ecs,), reports, _ = _map(_jsonl([event]))
+        (ocsf,), _, _ = _map(_jsonl([event]), schema="ocsf")
+        (raw,), _, _ = _map(_jsonl([event]), schema="raw")
+        assert reports == [], (value, reports)
+        assert ecs["@timestamp"] == timestamp, value
+        assert "extra" not in ecs["openai"]["audit"], value
+        assert (ocsf["time"], "unmapped" in ocsf and "extra" in ocsf["unmapped"]) == (millis, False)
+        assert raw == {**base, "effective_at": at}, value  # integer seconds, nothing private
+    for bad in ("yesterday", "", None, True, [at]):
+        _, reports, failures = _map(_jsonl([{**base, "effective_at": bad}]))
+        assert failures == 1 and "effective_at" in reports[0][1], bad
+
+
+def test_original_carries_the_source_event_as_a_json_string_and_is_off_by_default() -> None:
+    event = _events(1)[0]
+    for schema, field in (("ecs", ("event", "original")), ("ocsf", ("raw_data",))):
+        plain = load_mapper(schema, MappingContext())(event)
+        with_original = load_mapper(schema, MappingContext(original=True))(event)
+        value: Any = with_original
+        for key in field:
+            value = value[key]
+        assert orjson.loads(value) == event
+        off: Any = plain
+        for key in field[:-1]:
+            off = off[key]
+        assert field[-1] not in off
+    imported = {**event, "effective_at": f"{event['effective_at']}.5"}
+    ecs_original = load_mapper("ecs", MappingContext(original=True))
+    out = io.BytesIO()
+    assert map_file(io.BytesIO(_jsonl([imported])), out, ecs_original, lambda w, r: None) == 0
+    original = orjson.loads(orjson.loads(out.getvalue())["event"]["original"])
+    assert original == {**event, "effective_at": event["effective_at"]}

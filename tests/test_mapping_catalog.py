@@ -201,16 +201,24 @@ def test_role_assignment_goes_to_user_access_or_group_management_by_principal(oc
     assert (user["class_uid"], user["activity_id"]) == (3005, 1)
     assert user["user"] == {"uid": "user-1"}
     assert user["privileges"] == ["ra_1"]
-    assert user["resource"] == {"uid": "proj_1"}
+    # User Access Management: `resources` (its `resource` is deprecated since OCSF 1.5).
+    assert user["resources"] == [{"uid": "proj_1"}]
+    assert "resource" not in user
     group = ocsf(
         {
             **base,
-            "role.assignment.created": {**payload, "principal_type": "group", "role_name": "r"},
+            "role.assignment.created": {
+                **payload,
+                "principal_type": "group",
+                "role_name": "r",
+                "resource_type": "api.project",
+            },
         }
     )
     assert (group["class_uid"], group["activity_id"]) == (3006, 1)
     assert group["group"] == {"uid": "user-1"}
     assert group["privileges"] == ["r"]
+    assert group["resource"] == {"uid": "proj_1", "type": "api.project"}
     revoke = ocsf(
         {
             **base,
@@ -276,3 +284,100 @@ def test_an_invalid_ip_is_kept_under_openai_audit_not_in_source_ip(ecs, ocsf) ->
     assert "src_endpoint" not in o
     assert o["unmapped"]["actor"]["session"]["ip_address"] == "10.0.0.300"
     assert not ocsf_problems(o)
+
+
+# --- fields peers surface (issue 12) ------------------------------------------------------------
+
+
+def test_the_object_field_of_real_events_is_known_not_an_extra(ecs, ocsf) -> None:
+    event = make_event("project.created", T0, seq=3, actor="session")
+    assert event["object"] == "organization.audit_log"
+    e, o = ecs(event), ocsf(event)
+    assert e["openai"]["audit"]["object"] == "organization.audit_log"
+    assert "extra" not in e["openai"]["audit"]
+    assert o["metadata"]["log_name"] == "organization.audit_log"
+    assert "extra" not in o.get("unmapped", {})
+    # A field the API adds one day still lands in `extra`, and only that one.
+    added = ecs({**event, "request_id": "req_1"})["openai"]["audit"]["extra"]
+    assert added == {"request_id": "req_1"}
+    assert ocsf({**event, "request_id": "req_1"})["unmapped"]["extra"] == {"request_id": "req_1"}
+
+
+def test_a_service_account_actor_is_flagged_in_standard_fields(ecs, ocsf) -> None:
+    kinds = {
+        "session": ("user", 1, "User"),
+        "api_key_user": ("user", 1, "User"),
+        "api_key_service_account": ("service_account", 4, "Service"),
+    }
+    for actor, (sub_type, type_id, type_name) in kinds.items():
+        event = make_event("api_key.deleted", T0, seq=7, actor=actor)
+        e, o = ecs(event), ocsf(event)
+        assert e["user"]["entity"] == {"type": ["user"], "sub_type": sub_type}, actor
+        assert (o["actor"]["user"]["type_id"], o["actor"]["user"]["type"]) == (type_id, type_name)
+        assert not ecs_problems(e) and not ocsf_problems(o)
+    assert "user" not in ecs(make_event("api_key.deleted", T0, seq=7, actor="null"))
+
+
+def test_organization_updated_names_its_target_from_the_requested_change(ecs, ocsf) -> None:
+    base = {"id": "a", "type": "organization.updated", "effective_at": T0}
+    for changes, name in (
+        ({"title": "Acme"}, "Acme"),
+        ({"name": "acme-org", "title": "A"}, "acme-org"),
+    ):
+        event = {**base, "organization.updated": {"id": "org-1", "changes_requested": changes}}
+        assert ecs(event)["entity"]["target"] == {
+            "id": "org-1",
+            "name": name,
+            "sub_type": "organization",
+        }
+        assert ocsf(event)["entity"]["name"] == name
+        assert ocsf(event)["entity_result"]["data"] == changes  # the payload stays whole
+
+
+def test_role_assignment_surfaces_its_scope_and_role(ecs, ocsf) -> None:
+    base = {"id": "a", "type": "role.assignment.created", "effective_at": T0}
+    payload = {
+        "id": "ra_1",
+        "principal_id": "user-1",
+        "principal_type": "user",
+        "resource_id": "proj_1",
+        "resource_type": "api.project",
+    }
+    e = ecs({**base, "role.assignment.created": payload})
+    assert e["entity"]["target"] == {"id": "proj_1", "sub_type": "api.project"}
+    assert e["user"]["target"]["id"] == "user-1"
+    assert "changes" not in e["user"]  # the documented payload names no role
+    with_role = {**base, "role.assignment.created": {**payload, "role_name": "Auditor"}}
+    assert ecs(with_role)["user"]["changes"]["roles"] == ["Auditor"]
+    assert ocsf(with_role)["privileges"] == ["Auditor"]
+    revoke = {**base, "type": "role.assignment.deleted", "role.assignment.deleted": payload}
+    assert ecs(revoke)["entity"]["target"]["id"] == "proj_1"
+    assert ocsf(revoke)["resources"] == [{"uid": "proj_1", "type": "api.project"}]
+    service = {**payload, "principal_id": "svc_1", "principal_type": "service_account"}
+    s = ecs({**base, "role.assignment.created": service})
+    assert s["user"]["target"] == {
+        "id": "svc_1",
+        "entity": {"type": ["user"], "sub_type": "service_account"},
+    }
+    assert ocsf({**base, "role.assignment.created": service})["user"]["type_id"] == 4
+    for doc in (e, ecs(with_role), ecs(revoke), s):
+        assert not ecs_problems(doc)
+    assert e["openai"]["audit"]["payload"] == payload  # kept whole
+
+
+def test_ip_allowlist_ranges_are_surfaced_on_the_target(ecs, ocsf) -> None:
+    ranges = ["0.0.0.0/0", "2001:db8::/48"]
+    for verb in ("created", "updated", "deleted"):
+        event_type = f"ip_allowlist.{verb}"
+        event = {
+            "id": "a",
+            "type": event_type,
+            "effective_at": T0,
+            event_type: {"id": "ipal_1", "name": "Office", "allowed_ips": ranges},
+        }
+        e, o = ecs(event), ocsf(event)
+        assert e["entity"]["target"]["raw"] == {"allowed_ips": ranges}, verb
+        assert e["openai"]["audit"]["payload"]["allowed_ips"] == ranges  # kept whole
+        where = o["entity_result"] if verb == "updated" else o["entity"]
+        assert where["data"] == {"allowed_ips": ranges}, verb
+        assert not ecs_problems(e) and not ocsf_problems(o)

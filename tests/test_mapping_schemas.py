@@ -348,6 +348,7 @@ def lost_values(event: dict[str, Any], doc: dict[str, Any], schema: str) -> list
     top = {
         "id": (("event", "id"), ("metadata", "original_event_uid"), _same),
         "type": (("event", "action"), ("metadata", "event_code"), _same),
+        "object": (("openai", "audit", "object"), ("metadata", "log_name"), _same),
         "effective_at": (
             ("@timestamp",),
             ("time",),

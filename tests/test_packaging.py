@@ -37,7 +37,7 @@ import yaml
 
 from forwarder.config import load_settings
 from forwarder.sinks import Record, open_sink
-from mappings.registry import MappingContext, load_mapper
+from mappings.registry import SUBSECOND_KEY, MappingContext, load_mapper
 from tests.fakes.events import make_events
 from tests.peers import free_port, missing_peer
 
@@ -689,6 +689,16 @@ def test_splunk_timestamp_extraction_finds_the_event_time_in_real_output(schema:
         assert _splunk_time(line, stanza) == effective_at, line[:200]
 
 
+def test_splunk_reads_the_second_of_an_ecs_timestamp_with_a_fraction() -> None:
+    stanza = _splunk_conf("props.conf")[SOURCETYPES["ecs"]]
+    mapper = load_mapper("ecs", MappingContext("org-packaging"))
+    for effective_at, _ in _mapped_lines("raw", 20):
+        event = {"id": "a", "type": "login.succeeded", "effective_at": effective_at}
+        line = orjson.dumps(mapper({**event, SUBSECOND_KEY: 250_000})).decode()
+        assert ".250Z" in line
+        assert _splunk_time(line, stanza) == effective_at, line[:200]
+
+
 def test_splunk_generic_sourcetype_is_routed_by_document_shape() -> None:
     props = _splunk_conf("props.conf")
     transforms = _splunk_conf("transforms.conf")
@@ -707,6 +717,7 @@ def test_splunk_generic_sourcetype_is_routed_by_document_shape() -> None:
 # -- Elasticsearch ------------------------------------------------------------------------------
 
 ELASTIC = PKG / "elastic"
+ECS_DATASET = "openai_audit_forwarder.audit"
 ES_FIELD_TYPES = {
     "keyword", "date", "ip", "geo_point", "long", "flattened", "match_only_text", "text",
     "boolean", "float", "double", "integer", "object", "constant_keyword", "wildcard",
@@ -739,9 +750,16 @@ def test_elastic_templates_parse_and_compose_the_data_stream() -> None:
     component = json.loads((ELASTIC / "component-template.json").read_text())
     index = json.loads((ELASTIC / "index-template.json").read_text())
     pipeline = json.loads((ELASTIC / "ingest-pipeline.json").read_text())
-    assert "openai-audit@mappings" in index["composed_of"]
+    assert "openai_audit_forwarder.audit@mappings" in index["composed_of"]
     assert index["data_stream"] == {}
-    assert any(fnmatch.fnmatch("logs-openai.audit-default", p) for p in index["index_patterns"])
+    # The data stream is named after our event.dataset, and never after Elastic's OpenAI
+    # integration (logs-openai.audit-*): installing both must not overwrite either template.
+    stream = f"logs-{ECS_DATASET}-default"
+    assert any(fnmatch.fnmatch(stream, p) for p in index["index_patterns"])
+    assert not any(fnmatch.fnmatch("logs-openai.audit-default", p) for p in index["index_patterns"])
+    assert all("openai.audit@" not in name for name in index["composed_of"])
+    (event,) = make_events(1, start=1_700_000_000, end=1_700_000_001)
+    assert load_mapper("ecs")(event)["event"]["dataset"] == ECS_DATASET
     assert index["priority"] > 100  # above the built-in logs-*-* template
     assert set(index["ignore_missing_component_templates"]) <= set(index["composed_of"])
     assert index["template"]["settings"]["index.default_pipeline"] == "openai-audit-ecs"

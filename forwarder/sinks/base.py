@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -60,6 +60,12 @@ class SinkSpec:
     path: str
     params: dict[str, str] = field(default_factory=dict)
     schema: str = "ecs"
+    original: bool = False  # `original=true`: event.original / raw_data in the documents
+
+    @property
+    def mapping(self) -> str:
+        """The map function this sink's documents come from (schemas.build_mappers)."""
+        return self.schema + "+original" if self.original else self.schema
 
     @property
     def display(self) -> str:
@@ -77,11 +83,11 @@ class SinkSpec:
         return self.params.get(name, default)
 
     def reject_unknown(self, known: set[str]) -> None:
-        unknown = sorted(set(self.params) - known - {"schema"})
+        unknown = sorted(set(self.params) - known - {"schema", "original"})
         if unknown:
             raise SinkConfigError(
                 f"sink {self.display}: unknown parameter {unknown[0]!r} "
-                f"(allowed: {', '.join(sorted(known | {'schema'}))})"
+                f"(allowed: {', '.join(sorted(known | {'schema', 'original'}))})"
             )
 
     def int_param(self, name: str, default: int, minimum: int = 0) -> int:
@@ -151,7 +157,7 @@ def parse_sink_url(url: str, default_schema: str = "ecs") -> SinkSpec:
         raise SinkConfigError(f"sink {url!r}: invalid port") from None
     # file:relative/path, file:/abs/path and file:///abs/path all name a path.
     path = unquote(parts.path)
-    return SinkSpec(
+    spec = SinkSpec(
         url=url,
         scheme=parts.scheme.lower(),
         host=parts.hostname,
@@ -160,6 +166,9 @@ def parse_sink_url(url: str, default_schema: str = "ecs") -> SinkSpec:
         params=params,
         schema=params.get("schema", default_schema),
     )
+    if "original" in params:
+        spec = replace(spec, original=spec.bool_param("original", False))
+    return spec
 
 
 class Sink(ABC):
@@ -177,6 +186,10 @@ class Sink(ABC):
     @property
     def schema(self) -> str:
         return self.spec.schema
+
+    @property
+    def mapping(self) -> str:
+        return self.spec.mapping
 
     def open(self) -> None:  # noqa: B027 - optional hook
         """Connect or prepare. Idempotent; `write` may call it lazily after a failure."""

@@ -13,6 +13,7 @@ from typing import IO, Any
 
 import orjson
 
+from forwarder.effective_at import normalize
 from forwarder.errors import SourceError
 from forwarder.model import minimal_problem
 from forwarder.sources import Page, Source
@@ -81,6 +82,7 @@ class JsonlSource(Source):
         if isinstance(document, dict) and isinstance(document.get("data"), list):
             self._is_list_response = True
             for index, event in enumerate(document["data"]):
+                normalize(event)
                 problem = minimal_problem(event)
                 if problem:
                     raise SourceError(f"input {self.label}: data[{index}]: {problem}")
@@ -93,12 +95,17 @@ class JsonlSource(Source):
 
     def _events(self) -> Iterator[dict[str, Any]]:
         if self._is_list_response:
-            yield from self._list_data()
+            for event in self._list_data():
+                normalize(event)  # a float, numeric or ISO 8601 effective_at from other tools
+                yield event
             return
         with self._open() as handle:
             for line in handle:
                 if line.strip():
-                    yield orjson.loads(line)
+                    event = orjson.loads(line)
+                    if type(event["effective_at"]) is not int:
+                        normalize(event)
+                    yield event
 
     def _wanted(self, event: dict[str, Any]) -> bool:
         if self._types and event["type"] not in self._types:
@@ -134,4 +141,5 @@ def _line_problem(line: bytes) -> str | None:
         event = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return f"invalid JSON ({str(exc).splitlines()[0]})"
+    normalize(event)
     return minimal_problem(event)

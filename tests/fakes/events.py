@@ -665,7 +665,12 @@ def make_event(
     unless `rng` is given; `hostile` puts hostile strings into names, emails, agents, messages."""
     n = rng.getrandbits(30) if rng is not None else _mix(seq) >> 34
     t = HOSTILE_STRINGS[seq % len(HOSTILE_STRINGS)] if hostile else None
-    ev: dict[str, Any] = {"id": event_id(seq), "type": event_type, "effective_at": effective_at}
+    ev: dict[str, Any] = {
+        "object": "organization.audit_log",  # as on every event the API returns
+        "id": event_id(seq),
+        "type": event_type,
+        "effective_at": effective_at,
+    }
     scope = _PROJECT_SCOPE.get(event_type)
     if scope is None:
         scope = _PROJECT_SCOPE[event_type] = _project_scope(event_type)
