@@ -3,6 +3,7 @@ receiver has accepted it (or raises), so that the collector may commit its check
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -98,7 +99,10 @@ class SinkSpec:
             raise SinkConfigError(f"sink {self.display}: {name} must be >= {minimum}")
         return value
 
-    def float_param(self, name: str, default: float, minimum: float = 0.0) -> float:
+    def float_param(
+        self, name: str, default: float, minimum: float = 0.0, maximum: float = 86_400.0
+    ) -> float:
+        """A number of seconds (timeouts, backoff): finite, and at most a day by default."""
         raw = self.params.get(name)
         if raw is None:
             return default
@@ -106,8 +110,11 @@ class SinkSpec:
             value = float(raw)
         except ValueError:
             raise SinkConfigError(f"sink {self.display}: {name}={raw!r} is not a number") from None
-        if value < minimum:
-            raise SinkConfigError(f"sink {self.display}: {name} must be >= {minimum}")
+        # float() accepts nan and inf; nan passes every comparison, so test it by name.
+        if not math.isfinite(value) or not minimum <= value <= maximum:
+            raise SinkConfigError(
+                f"sink {self.display}: {name}={raw!r} must be between {minimum:g} and {maximum:g}"
+            )
         return value
 
     def bool_param(self, name: str, default: bool) -> bool:
