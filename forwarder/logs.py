@@ -38,7 +38,12 @@ def redact(text: str) -> str:
     for secret in sorted(_SECRETS, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, REDACTED)
-    text = _KEY_TOKEN.sub(REDACTED, text)
+    return strip_url_credentials(_KEY_TOKEN.sub(REDACTED, text))
+
+
+def strip_url_credentials(text: str) -> str:
+    """`scheme://user:password@host` -> `scheme://[REDACTED]@host`, wherever it appears
+    (also inside a parameter such as `endpoint_url=`)."""
     return _URL_CREDENTIALS.sub(REDACTED + "@", text)
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from forwarder.logs import strip_url_credentials
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -64,14 +66,15 @@ class SinkSpec:
 
     @property
     def display(self) -> str:
-        """The URL without user info, safe for logs."""
+        """The URL without user info (also none in a parameter such as `endpoint_url=`), safe
+        for logs, metric labels and the state."""
         parts = urlsplit(self.url)
         if parts.username or parts.password:
             netloc = parts.hostname or ""
             if parts.port:
                 netloc += f":{parts.port}"
-            return parts._replace(netloc=netloc).geturl()
-        return self.url
+            return strip_url_credentials(parts._replace(netloc=netloc).geturl())
+        return strip_url_credentials(self.url)
 
     def take(self, name: str, default: str | None = None) -> str | None:
         """Read a parameter (sinks call this for each one they know)."""
