@@ -123,6 +123,8 @@ class State:
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
+        if path.is_dir():
+            raise ConfigError(f"invalid setting state: {path} is a directory, not a file")
         make_private_dirs(path.parent)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
