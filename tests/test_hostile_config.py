@@ -487,8 +487,13 @@ def test_disk_full_while_opening_the_state_is_exit_1_in_one_line_and_the_next_ru
     assert_no_event_lost(events, out, dead)
 
 
+@pytest.mark.parametrize(
+    "streams",
+    [[], ["--with-tenant"]],
+    ids=["one-stream", "two-streams-sharing-the-sink"],  # the second keeps its sinks open
+)
 def test_disk_full_at_commit_fails_healthz_in_the_daemon_and_the_next_sweep_delivers_all(
-    tmp_path: Path, fake_api: FakeOpenAI, api_env: dict[str, str]
+    tmp_path: Path, fake_api: FakeOpenAI, api_env: dict[str, str], streams: list[str]
 ) -> None:
     first = recent_events(40, hours=1, seed=66)
     fake_api.add_events(first)
@@ -513,6 +518,7 @@ def test_disk_full_at_commit_fails_healthz_in_the_daemon_and_the_next_sweep_deli
             str(disk / "s.db"),
             "--dead-letter",
             str(dead),
+            *streams,
             env=api_env,
         )
         try:
