@@ -726,7 +726,7 @@ def check(**params: Any) -> None:
         try:
             source = build_source(settings, threading.Event())
             try:
-                click.echo(f"ok    source {stream}: {source.check()}")
+                click.echo(f"ok    source {stream}: {redact(source.check())}")
             finally:
                 source.close()
         except ConfigError:
@@ -739,7 +739,7 @@ def check(**params: Any) -> None:
                 continue
             checked.add(sink.name)
             try:
-                click.echo(f"ok    sink {sink.name}: {sink.check()}")
+                click.echo(f"ok    sink {sink.name}: {redact(sink.check())}")
             except SinkError as exc:
                 failed += 1
                 click.echo(f"FAIL  sink {sink.name}: {redact(str(exc))}")

@@ -87,6 +87,10 @@ def setup_logging(log_format: str = "text", verbosity: int = 0) -> logging.Logge
     for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     threading.excepthook = _log_thread_crash
+    # Library warnings (an unverified TLS request, …) through the same redacting handler.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").handlers[:] = [handler]
+    logging.getLogger("py.warnings").propagate = False
     return logger
 
 
