@@ -272,11 +272,13 @@ def test_a_key_file_with_a_second_line_or_a_control_character_is_exit_2_before_a
     common = ["--start-at", "2h", "--sink", f"file:{out}", "--state", str(tmp_path / "s.db")]
     common += ["--dead-letter", str(dead), "--admin-key-file", str(key_file)]
     bad = run_cli("run", "--once", "-vv", *common, cwd=tmp_path, env=env)
-    line = assert_one_line(bad, 2, "invalid setting admin_key_file", "one line")
+    assert_one_line(bad, 2, "invalid setting admin_key_file", "one line")
+    as_json = run_cli("check", "-vv", "--log-format", "json", *common[2:], cwd=tmp_path, env=env)
+    assert_one_line(as_json, 2, "invalid setting admin_key_file", "one line")
     assert fake_api.requests == [], "the key went out before it was checked"
     assert not out.exists() and state_rows(tmp_path / "s.db") == []
     parts = [ADMIN_KEY] + [part for part in re.split(r"[\x00-\x1f]", content) if part]
-    assert_key_nowhere(parts, [bad.output, line], tmp_path, key_file)
+    assert_key_nowhere(parts, [bad.output, as_json.output], tmp_path, key_file)
     # The same key with only its trailing newline (here CRLF) is accepted; nothing was lost.
     key_file.write_text(ADMIN_KEY + "\r\n")
     good = run_cli("run", "--once", "-q", *common, cwd=tmp_path, env=env)
@@ -613,6 +615,8 @@ def test_an_unwritable_dead_letter_directory_is_exit_1_in_one_line_and_the_next_
         (["--sink", "syslog+tcp://127.0.0.1:1?timeout=nan"], "", "timeout='nan'"),
         (["--sink", "fluentd://127.0.0.1:1?timeout=inf"], "", "timeout='inf'"),
         (["--sink", "fluentd://127.0.0.1:1?ack_timeout=1e300"], "", "ack_timeout"),
+        (["--start-at", "99999999999d"], "", "start_at"),
+        (["--start-at", "99999999999999999999"], "", "start_at"),
         (["--with-tenant", "--tenant-only"], "", "with_tenant"),
         ([], "with_tenant = true\ntenant_only = true", "with_tenant"),
     ],
