@@ -19,6 +19,7 @@ import orjson
 from forwarder import __version__
 from forwarder.config import Settings, load_settings
 from forwarder.errors import ConfigError, ForwarderError
+from forwarder.files import make_private_dirs
 from forwarder.logs import get_logger, redact, setup_logging
 from forwarder.mapfile import map_file
 from forwarder.schemas import build_mappers
@@ -91,6 +92,12 @@ SOURCE_OPTIONS = [
         "--base-url",
         setting="base_url",
         help="API base URL (default $OPENAI_BASE_URL or https://api.openai.com/v1).",
+    ),
+    _option(
+        "--allow-insecure-http",
+        setting="allow_insecure_http",
+        is_flag=True,
+        help="Allow an http:// base URL to another machine (the key goes in cleartext).",
     ),
     _option(
         "--org-id",
@@ -203,6 +210,24 @@ def stream_targets(settings: Settings, stream_given: bool) -> list[Settings]:
     return [target for c in configured for target in c.with_tenant_companion()]
 
 
+def insecure_transport(settings: Settings) -> str | None:
+    """Why the key and the events travel unprotected to the API, if they do."""
+    if settings.input:
+        return None
+    if not settings.verify_tls and settings.base_url.startswith("https://"):
+        return f"verify_tls=false: the API's certificate is not checked ({settings.base_url})"
+    if settings.base_url.startswith("http://") and settings.allow_insecure_http:
+        return f"http:// base URL: the admin key is sent in cleartext ({redact(settings.base_url)})"
+    return None
+
+
+def warn_insecure(targets: list[Settings]) -> None:
+    for settings in targets:
+        reason = insecure_transport(settings)
+        if reason:
+            get_logger().warning("%s", reason, extra={"stream": settings.stream})
+
+
 def handle_errors(func: Callable) -> Callable:
     """Turn every failure into one line on stderr and the documented exit code."""
 
@@ -294,6 +319,7 @@ def run(once: bool, **params: Any) -> None:
 
     settings = settings_from(params)
     targets = stream_targets(settings, bool(params.get("stream")))
+    warn_insecure(targets)
     stop = threading.Event()
     install_stop_handlers(stop)
     health = Health(settings.health_threshold)
@@ -360,6 +386,7 @@ def backfill(
     from forwarder.runtime import install_stop_handlers
 
     targets = stream_targets(settings_from(params), bool(params.get("stream")))
+    warn_insecure(targets)
     stop = threading.Event()
     install_stop_handlers(stop)
     for settings in targets:  # one stream after the other, each with a job of its own
@@ -540,8 +567,10 @@ def _open_input(path: str) -> Any:
 
 def _open_output(path: str) -> Any:
     try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "wb", buffering=1 << 20)
+        # Event data: owner only, as the file sink writes it.
+        make_private_dirs(Path(path).parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        return open(fd, "wb", buffering=1 << 20)
     except OSError as exc:
         raise ForwarderError(f"output {path}: {exc.strerror or exc}") from None
 
@@ -704,12 +733,14 @@ def check(**params: Any) -> None:
     for settings in targets:
         stream = stream_name(settings)
         click.echo(f"ok    config: stream {stream}, state {settings.state_path}")
+        if insecure_transport(settings):
+            click.echo(f"WARN  source {stream}: {insecure_transport(settings)}")
         sinks = build_sinks(settings, stream)
         build_mappers(settings, {sink.mapping for sink in sinks})
         try:
             source = build_source(settings, threading.Event())
             try:
-                click.echo(f"ok    source {stream}: {source.check()}")
+                click.echo(f"ok    source {stream}: {redact(source.check())}")
             finally:
                 source.close()
         except ConfigError:
@@ -722,7 +753,7 @@ def check(**params: Any) -> None:
                 continue
             checked.add(sink.name)
             try:
-                click.echo(f"ok    sink {sink.name}: {sink.check()}")
+                click.echo(f"ok    sink {sink.name}: {redact(sink.check())}")
             except SinkError as exc:
                 failed += 1
                 click.echo(f"FAIL  sink {sink.name}: {redact(str(exc))}")

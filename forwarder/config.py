@@ -3,12 +3,16 @@ with pydantic-settings; an invalid value becomes one line that names the setting
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -17,6 +21,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -27,17 +32,27 @@ from pydantic_settings import (
 )
 
 from forwarder.errors import ConfigError
+from forwarder.logs import register_secret
 from forwarder.timeparse import parse_duration, parse_when
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SCHEMAS_HINT = "ecs, ocsf, raw or a registered mapper"
 
 
+# Ten years: longer is a typo, and would overflow the waits (threading.TIMEOUT_MAX) later.
+MAX_DURATION = 10 * 365 * 86_400.0
+MIN_INTERVAL = 1.0  # a shorter interval is a busy loop against the API's rate limit
+
+
 def _duration(value: Any) -> float:
     try:
-        return parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError as exc:
         raise ValueError(str(exc)) from None
+    # nan and inf come in as TOML floats; nan compares false with every bound, so test it.
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ValueError(f"{value!r} is not a duration of at most 10 years (e.g. 30s, 10m, 1h)")
+    return seconds
 
 
 Duration = Annotated[float, BeforeValidator(_duration)]
@@ -70,13 +85,24 @@ def _env(*names: str) -> AliasChoices:
 STREAM_NAME = r"^[A-Za-z0-9_.:@-]{1,64}$"
 
 
+def check_stream_name(name: str) -> str:
+    """A stream name becomes part of paths and keys through `{stream}` in sink URLs: no path
+    separator (the pattern) and no `.` or `..`, which would leave the sink's directory."""
+    if not name.strip("."):
+        raise ValueError("must not be made of dots only ('.' and '..' would name a directory)")
+    return name
+
+
+StreamName = Annotated[str, Field(pattern=STREAM_NAME), AfterValidator(check_stream_name)]
+
+
 class StreamSettings(BaseModel):
     """One `[[streams]]` entry: an organization (or its tenant-scoped events) collected with
     its own key, filters and checkpoint. Unset values fall back to the top-level settings."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=STREAM_NAME)
+    name: StreamName
     admin_key_env: str | None = None
     admin_key_file: Path | None = None
     org_id: str | None = None
@@ -114,7 +140,7 @@ class Settings(BaseSettings):
     org_id: str | None = Field(
         None, validation_alias=_env("org_id", "OPENAI_ORG_ID", "AUDIT_FORWARDER_ORG_ID")
     )
-    stream: str = Field("default", pattern=STREAM_NAME)
+    stream: StreamName = "default"
     input: str | None = None
     sinks: StrList = Field(default_factory=list)
     output_schema: str = Field(
@@ -134,6 +160,7 @@ class Settings(BaseSettings):
     request_retries: int = Field(8, ge=0, le=100)
     sink_retry_timeout: Duration = 300.0
     verify_tls: bool = True
+    allow_insecure_http: bool = False
     ca_file: Path | None = None
     event_types: StrList = Field(default_factory=list)
     project_ids: StrList = Field(default_factory=list)
@@ -161,11 +188,30 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as https://api.openai.com/v1")
         return value.rstrip("/")
 
+    # These two weigh one setting against another; a ConfigError passes through pydantic
+    # as it is, so the message names the setting (a ValueError here would name none).
+    @model_validator(mode="after")
+    def _refuse_cleartext_base_url(self) -> Settings:
+        check_cleartext(self.base_url, self.allow_insecure_http, "")
+        return self
+
+    @model_validator(mode="after")
+    def _tenant_flags_exclusive(self) -> Settings:
+        check_tenant_flags(self.with_tenant, self.tenant_only, "")
+        return self
+
     @field_validator("interval", "window", "request_timeout")
     @classmethod
     def _positive(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be greater than zero")
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _not_too_often(cls, value: float) -> float:
+        if value < MIN_INTERVAL:
+            raise ValueError(f"must be at least {MIN_INTERVAL:g}s")
         return value
 
     @classmethod
@@ -194,9 +240,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_metrics_addr(cls, value: str | None) -> str | None:
         if value is not None:
-            port = value.rpartition(":")[2]
-            if not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9464")
+            listen_address(value)
         return value
 
     # Derived values -------------------------------------------------------------------
@@ -208,8 +252,15 @@ class Settings(BaseSettings):
             value = getattr(stream, name)
             if value is not None:
                 update[name] = value.rstrip("/") if name == "base_url" else value
+        where = f"streams.{stream.name}."
+        check_cleartext(update.get("base_url", self.base_url), self.allow_insecure_http, where)
+        # Both in one entry conflict; a top-level with_tenant is the default a tenant_only
+        # entry overrides.
+        check_tenant_flags(bool(stream.with_tenant), bool(stream.tenant_only), where)
         if stream.admin_key_env is not None:
-            key = os.environ.get(stream.admin_key_env, "").strip()
+            key = os.environ.get(stream.admin_key_env, "")
+            register_secret(key)
+            key = clean_key(key, f"streams.{stream.name}.admin_key_env")
             if not key:
                 raise ConfigError(
                     f"invalid setting streams.{stream.name}.admin_key_env: "
@@ -265,17 +316,21 @@ class Settings(BaseSettings):
         """The key from `admin_key_file` (Docker/Kubernetes secrets) or the environment."""
         if self.admin_key_file is not None:
             try:
-                key = self.admin_key_file.read_text(encoding="utf-8").strip()
+                raw = self.admin_key_file.read_text(encoding="utf-8", errors="replace")
             except OSError as exc:
                 raise ConfigError(
                     f"invalid setting admin_key_file: cannot read {self.admin_key_file} "
                     f"({exc.strerror or exc})"
                 ) from None
+            register_secret(raw)
+            key = clean_key(raw, "admin_key_file")
             if not key:
                 raise ConfigError(f"invalid setting admin_key_file: {self.admin_key_file} is empty")
             return key
-        if self.admin_key is not None and self.admin_key.get_secret_value().strip():
-            return self.admin_key.get_secret_value().strip()
+        if self.admin_key is not None:
+            raw = self.admin_key.get_secret_value()
+            register_secret(raw)
+            return clean_key(raw, "admin_key") or None
         return None
 
     def filters(self) -> dict[str, Any]:
@@ -287,6 +342,69 @@ class Settings(BaseSettings):
             "resource_ids": self.resource_ids,
             "tenant_only": self.tenant_only,
         }
+
+
+def clean_key(raw: str, setting: str) -> str:
+    """The key without surrounding blanks and its one trailing newline (as `echo` and
+    editors leave it). A second line or any other non-printable character is refused here,
+    naming neither the key nor the character: sent on, it would fail in the HTTP header with
+    the key in the message."""
+    key = raw.strip(" \t")
+    key = key[:-2] if key.endswith("\r\n") else key[:-1] if key.endswith("\n") else key
+    key = key.strip(" \t")
+    if any(not (0x21 <= ord(char) <= 0x7E) for char in key):
+        raise ConfigError(
+            f"invalid setting {setting}: the key must be one line of printable characters "
+            "(found a line break, a control character or a non-ASCII character; not shown)"
+        )
+    return key
+
+
+LOOPBACK_HOSTS = {"localhost", "localhost.localdomain"}
+
+
+def check_tenant_flags(with_tenant: bool, tenant_only: bool, where: str) -> None:
+    if with_tenant and tenant_only:
+        raise ConfigError(
+            f"invalid setting {where}with_tenant: with_tenant and tenant_only exclude each other "
+            "(--with-tenant adds a tenant stream beside this one, --tenant-only makes this one "
+            "the tenant stream)"
+        )
+
+
+def check_cleartext(url: str, allow_insecure_http: bool, where: str) -> None:
+    """Refuse `http://` (the key would go out in cleartext) except to this machine, unless
+    `allow_insecure_http`: OPENAI_BASE_URL is shared with the OpenAI SDK, so a proxy set up
+    for other tools must not receive the admin key by accident."""
+    if not url.startswith("http://") or allow_insecure_http:
+        return
+    host = urlsplit(url).hostname or ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host.lower() in LOOPBACK_HOSTS
+    if not loopback:
+        raise ConfigError(
+            f"invalid setting {where}base_url: http:// would send the admin key in cleartext "
+            f"to {host or url}; use https:// (or --allow-insecure-http / "
+            "allow_insecure_http = true if you must)"
+        )
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[IPV6]:PORT` or `:PORT` (loopback: 127.0.0.1) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"[{host}] is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError(f"an IPv6 address goes in brackets: [{host}]:{port}")
+    return host or "127.0.0.1", int(port)
 
 
 # The TOML file named by --config; settings_customise_sources is a classmethod, so the path

@@ -12,6 +12,10 @@ from typing import Any
 
 import orjson
 
+from forwarder.errors import StorageError
+from forwarder.files import make_private_dirs
+from forwarder.logs import redact
+
 
 @dataclass(frozen=True)
 class DeadLetter:
@@ -29,7 +33,7 @@ class DeadLetter:
                 "stream": self.stream,
                 "sink": self.sink,
                 "schema": self.schema,
-                "reason": self.reason,
+                "reason": redact(self.reason),
                 "event": self.event,
             },
             default=repr,
@@ -57,15 +61,24 @@ class DeadLetters:
     def add_many(self, letters: list[DeadLetter]) -> None:
         if not letters:
             return
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self.directory / time.strftime("dead-letters-%Y-%m-%d.ndjson", time.gmtime())
         data = b"".join(letter.to_json() + b"\n" for letter in letters)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            make_private_dirs(self.directory)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                written = os.write(fd, data)
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            # The batch is not committed, so its events come again next sweep (a torn line
+            # left by a full disk reads back as an "unreadable dead-letter line", not lost).
+            raise StorageError(
+                f"dead letters {self.directory}: cannot write ({exc.strerror or exc})"
+            ) from None
         self.count += len(letters)
 
 

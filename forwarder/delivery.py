@@ -89,17 +89,34 @@ class Delivery:
         """Deliver `batch` to every sink, then commit it with the sinks' positions and any
         other `changes` in one transaction. Returns the number of events committed."""
         with self.batch_lock:
-            self.deliver(batch)
-            state.commit(
-                Commit(
-                    scope=scope,
-                    delivered=[(event["id"], event["effective_at"]) for event in batch],
-                    sink_positions=self.positions(),
-                    **changes,
+            try:
+                self.deliver(batch)
+                state.commit(
+                    Commit(
+                        scope=scope,
+                        delivered=[(event["id"], event["effective_at"]) for event in batch],
+                        sink_positions=self.positions(),
+                        **changes,
+                    )
                 )
-            )
+            except BaseException:
+                self._roll_back(state)
+                raise
         metrics.EVENTS_COLLECTED.labels(self.stream).inc(len(batch))
         return len(batch)
+
+    def _roll_back(self, state: State) -> None:
+        """The batch was not committed (a sink down, the dead letters or the state not
+        writable): sinks that can cut what they wrote since the last commit do so now. Sinks
+        shared by streams stay open across a failed sweep, so waiting for the next start
+        would write the batch twice."""
+        for sink in self.sinks:
+            try:
+                sink.restore(state.sink_position(sink.name))
+            except Exception as exc:  # the failure being reported matters more
+                get_logger().warning(
+                    "sink %s: cannot cut the uncommitted batch: %s", sink.name, exc
+                )
 
     def deliver(self, events: list[dict[str, Any]]) -> None:
         """Return once every sink acknowledged `events`; raise `DeliveryError` when a sink

@@ -27,5 +27,10 @@ class StateLockedError(ForwarderError):
     """Another process holds the lock on this stream."""
 
 
+class StorageError(ForwarderError):
+    """A passing fault of the machine under the state or the dead letters (disk full, a
+    read-only file system, an I/O error): exit 1, and the daemon tries again next sweep."""
+
+
 class DeliveryError(ForwarderError):
     """A sink did not accept a batch within the retry budget."""

@@ -3,6 +3,7 @@ successful sweep is older than the threshold (healthy during a first grace perio
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,8 +12,16 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from forwarder.config import listen_address
 from forwarder.errors import ConfigError
+from forwarder.logs import redact
 from forwarder.metrics import REGISTRY
+
+# A client gets this long to send its request and read the answer; then its connection is
+# closed. At most MAX_CONNECTIONS are served at once (each takes a thread): the ones beyond
+# are closed at once, so idle or slow clients cannot pile up threads.
+CONNECTION_TIMEOUT = 5.0
+MAX_CONNECTIONS = 32
 
 
 class Health:
@@ -36,7 +45,7 @@ class Health:
 
     def failure(self, stream: str, reason: str) -> None:
         with self._lock:
-            self._error[stream] = reason
+            self._error[stream] = redact(reason)
 
     def report(self) -> tuple[bool, dict[str, Any]]:
         now = time.time()
@@ -61,11 +70,39 @@ class Health:
         }
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """One thread per connection, but never more than MAX_CONNECTIONS of them."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def serve_metrics(address: str, health: Health) -> ThreadingHTTPServer:
-    """Start serving on HOST:PORT in a daemon thread."""
-    host, _, port = address.rpartition(":")
+    """Start serving on HOST:PORT, [IPV6]:PORT or :PORT (127.0.0.1) in a daemon thread."""
+    host, port = listen_address(address)
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = CONNECTION_TIMEOUT  # applied to the socket: an idle client is dropped
+
         def do_GET(self) -> None:
             if self.path.split("?")[0] == "/metrics":
                 self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
@@ -85,12 +122,14 @@ def serve_metrics(address: str, health: Health) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
+    class Server(_BoundedServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
     try:
-        server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), Handler)
+        server = Server((host, port), Handler)
     except OSError as exc:
         raise ConfigError(
             f"invalid setting metrics_addr: cannot listen on {address} ({exc})"
         ) from None
-    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

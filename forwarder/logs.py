@@ -3,27 +3,48 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import threading
 import time
 from typing import Any
 
 import orjson
 
 LOGGER_NAME = "forwarder"
+REDACTED = "[REDACTED]"
 _SECRETS: set[str] = set()
+# Any OpenAI key shape (sk-admin-…, sk-proj-…, sk-…), also one we were never given, such as a
+# key echoed back by a proxy; and the user:password part of a URL (endpoint_url=, base URLs).
+_KEY_TOKEN = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-*.]{6,}")
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s@?#]+@")
 
 
 def register_secret(secret: str | None) -> None:
-    """Never let this value reach a log line."""
-    if secret and len(secret) >= 6:
-        _SECRETS.add(secret)
+    """Never let this value reach any output: the whole value and each of its lines (a key
+    file with a second line must not leak that line either)."""
+    if not secret:
+        return
+    for part in [secret, *secret.splitlines()]:
+        part = part.strip()
+        if len(part) >= 6:
+            _SECRETS.add(part)
 
 
 def redact(text: str) -> str:
-    for secret in _SECRETS:
+    """`text` with every registered secret, every `sk-…` token and every URL password
+    replaced. The one place every output path (logs, errors, /healthz, dead-letter reasons)
+    goes through."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
         if secret in text:
-            text = text.replace(secret, "[REDACTED]")
-    return text
+            text = text.replace(secret, REDACTED)
+    return strip_url_credentials(_KEY_TOKEN.sub(REDACTED, text))
+
+
+def strip_url_credentials(text: str) -> str:
+    """`scheme://user:password@host` -> `scheme://[REDACTED]@host`, wherever it appears
+    (also inside a parameter such as `endpoint_url=`)."""
+    return _URL_CREDENTIALS.sub(REDACTED + "@", text)
 
 
 class _TextFormatter(logging.Formatter):
@@ -65,7 +86,26 @@ def setup_logging(log_format: str = "text", verbosity: int = 0) -> logging.Logge
     logger.propagate = False
     for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    threading.excepthook = _log_thread_crash
+    # Library warnings (an unverified TLS request, …) through the same redacting handler.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").handlers[:] = [handler]
+    logging.getLogger("py.warnings").propagate = False
     return logger
+
+
+def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
+    """A thread that dies of a bug is logged through the redacting formatter, instead of
+    Python's default traceback on stderr, which would show the exception text as it is."""
+    if args.exc_type is SystemExit:
+        return
+    get_logger().error(
+        "internal error in thread %s: %s: %s",
+        args.thread.name if args.thread else "?",
+        args.exc_type.__name__,
+        args.exc_value,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+    )
 
 
 def get_logger() -> logging.Logger:

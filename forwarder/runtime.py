@@ -55,6 +55,10 @@ def build_sinks(settings: Settings, stream: str | None = None) -> list[Sink]:
     so that streams of one process can write to files or prefixes of their own."""
     urls = settings.sinks or ["stdout:"]
     stream = stream or stream_name(settings)
+    if "/" in stream or "\\" in stream or not stream.strip("."):
+        # Settings refuse such names already; this keeps `{stream}` inside the sink's
+        # directory or prefix whatever path a name took to get here.
+        raise ConfigError(f"invalid setting stream: {stream!r} cannot name a file or key")
     sinks: list[Sink] = []
     try:
         for url in urls:

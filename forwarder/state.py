@@ -4,6 +4,8 @@ per-stream lock that keeps two processes from delivering the same stream."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -15,7 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from forwarder.errors import ConfigError, StateLockedError
+from forwarder.errors import ConfigError, StateLockedError, StorageError
+from forwarder.files import make_private_dirs
+from forwarder.logs import get_logger
 
 _OPENING = threading.Lock()
 
@@ -113,13 +117,18 @@ class State:
             with _OPENING:
                 self.db = self._connect(path)
         except (OSError, sqlite3.Error) as exc:
+            if is_passing_fault(exc):
+                raise StorageError(f"state {path}: cannot open ({exc})") from None
             raise ConfigError(f"invalid setting state: cannot open {path} ({exc})") from None
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.is_dir():
+            raise ConfigError(f"invalid setting state: {path} is a directory, not a file")
+        make_private_dirs(path.parent)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        _tighten(path)
         old_umask = os.umask(0o077)  # the -wal and -shm files too
         try:
             db = sqlite3.connect(path, timeout=30, isolation_level=None)
@@ -146,13 +155,22 @@ class State:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            # Disk full, a read-only or failing disk: nothing was committed, and the next
+            # sweep (or run) repeats the batch. Anything else is a bug and stays one.
+            if self.db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+            raise StorageError(f"state {self.path}: cannot commit ({exc})") from None
 
     # Watermarks --------------------------------------------------------------------------
 
@@ -347,6 +365,37 @@ class State:
         )
 
 
+_PASSING_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
+_PASSING_SQLITE = ("disk is full", "disk i/o", "readonly database", "unable to open", "locked")
+
+
+def is_passing_fault(exc: BaseException) -> bool:
+    """A fault of the machine rather than of the setting: disk full, read-only, I/O error, no
+    permission (yet). Exit 1 and a retry, not exit 2, which keeps systemd from restarting."""
+    if isinstance(exc, OSError):
+        return exc.errno in _PASSING_ERRNOS
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        text in str(exc).lower() for text in _PASSING_SQLITE
+    )
+
+
+def _tighten(path: Path) -> None:
+    """The state holds what was delivered: owner only. A looser file (from an older version,
+    or copied in) is tightened, with a warning; its -wal and -shm too."""
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = part.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            get_logger().warning(
+                "state file %s had mode %04o; tightened to 0600 (it lists delivered events)",
+                part,
+                mode,
+            )
+            os.chmod(part, 0o600)
+
+
 def live_scope(stream: str) -> str:
     return f"live:{stream}"
 
@@ -366,7 +415,15 @@ class StreamLock:
         self._fd: int | None = None
 
     def acquire(self, command: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self._acquire(command)
+        except OSError as exc:
+            if is_passing_fault(exc):
+                raise StorageError(f"lock {self.path}: {exc.strerror or exc}") from None
+            raise ConfigError(f"invalid setting state: lock {self.path}: {exc}") from None
+
+    def _acquire(self, command: str) -> None:
+        make_private_dirs(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -377,14 +434,17 @@ class StreamLock:
                 f"{self.name} is locked by another process ({holder}); "
                 "stop it or use another --state/--stream"
             ) from None
-        os.ftruncate(fd, 0)
-        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        os.pwrite(
-            fd,
-            f"pid {os.getpid()} on {socket.gethostname()}, {command}, since {started}".encode(),
-            0,
-        )
         self._fd = fd
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        # The note only names the holder: on a full disk the lock holds without it, and the
+        # state's own open or commit reports the fault.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(
+                fd,
+                f"pid {os.getpid()} on {socket.gethostname()}, {command}, since {started}".encode(),
+                0,
+            )
 
     def release(self) -> None:
         if self._fd is not None:

@@ -22,9 +22,20 @@ def parse_duration(text: str | float | int) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
+# 1970-01-01 .. 9999-12-31: outside, a time cannot be printed or compared with the API's.
+LATEST = 253_402_300_799
+
+
 def parse_when(text: str | int, now: float | None = None) -> int:
     """An ISO 8601 date or date-time (UTC when no zone), unix seconds, or a span ago
-    (`24h`, `7d`) -> unix seconds."""
+    (`24h`, `7d`) -> unix seconds, between 1970 and 9999."""
+    when = _parse_when(text, now)
+    if not 0 <= when <= LATEST:
+        raise ValueError(f"{text!r} is not a time between 1970 and 9999")
+    return when
+
+
+def _parse_when(text: str | int, now: float | None = None) -> int:
     if isinstance(text, int) and not isinstance(text, bool):
         return text
     value = str(text).strip()

@@ -3,11 +3,14 @@ receiver has accepted it (or raises), so that the collector may commit its check
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from forwarder.logs import strip_url_credentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +72,15 @@ class SinkSpec:
 
     @property
     def display(self) -> str:
-        """The URL without user info, safe for logs."""
+        """The URL without user info (also none in a parameter such as `endpoint_url=`), safe
+        for logs, metric labels and the state."""
         parts = urlsplit(self.url)
         if parts.username or parts.password:
             netloc = parts.hostname or ""
             if parts.port:
                 netloc += f":{parts.port}"
-            return parts._replace(netloc=netloc).geturl()
-        return self.url
+            return strip_url_credentials(parts._replace(netloc=netloc).geturl())
+        return strip_url_credentials(self.url)
 
     def take(self, name: str, default: str | None = None) -> str | None:
         """Read a parameter (sinks call this for each one they know)."""
@@ -104,7 +108,10 @@ class SinkSpec:
             raise SinkConfigError(f"sink {self.display}: {name} must be >= {minimum}")
         return value
 
-    def float_param(self, name: str, default: float, minimum: float = 0.0) -> float:
+    def float_param(
+        self, name: str, default: float, minimum: float = 0.0, maximum: float = 86_400.0
+    ) -> float:
+        """A number of seconds (timeouts, backoff): finite, and at most a day by default."""
         raw = self.params.get(name)
         if raw is None:
             return default
@@ -112,8 +119,11 @@ class SinkSpec:
             value = float(raw)
         except ValueError:
             raise SinkConfigError(f"sink {self.display}: {name}={raw!r} is not a number") from None
-        if value < minimum:
-            raise SinkConfigError(f"sink {self.display}: {name} must be >= {minimum}")
+        # float() accepts nan and inf; nan passes every comparison, so test it by name.
+        if not math.isfinite(value) or not minimum <= value <= maximum:
+            raise SinkConfigError(
+                f"sink {self.display}: {name}={raw!r} must be between {minimum:g} and {maximum:g}"
+            )
         return value
 
     def bool_param(self, name: str, default: bool) -> bool:

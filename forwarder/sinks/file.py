@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 
+from forwarder.files import make_private_dirs
 from forwarder.sinks.base import Record, Rejection, Sink, SinkConfigError, SinkError, SinkSpec
 
 
@@ -37,8 +38,9 @@ class FileSink(Sink):
         if self._fd is not None:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+            # Event data: owner only (an existing file keeps the mode it was given).
+            make_private_dirs(self.path.parent)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise SinkError(f"file {self.path}: cannot open ({exc.strerror or exc})") from None
         try:
