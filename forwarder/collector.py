@@ -72,6 +72,11 @@ class Collector:
                 result.windows += 1
                 chunk_start = chunk_end
                 first = False
+            if first and not self.stop.is_set():
+                # Nothing new to sweep (a run in the same second as the last commit, or a
+                # longer --lag): the overlap is still re-read for late events.
+                result.events += self._collect(watermark - self.overlap, watermark, None)
+                result.windows += 1
         else:
             read_from = watermark - self.overlap if committed is not None else watermark
             result.events += self._collect(read_from, None, None)

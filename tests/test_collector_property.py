@@ -154,3 +154,27 @@ def test_sweeps_with_bursts_late_events_and_crashes_deliver_each_event_once(
     lines = (tmp / "out.ndjson").read_bytes().splitlines()
     delivered = Counter(orjson.loads(line)["id"] for line in lines)
     assert delivered == expected
+
+
+def test_a_sweep_in_the_same_second_as_the_last_commit_still_rereads_the_overlap(
+    tmp_path: Path,
+) -> None:
+    """Two `run --once` in one wall-clock second: the second has no new span to sweep, yet
+    late events that arrived in between (inside the overlap) must be delivered by it."""
+    now = BASE + 600
+    first = [make_event(ORG_TYPES[0], BASE + i, seq=i, actor="null") for i in range(0, 500, 7)]
+    late = [make_event(ORG_TYPES[1], now - LAG - 30 - i, seq=1000 + i) for i in range(5)]
+    with FakeOpenAI(first, admin_key=ADMIN_KEY) as fake:
+        for added in ([], late):
+            fake.add_events(added)
+            collector, state, sink = collector_for(fake, tmp_path, 3, 50, None)
+            try:
+                collector.sweep(now=now)
+                assert state.watermark("p") == now - LAG
+            finally:
+                sink.close()
+                state.close()
+                collector.source.close()
+        expected = Counter(fake.listing())
+    lines = (tmp_path / "out.ndjson").read_bytes().splitlines()
+    assert Counter(orjson.loads(line)["id"] for line in lines) == expected
