@@ -14,6 +14,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -140,12 +141,13 @@ class Settings(BaseSettings):
     actor_emails: StrList = Field(default_factory=list)
     resource_ids: StrList = Field(default_factory=list)
     tenant_only: bool = False
-    with_tenant: bool = False
+    with_tenant: bool = True
     log_format: Literal["text", "json"] = "text"
     verbosity: int = Field(0, ge=-2, le=3)
     metrics_addr: str | None = None
     health_max_age: Duration | None = None
     streams: list[StreamSettings] = Field(default_factory=list)
+    _tenant_companion: bool = PrivateAttr(False)
 
     @field_validator("start_at")
     @classmethod
@@ -234,16 +236,22 @@ class Settings(BaseSettings):
         if not self.event_types or org_types:
             targets.append(self.model_copy(update={"event_types": org_types}))
         if not self.event_types or tenant_types:
-            targets.append(
-                self.model_copy(
-                    update={
-                        "stream": f"{self.stream}-tenant",
-                        "tenant_only": True,
-                        "event_types": tenant_types,
-                    }
-                )
+            companion = self.model_copy(
+                update={
+                    "stream": f"{self.stream}-tenant",
+                    "tenant_only": True,
+                    "event_types": tenant_types,
+                }
             )
+            companion._tenant_companion = True
+            targets.append(companion)
         return targets
+
+    @property
+    def tenant_companion(self) -> bool:
+        """Whether this is the `NAME-tenant` stream that `with_tenant` adds: a refused
+        tenant listing is then a warning, retried hourly, not a failure."""
+        return self._tenant_companion
 
     @property
     def health_threshold(self) -> float:
