@@ -597,6 +597,7 @@ def checkpoint_show(as_json: bool, **params: Any) -> None:
                 "watermark_unix": wm,
                 "updated": format_when(int(updated)),
                 "remembered_ids": state.count_delivered(live_scope(stream)),
+                "span_in_progress": _span_text(state.live_span(stream)),
             }
             for stream, wm, updated in state.streams()
         ]
@@ -636,6 +637,7 @@ def checkpoint_show(as_json: bool, **params: Any) -> None:
         click.echo(
             f"stream {s['stream']}: watermark {s['watermark']} ({s['watermark_unix']}), "
             f"updated {s['updated']}, {s['remembered_ids']} ids remembered"
+            + (f", {s['span_in_progress']}" if s["span_in_progress"] else "")
         )
     for j in jobs:
         status = f"finished {j['finished']}" if j["finished"] else "unfinished"
@@ -650,6 +652,16 @@ def checkpoint_show(as_json: bool, **params: Any) -> None:
             f"stream {r['stream']}: tenant listing refused {r['refused_at']}, asked again "
             f"hourly: {r['message']}"
         )
+
+
+def _span_text(span: Any) -> str | None:
+    """A live sweep stopped part way (see `LiveSpan`), in words."""
+    if span is None:
+        return None
+    return (
+        f"catch-up to {format_when(span.end)} in progress, delivered down to "
+        f"{format_when(span.done_from)}"
+    )
 
 
 def _change_checkpoint(params: dict[str, Any], watermark: int | None) -> str:
