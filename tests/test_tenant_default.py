@@ -165,3 +165,22 @@ def test_the_refused_tenant_listing_is_a_metric_while_the_daemon_keeps_deliverin
         assert process.returncode == 0
         assert stderr.decode().count(" WARNING ") == 1
         assert {doc["id"] for doc in read_ndjson(out)} == set(fake.listing())
+
+
+def test_a_backfill_whose_tenant_listing_is_refused_warns_and_delivers_the_rest(
+    tmp_path: Path,
+) -> None:
+    events = mixed_events(67)
+    now = int(time.time())
+    with FakeOpenAI(events, admin_key=ADMIN_KEY, refuse_tenant=404) as fake:
+        out, to_file = raw_file_sink(tmp_path)
+        env = cli_env(OPENAI_ADMIN_KEY=ADMIN_KEY, OPENAI_BASE_URL=fake.base_url)
+        args = ["backfill", "--since", str(now - 3600), "--until", str(now - 60), *to_file]
+        result = run_cli(*args, cwd=tmp_path, env=env)
+        assert result.code == 0, result.stderr
+        warned = [line for line in result.stderr.splitlines() if "warning" in line]
+        assert (
+            len(warned) == 1 and "default-tenant: tenant-scoped events not backfilled" in warned[0]
+        )
+        assert "HTTP 404" in warned[0]
+        assert Counter(doc["id"] for doc in read_ndjson(out)) == Counter(fake.listing())
