@@ -120,7 +120,8 @@ SOURCE_OPTIONS = [
         "--with-tenant/--without-tenant",
         "with_tenant",
         default=None,
-        help="Also collect the tenant-scoped events, in a stream NAME-tenant of their own.",
+        help="Also collect the tenant-scoped events, in a stream NAME-tenant of their own "
+        "(default on; a refused tenant listing is a warning, asked again hourly).",
     ),
     click.option(
         "--tenant-only/--no-tenant-only",
@@ -201,13 +202,23 @@ def settings_from(params: dict[str, Any]) -> Settings:
 
 def stream_targets(settings: Settings, stream_given: bool) -> list[Settings]:
     """The settings of each configured stream (all, or the one --stream names), each followed
-    by its tenant companion with --with-tenant."""
+    by its tenant companion (with_tenant, the default)."""
+    return [target for group in stream_groups(settings, stream_given) for target in group]
+
+
+def stream_groups(settings: Settings, stream_given: bool) -> list[list[Settings]]:
+    """Each configured stream with its tenant companion, if any: a configured stream of the
+    companion's name (a tenant stream of its own) takes its place."""
     configured = [settings.for_stream(stream) for stream in settings.streams] or [settings]
+    names = {c.stream for c in configured}
     if settings.streams and stream_given:
         configured = [c for c in configured if c.stream == settings.stream]
         if not configured:
             raise ConfigError(f"invalid setting stream: no stream {settings.stream!r} configured")
-    return [target for c in configured for target in c.with_tenant_companion()]
+    return [
+        [t for t in c.with_tenant_companion() if not (t.tenant_companion and t.stream in names)]
+        for c in configured
+    ]
 
 
 def insecure_transport(settings: Settings) -> str | None:
@@ -282,7 +293,10 @@ def cli() -> None:
     help="Re-read this much before the watermark for late events (default 10m).",
 )
 @_option(
-    "--window", setting="window", help="Largest window per commit of the watermark (default 1h)."
+    "--window",
+    setting="window",
+    help="Unused by run against the API: a sweep lists its whole span, so the number of "
+    "requests follows the events (kept for backfill and config files).",
 )
 @_option(
     "--start-at",
@@ -318,21 +332,21 @@ def run(once: bool, **params: Any) -> None:
     from forwarder.service import run_stream, run_streams
 
     settings = settings_from(params)
-    targets = stream_targets(settings, bool(params.get("stream")))
-    warn_insecure(targets)
+    groups = stream_groups(settings, bool(params.get("stream")))
+    warn_insecure([target for group in groups for target in group])
     stop = threading.Event()
     install_stop_handlers(stop)
     health = Health(settings.health_threshold)
     if settings.metrics_addr:
         serve_metrics(settings.metrics_addr, health)
-    if len(targets) == 1:
-        run_stream(targets[0], once, stop, health)
+    if len(groups) == 1:  # a stream and its tenant companion, swept one after the other
+        run_stream(groups[0][0], once, stop, health, companions=groups[0][1:])
         return
-    failures = run_streams(targets, once, stop, health)
+    failures = run_streams(groups, once, stop, health)
     if failures:
         names = ", ".join(name for name, _ in failures)
         first = failures[0][1]
-        raise ForwarderError(f"{len(failures)} of {len(targets)} streams failed ({names}): {first}")
+        raise ForwarderError(f"{len(failures)} of {len(groups)} streams failed ({names}): {first}")
 
 
 # backfill ----------------------------------------------------------------------------------
@@ -389,8 +403,19 @@ def backfill(
     warn_insecure(targets)
     stop = threading.Event()
     install_stop_handlers(stop)
+    from forwarder.sources.openai_api import TenantRefused
+
     for settings in targets:  # one stream after the other, each with a job of its own
-        _backfill_stream(settings, since, until, concurrency, page_budget, restart, stop)
+        try:
+            _backfill_stream(settings, since, until, concurrency, page_budget, restart, stop)
+        except TenantRefused as exc:
+            if not settings.tenant_companion:
+                raise
+            click.echo(
+                f"{PROG}: warning: {settings.stream}: tenant-scoped events not backfilled: "
+                f"{redact(str(exc))} (--without-tenant skips them)",
+                err=True,
+            )
 
 
 def _backfill_stream(
@@ -615,6 +640,7 @@ def checkpoint_show(as_json: bool, **params: Any) -> None:
                 "watermark_unix": wm,
                 "updated": format_when(int(updated)),
                 "remembered_ids": state.count_delivered(live_scope(stream)),
+                "span_in_progress": _span_text(state.live_span(stream)),
             }
             for stream, wm, updated in state.streams()
         ]
@@ -635,10 +661,18 @@ def checkpoint_show(as_json: bool, **params: Any) -> None:
             {"sink": sink, "position": pos}
             for sink, pos in state.db.execute("SELECT sink, position FROM sink_positions")
         ]
+        refusals = [
+            {"stream": stream, "refused_at": format_when(int(at)), "message": message}
+            for stream, at, message in state.tenant_refusals()
+        ]
     finally:
         state.close()
     if as_json:
-        click.echo(orjson.dumps({"streams": streams, "backfills": jobs, "sinks": sinks}))
+        click.echo(
+            orjson.dumps(
+                {"streams": streams, "backfills": jobs, "sinks": sinks, "tenant_refused": refusals}
+            )
+        )
         return
     if not streams:
         click.echo("no live checkpoint yet")
@@ -646,6 +680,7 @@ def checkpoint_show(as_json: bool, **params: Any) -> None:
         click.echo(
             f"stream {s['stream']}: watermark {s['watermark']} ({s['watermark_unix']}), "
             f"updated {s['updated']}, {s['remembered_ids']} ids remembered"
+            + (f", {s['span_in_progress']}" if s["span_in_progress"] else "")
         )
     for j in jobs:
         status = f"finished {j['finished']}" if j["finished"] else "unfinished"
@@ -655,6 +690,21 @@ def checkpoint_show(as_json: bool, **params: Any) -> None:
         )
     for k in sinks:
         click.echo(f"sink {k['sink']}: position {k['position']}")
+    for r in refusals:
+        click.echo(
+            f"stream {r['stream']}: tenant listing refused {r['refused_at']}, asked again "
+            f"hourly: {r['message']}"
+        )
+
+
+def _span_text(span: Any) -> str | None:
+    """A live sweep stopped part way (see `LiveSpan`), in words."""
+    if span is None:
+        return None
+    return (
+        f"catch-up to {format_when(span.end)} in progress, delivered down to "
+        f"{format_when(span.done_from)}"
+    )
 
 
 def _change_checkpoint(params: dict[str, Any], watermark: int | None) -> str:
@@ -726,6 +776,7 @@ def check(**params: Any) -> None:
     """
     from forwarder.runtime import build_sinks, build_source, stream_name
     from forwarder.sinks.base import SinkError
+    from forwarder.sources.openai_api import TenantRefused
 
     targets = stream_targets(settings_from(params), bool(params.get("stream")))
     failed = 0
@@ -745,6 +796,15 @@ def check(**params: Any) -> None:
                 source.close()
         except ConfigError:
             raise
+        except TenantRefused as exc:
+            if not settings.tenant_companion:
+                failed += 1
+                click.echo(f"FAIL  source {stream}: {redact(str(exc))}")
+            else:
+                click.echo(
+                    f"warn  source {stream}: tenant-scoped events are not collected, "
+                    f"{redact(str(exc))}; run asks again hourly (--without-tenant to stop)"
+                )
         except ForwarderError as exc:
             failed += 1
             click.echo(f"FAIL  source {stream}: {redact(str(exc))}")

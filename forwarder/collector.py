@@ -1,7 +1,8 @@
-"""The live collector: sweeps fixed windows `[watermark, now - lag)` oldest chunk first, pages
-each newest first, skips ids already delivered in the overlap region, hands batches to the
-sinks and commits after every sink acknowledged; the watermark moves only when a whole window
-is delivered."""
+"""The live collector: each sweep lists the whole span `[watermark, now - lag)` (after the
+overlap before it) in one newest-first listing, so requests follow the events, not the clock.
+Batches are delivered and their ids committed as they fill; the part of the span already
+delivered is committed too (`LiveSpan`), and the watermark moves to the span's end once the
+listing is complete. A tenant stream whose listing the API refuses is retried at most hourly."""
 
 from __future__ import annotations
 
@@ -15,8 +16,15 @@ from forwarder import metrics
 from forwarder.delivery import Delivery
 from forwarder.logs import get_logger
 from forwarder.sources import Source
-from forwarder.state import State, live_scope
+from forwarder.sources.openai_api import TenantRefused
+from forwarder.state import LiveSpan, State, live_scope
 from forwarder.timeparse import format_when
+
+# A refused tenant listing is asked again after this long (persisted: holds across cron runs).
+TENANT_RETRY_SECONDS = 3600.0
+# Ids remembered in memory during one listing before they are reloaded from the state, limited
+# to the part of the span not yet complete: memory follows a batch, not the span.
+SEEN_LIMIT = 20_000
 
 
 @dataclass
@@ -40,6 +48,7 @@ class Collector:
         batch_size: int,
         start_at: Callable[[], int],
         stop: threading.Event | None = None,
+        tenant_companion: bool = False,
     ) -> None:
         self.stream = stream
         self.scope = live_scope(stream)
@@ -48,34 +57,32 @@ class Collector:
         self.state = state
         self.lag = int(lag)
         self.overlap = int(overlap)
-        self.window = max(1, int(window))
+        self.window = max(1, int(window))  # the file source's unit; the API's span is whole
         self.batch_size = batch_size
         self.start_at = start_at
         self.stop = stop or threading.Event()
+        self.tenant_companion = tenant_companion
         self.log = get_logger()
 
     def sweep(self, now: float | None = None) -> SweepResult:
         started = time.monotonic()
         now = time.time() if now is None else now
         result = SweepResult()
-        committed = self.state.watermark(self.stream)
-        # A fresh stream starts exactly at start_at; afterwards the overlap is re-read.
-        watermark = self.start_at() if committed is None else committed
-        if self.source.live:
-            until = int(now) - self.lag
-            chunk_start = watermark
-            first = committed is not None
-            while chunk_start < until and not self.stop.is_set():
-                chunk_end = min(chunk_start + self.window, until)
-                read_from = chunk_start - self.overlap if first else chunk_start
-                result.events += self._collect(read_from, chunk_end, chunk_end)
-                result.windows += 1
-                chunk_start = chunk_end
-                first = False
+        if self.tenant_companion and not self._tenant_listing_due():
+            result.watermark = self.state.watermark(self.stream)
+            return result
+        try:
+            if self.source.live:
+                self._sweep_live(int(now) - self.lag, result)
+            else:
+                self._sweep_file(result)
+        except TenantRefused as exc:
+            if not self.tenant_companion:
+                raise
+            self._tenant_refused(exc)
         else:
-            read_from = watermark - self.overlap if committed is not None else watermark
-            result.events += self._collect(read_from, None, None)
-            result.windows += 1
+            if self.tenant_companion:
+                self._tenant_accepted()
         result.watermark = self.state.watermark(self.stream)
         metrics.SWEEP_DURATION.labels(self.stream).observe(time.monotonic() - started)
         metrics.LAST_SUCCESS.labels(self.stream).set(time.time())
@@ -83,38 +90,102 @@ class Collector:
             metrics.CHECKPOINT_LAG.labels(self.stream).set(max(0.0, now - result.watermark))
         return result
 
-    def _collect(self, start: int, end: int | None, new_watermark: int | None) -> int:
-        """Deliver every new event of [start, end); then move the watermark to `new_watermark`
-        (for a file source, end None: to one past the newest event seen)."""
-        seen = self.state.delivered_ids(self.scope, start)
+    def _sweep_live(self, until: int, result: SweepResult) -> None:
+        committed = self.state.watermark(self.stream)
+        span = self.state.live_span(self.stream)
+        if span is not None and committed in (None, span.start) and span.end > span.start:
+            # A sweep stopped part way: its newer part is delivered, list only the rest.
+            read_from = span.start - self.overlap if committed is not None else span.start
+            result.events += self._walk(read_from, span.start, span.done_from, span.end)
+            result.windows += 1
+            if self.stop.is_set():
+                return
+            committed = span.end
+        elif span is not None:
+            self.state.set_live_span(self.stream, None)  # the watermark was moved by hand
+        # A fresh stream starts exactly at start_at; afterwards the overlap is re-read.
+        watermark = self.start_at() if committed is None else committed
+        read_from = watermark - self.overlap if committed is not None else watermark
+        if watermark < until:
+            result.events += self._walk(read_from, watermark, until, until)
+            result.windows += 1
+        elif committed is not None and not self.stop.is_set():
+            # Nothing new to sweep (a run in the same second as the last commit, or a
+            # longer --lag): the overlap is still re-read for late events.
+            result.events += self._walk(read_from, watermark, watermark, None)
+            result.windows += 1
+
+    def _walk(self, read_from: int, start: int, end: int, span_end: int | None) -> int:
+        """Deliver every new event of [read_from, end) from one newest-first listing; then
+        move the watermark to `span_end` (None: leave it). While the listing runs, the part
+        [done_from, span_end) known to be complete is committed after each batch."""
+        seen = self.state.delivered_ids(self.scope, read_from, end)
         batch: list[dict[str, Any]] = []
-        newest = None
+        oldest: int | None = None  # the oldest time listed so far
+        done_from = end
         total = 0
-        log_extra = {"stream": self.stream, "window": f"{format_when(start)}/{format_when(end)}"}
-        for page in self.source.pages(start, end):
-            taken = len(batch)
-            self.delivery.take_new(page, seen, batch)
-            if end is None and len(batch) > taken:  # a file: the watermark follows its newest
-                page_newest = max(event["effective_at"] for event in batch[taken:])
-                newest = page_newest if newest is None else max(newest, page_newest)
-            if len(batch) >= self.batch_size:
+        log_extra = {
+            "stream": self.stream,
+            "window": f"{format_when(read_from)}/{format_when(end)}",
+        }
+        for page in self.source.pages(read_from, end) if read_from < end else ():
+            fresh = [e for e in page if not self._repeat(e, done_from)]
+            self.delivery.take_new(fresh, seen, batch)
+            times = [e["effective_at"] for e in fresh if type(e.get("effective_at")) is int]
+            if times:
+                oldest = min(times) if oldest is None else min(oldest, *times)
+            if len(batch) >= self.batch_size or self.stop.is_set():
                 total += self._deliver(batch)
                 batch = []
+                if oldest is not None and span_end is not None and oldest + 1 < done_from:
+                    # Everything listed is delivered: only the oldest second may go on.
+                    done_from = oldest + 1
+                    self.state.set_live_span(self.stream, LiveSpan(start, span_end, done_from))
+                if len(seen) > SEEN_LIMIT:
+                    seen = self.state.delivered_ids(self.scope, read_from, done_from)
             if self.stop.is_set():
-                # The window is not complete: commit what was taken, keep the watermark.
-                total += self._deliver(batch)
                 self.log.info("stop requested: window left open", extra=log_extra)
                 return total
-        if end is None:
-            current = self.state.watermark(self.stream)
-            candidates = [
-                w for w in (current, newest + 1 if newest is not None else None) if w is not None
-            ]
-            new_watermark = max(candidates) if candidates else None
-        total += self._deliver(batch, new_watermark)
+        total += self._deliver(batch, span_end)
+        if span_end is not None and self.state.live_span(self.stream) is not None:
+            self.state.set_live_span(self.stream, None)
         if total:
             self.log.info("delivered %d events", total, extra=log_extra)
         return total
+
+    def _repeat(self, event: Any, done_from: int) -> bool:
+        """An event listed again in the part already complete (a server that pages badly):
+        delivered before, unless the state has never seen it."""
+        at = event.get("effective_at") if isinstance(event, dict) else None
+        if type(at) is not int or at < done_from:
+            return False
+        return event.get("id") in self.state.delivered_ids(self.scope, at, at + 1)
+
+    def _sweep_file(self, result: SweepResult) -> None:
+        committed = self.state.watermark(self.stream)
+        watermark = self.start_at() if committed is None else committed
+        read_from = watermark - self.overlap if committed is not None else watermark
+        seen = self.state.delivered_ids(self.scope, read_from)
+        batch: list[dict[str, Any]] = []
+        newest = None
+        for page in self.source.pages(read_from, None):
+            taken = len(batch)
+            self.delivery.take_new(page, seen, batch)
+            if len(batch) > taken:  # a file: the watermark follows its newest event
+                page_newest = max(event["effective_at"] for event in batch[taken:])
+                newest = page_newest if newest is None else max(newest, page_newest)
+            if len(batch) >= self.batch_size or self.stop.is_set():
+                result.events += self._deliver(batch)
+                batch = []
+            if self.stop.is_set():
+                self.log.info("stop requested: file left open", extra={"stream": self.stream})
+                return
+        candidates = [
+            w for w in (committed, newest + 1 if newest is not None else None) if w is not None
+        ]
+        new_watermark = max(candidates) if candidates else None
+        result.events += self._deliver(batch, new_watermark)
+        result.windows += 1
 
     def _deliver(self, batch: list[dict[str, Any]], watermark: int | None = None) -> int:
         if not batch and watermark is None:
@@ -126,3 +197,39 @@ class Collector:
             watermark=(self.stream, watermark) if watermark is not None else None,
             prune_before=watermark - self.overlap if watermark is not None else None,
         )
+
+    # Tenant listing refused ------------------------------------------------------------
+
+    def _tenant_listing_due(self) -> bool:
+        refusal = self.state.tenant_refusal(self.stream)
+        if refusal is None:
+            return True
+        metrics.TENANT_LISTING_REFUSED.labels(self.stream).set(1)
+        if time.time() - refusal[0] >= TENANT_RETRY_SECONDS:
+            return True
+        self.log.debug(
+            "tenant listing refused %s; asked again after an hour",
+            format_when(int(refusal[0])),
+            extra={"stream": self.stream},
+        )
+        return False
+
+    def _tenant_refused(self, exc: TenantRefused) -> None:
+        known = self.state.tenant_refusal(self.stream) is not None
+        self.state.set_tenant_refusal(self.stream, str(exc))
+        metrics.TENANT_LISTING_REFUSED.labels(self.stream).set(1)
+        if known:
+            self.log.info("tenant listing still refused: %s", exc, extra={"stream": self.stream})
+            return
+        self.log.warning(
+            "tenant-scoped events are not collected: %s; the other events are, this listing "
+            "is asked again at most hourly (--without-tenant stops asking)",
+            exc,
+            extra={"stream": self.stream},
+        )
+
+    def _tenant_accepted(self) -> None:
+        metrics.TENANT_LISTING_REFUSED.labels(self.stream).set(0)
+        if self.state.tenant_refusal(self.stream) is not None:
+            self.state.set_tenant_refusal(self.stream, None)
+            self.log.info("tenant listing accepted again", extra={"stream": self.stream})

@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -168,12 +169,13 @@ class Settings(BaseSettings):
     actor_emails: StrList = Field(default_factory=list)
     resource_ids: StrList = Field(default_factory=list)
     tenant_only: bool = False
-    with_tenant: bool = False
+    with_tenant: bool = True
     log_format: Literal["text", "json"] = "text"
     verbosity: int = Field(0, ge=-2, le=3)
     metrics_addr: str | None = None
     health_max_age: Duration | None = None
     streams: list[StreamSettings] = Field(default_factory=list)
+    _tenant_companion: bool = PrivateAttr(False)
 
     @field_validator("start_at")
     @classmethod
@@ -197,7 +199,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _tenant_flags_exclusive(self) -> Settings:
-        check_tenant_flags(self.with_tenant, self.tenant_only, "")
+        # with_tenant is on by default: only a with_tenant the user gave conflicts.
+        if "with_tenant" in self.model_fields_set:
+            check_tenant_flags(self.with_tenant, self.tenant_only, "")
         return self
 
     @field_validator("interval", "window", "request_timeout")
@@ -286,16 +290,22 @@ class Settings(BaseSettings):
         if not self.event_types or org_types:
             targets.append(self.model_copy(update={"event_types": org_types}))
         if not self.event_types or tenant_types:
-            targets.append(
-                self.model_copy(
-                    update={
-                        "stream": f"{self.stream}-tenant",
-                        "tenant_only": True,
-                        "event_types": tenant_types,
-                    }
-                )
+            companion = self.model_copy(
+                update={
+                    "stream": f"{self.stream}-tenant",
+                    "tenant_only": True,
+                    "event_types": tenant_types,
+                }
             )
+            companion._tenant_companion = True
+            targets.append(companion)
         return targets
+
+    @property
+    def tenant_companion(self) -> bool:
+        """Whether this is the `NAME-tenant` stream that `with_tenant` adds: a refused
+        tenant listing is then a warning, retried hourly, not a failure."""
+        return self._tenant_companion
 
     @property
     def health_threshold(self) -> float:

@@ -47,3 +47,14 @@ CHECKPOINT_LAG = Gauge(
     ["stream"],
     registry=REGISTRY,
 )
+EVENTS_OUT_OF_WINDOW = Counter(
+    "oaf_events_out_of_window",
+    "Events the API listed outside the requested window, dropped (another window has them)",
+    registry=REGISTRY,
+)
+TENANT_LISTING_REFUSED = Gauge(
+    "oaf_tenant_listing_refused",
+    "1 while the API refuses tenant_only=true for this tenant stream (retried at most hourly)",
+    ["stream"],
+    registry=REGISTRY,
+)

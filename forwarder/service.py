@@ -3,8 +3,10 @@ one process; a stream that fails is retried next interval and never stops the ot
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
+from collections.abc import Sequence
 
 from forwarder.collector import Collector
 from forwarder.config import Settings
@@ -22,40 +24,43 @@ def run_stream(
     stop: threading.Event,
     health: Health,
     pool: SinkPool | None = None,
+    companions: Sequence[Settings] = (),
 ) -> None:
-    """Sweep one stream until stopped (or once). Raises on failure with --once, and on
-    configuration errors and a held lock always."""
+    """Sweep one stream, then its `companions` (its tenant stream), until stopped (or once).
+    Raises on failure with --once, and on configuration errors and a held lock always."""
     log = get_logger()
     stream = stream_name(settings)
     health.register(stream)
     command = "run --once" if once else "run"
     while True:
         try:
-            with Runtime(settings, command, "stream {stream}", stop=stop, pool=pool) as rt:
-                rt.open()
-                assert rt.source and rt.state and rt.delivery
-                collector = Collector(
-                    stream=rt.stream,
-                    source=rt.source,
-                    delivery=rt.delivery,
-                    state=rt.state,
-                    lag=settings.lag,
-                    overlap=settings.overlap,
-                    window=settings.window,
-                    batch_size=settings.batch_size,
-                    start_at=functools.partial(start_at, settings, rt.source),
-                    stop=stop,
-                )
-                while True:
-                    result = collector.sweep()
-                    health.success(stream)
-                    log.info(
-                        "sweep done: %d events delivered, watermark %s, %d dead-lettered",
-                        result.events,
-                        format_when(result.watermark),
-                        rt.delivery.dead_letters.count,
-                        extra={"stream": stream},
+            with contextlib.ExitStack() as stack:
+                shared = pool
+                if shared is None and companions:  # they share the sinks
+                    shared = SinkPool()
+                    stack.callback(shared.close)
+                sweeps = []
+                for target in (settings, *companions):
+                    rt = stack.enter_context(
+                        Runtime(target, command, "stream {stream}", stop=stop, pool=shared)
                     )
+                    rt.open()
+                    sweeps.append((rt, _collector(rt, target, stop)))
+                    health.register(rt.stream)
+                while True:
+                    for rt, collector in sweeps:
+                        result = collector.sweep()
+                        health.success(rt.stream)
+                        assert rt.delivery
+                        log.info(
+                            "sweep done: %d events delivered, watermark %s, %d dead-lettered",
+                            result.events,
+                            format_when(result.watermark),
+                            rt.delivery.dead_letters.count,
+                            extra={"stream": rt.stream},
+                        )
+                        if stop.is_set():
+                            return
                     if once or stop.wait(settings.interval):
                         return
         except Stopped:
@@ -77,25 +82,44 @@ def run_stream(
                 return
 
 
+def _collector(rt: Runtime, settings: Settings, stop: threading.Event) -> Collector:
+    assert rt.source and rt.state and rt.delivery
+    return Collector(
+        stream=rt.stream,
+        source=rt.source,
+        delivery=rt.delivery,
+        state=rt.state,
+        lag=settings.lag,
+        overlap=settings.overlap,
+        window=settings.window,
+        batch_size=settings.batch_size,
+        start_at=functools.partial(start_at, settings, rt.source),
+        stop=stop,
+        tenant_companion=settings.tenant_companion,
+    )
+
+
 def run_streams(
-    targets: list[Settings], once: bool, stop: threading.Event, health: Health
+    targets: list[list[Settings]], once: bool, stop: threading.Event, health: Health
 ) -> list[tuple[str, ForwarderError]]:
-    """Run several streams side by side; return the failures (stream, error)."""
+    """Run several streams (each with its companions) side by side; return the failures
+    (stream, error)."""
     failures: list[tuple[str, ForwarderError]] = []
     lock = threading.Lock()
     pool = SinkPool()  # streams naming the same sink share one instance of it
 
-    def worker(target: Settings) -> None:
+    def worker(group: list[Settings]) -> None:
+        target = group[0]
         try:
-            run_stream(target, once, stop, health, pool)
+            run_stream(target, once, stop, health, pool, group[1:])
         except ForwarderError as exc:
             get_logger().error("stream failed: %s", exc, extra={"stream": target.stream})
             with lock:
                 failures.append((target.stream, exc))
 
     threads = [
-        threading.Thread(target=worker, args=(target,), name=f"stream-{target.stream}")
-        for target in targets
+        threading.Thread(target=worker, args=(group,), name=f"stream-{group[0].stream}")
+        for group in targets
     ]
     for thread in threads:
         thread.start()

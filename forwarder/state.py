@@ -51,6 +51,18 @@ CREATE TABLE IF NOT EXISTS backfill_jobs (
     created_at REAL NOT NULL,
     finished_at REAL
 );
+CREATE TABLE IF NOT EXISTS live_spans (
+    stream TEXT PRIMARY KEY,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    done_from INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tenant_refusals (
+    stream TEXT PRIMARY KEY,
+    refused_at REAL NOT NULL,
+    message TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS backfill_windows (
     job TEXT NOT NULL,
     start INTEGER NOT NULL,
@@ -89,6 +101,17 @@ class Handover:
     stream: str
     watermark: int
     keep_from: int
+
+
+@dataclass(frozen=True)
+class LiveSpan:
+    """A live sweep's span [start, end) in progress: the listing runs newest first, so the
+    part [done_from, end) is delivered while the watermark still stands at `start`. A rerun
+    after a crash lists only [start, done_from) before moving the watermark to `end`."""
+
+    start: int
+    end: int
+    done_from: int
 
 
 @dataclass
@@ -185,6 +208,7 @@ class State:
         """`checkpoint set` / `checkpoint reset`: also forgets the stream's delivered ids."""
         with self._transaction() as db:
             db.execute("DELETE FROM delivered WHERE scope=?", (live_scope(stream),))
+            db.execute("DELETE FROM live_spans WHERE stream=?", (stream,))
             if watermark is None:
                 db.execute("DELETE FROM streams WHERE stream=?", (stream,))
             else:
@@ -193,6 +217,49 @@ class State:
                     "ON CONFLICT(stream) DO UPDATE SET watermark=excluded.watermark, "
                     "updated_at=excluded.updated_at",
                     (stream, watermark, time.time()),
+                )
+
+    # Live spans in progress and refused tenant listings --------------------------------
+
+    def live_span(self, stream: str) -> LiveSpan | None:
+        row = self.db.execute(
+            "SELECT start, end, done_from FROM live_spans WHERE stream=?", (stream,)
+        ).fetchone()
+        return None if row is None else LiveSpan(*row)
+
+    def set_live_span(self, stream: str, span: LiveSpan | None) -> None:
+        with self._transaction() as db:
+            if span is None:
+                db.execute("DELETE FROM live_spans WHERE stream=?", (stream,))
+            else:
+                db.execute(
+                    "INSERT INTO live_spans(stream, start, end, done_from, updated_at) "
+                    "VALUES (?,?,?,?,?) ON CONFLICT(stream) DO UPDATE SET start=excluded.start, "
+                    "end=excluded.end, done_from=excluded.done_from, "
+                    "updated_at=excluded.updated_at",
+                    (stream, span.start, span.end, span.done_from, time.time()),
+                )
+
+    def tenant_refusal(self, stream: str) -> tuple[float, str] | None:
+        """(when, the API's message) of the last refusal of this stream's tenant listing."""
+        row = self.db.execute(
+            "SELECT refused_at, message FROM tenant_refusals WHERE stream=?", (stream,)
+        ).fetchone()
+        return None if row is None else (float(row[0]), str(row[1]))
+
+    def tenant_refusals(self) -> list[tuple[str, float, str]]:
+        return list(self.db.execute("SELECT stream, refused_at, message FROM tenant_refusals"))
+
+    def set_tenant_refusal(self, stream: str, message: str | None) -> None:
+        with self._transaction() as db:
+            if message is None:
+                db.execute("DELETE FROM tenant_refusals WHERE stream=?", (stream,))
+            else:
+                db.execute(
+                    "INSERT INTO tenant_refusals(stream, refused_at, message) VALUES (?,?,?) "
+                    "ON CONFLICT(stream) DO UPDATE SET refused_at=excluded.refused_at, "
+                    "message=excluded.message",
+                    (stream, time.time(), message),
                 )
 
     # Delivered ids -----------------------------------------------------------------------

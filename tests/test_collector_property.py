@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -154,3 +155,63 @@ def test_sweeps_with_bursts_late_events_and_crashes_deliver_each_event_once(
     lines = (tmp / "out.ndjson").read_bytes().splitlines()
     delivered = Counter(orjson.loads(line)["id"] for line in lines)
     assert delivered == expected
+
+
+def test_a_sweep_in_the_same_second_as_the_last_commit_still_rereads_the_overlap(
+    tmp_path: Path,
+) -> None:
+    """Two `run --once` in one wall-clock second: the second has no new span to sweep, yet
+    late events that arrived in between (inside the overlap) must be delivered by it."""
+    now = BASE + 600
+    first = [make_event(ORG_TYPES[0], BASE + i, seq=i, actor="null") for i in range(0, 500, 7)]
+    late = [make_event(ORG_TYPES[1], now - LAG - 30 - i, seq=1000 + i) for i in range(5)]
+    with FakeOpenAI(first, admin_key=ADMIN_KEY) as fake:
+        for added in ([], late):
+            fake.add_events(added)
+            collector, state, sink = collector_for(fake, tmp_path, 3, 50, None)
+            try:
+                collector.sweep(now=now)
+                assert state.watermark("p") == now - LAG
+            finally:
+                sink.close()
+                state.close()
+                collector.source.close()
+        expected = Counter(fake.listing())
+    lines = (tmp_path / "out.ndjson").read_bytes().splitlines()
+    assert Counter(orjson.loads(line)["id"] for line in lines) == expected
+
+
+def test_a_catch_up_stopped_part_way_resumes_below_the_part_already_delivered(
+    tmp_path: Path,
+) -> None:
+    """The listing runs newest first: after a crash, the rerun lists only what lies below the
+    committed LiveSpan, and the watermark still moves only when the whole span is done."""
+    now = BASE + 900
+    events = [make_event(ORG_TYPES[i % 5], BASE + i * 2, seq=i, actor="null") for i in range(400)]
+    with FakeOpenAI(events, admin_key=ADMIN_KEY) as fake:
+        collector, state, sink = collector_for(fake, tmp_path, 20, 50, crash_after=3)
+        try:
+            with pytest.raises(Crash):
+                collector.sweep(now=now)
+            span = state.live_span("p")
+            assert state.watermark("p") is None
+            assert span is not None and (span.start, span.end) == (BASE, now - LAG)
+            assert BASE < span.done_from < now - LAG
+        finally:
+            sink.close()
+            state.close()
+            collector.source.close()
+        fake.reset_log()
+        collector, state, sink = collector_for(fake, tmp_path, 20, 50, None)
+        try:
+            collector.sweep(now=now)
+            assert state.watermark("p") == now - LAG and state.live_span("p") is None
+        finally:
+            sink.close()
+            state.close()
+            collector.source.close()
+        first_request = fake.requests[0][1]
+        assert first_request["effective_at[lt]"] == [str(span.done_from)]
+        expected = Counter(fake.listing())
+    lines = (tmp_path / "out.ndjson").read_bytes().splitlines()
+    assert Counter(orjson.loads(line)["id"] for line in lines) == expected

@@ -278,7 +278,13 @@ base_url = "{b.base_url}"
             "checkpoint", "show", "--json", "--config", str(config), cwd=tmp_path, env=env
         ).stdout
     )
-    assert sorted(s["stream"] for s in shown["streams"]) == ["org-a", "org-a-tenant", "org-b"]
+    # org-b has a tenant companion by default; org-a's is the configured org-a-tenant.
+    assert sorted(s["stream"] for s in shown["streams"]) == [
+        "org-a",
+        "org-a-tenant",
+        "org-b",
+        "org-b-tenant",
+    ]
 
     # Organization B's key is revoked; new events keep arriving in both organizations.
     now = int(time.time())

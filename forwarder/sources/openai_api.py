@@ -24,6 +24,10 @@ from forwarder.sources import Page, Source
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 # Listed by the API only with tenant_only=true (and then only they are).
 TENANT_SCOPED_TYPES = {"role.bound_to_resource", "role.unbound_from_resource"}
+# Pages in a row that bring no event new to the listing before paging is given up: a real
+# listing never has one (each page is older than the last); a cycling server never stops.
+MAX_IDLE_PAGES = 3
+_REFUSED_STATUS = re.compile(r"\bHTTP (\d{3})\b")
 _KEY_LIKE = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
 _RESET = re.compile(
     r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$"
@@ -90,25 +94,81 @@ class OpenAIAuditLogSource(Source):
         return params
 
     def pages(self, start: int, end: int | None) -> Iterator[Page]:
+        """Pages of [start, end), newest first. Events outside the window are dropped (they
+        belong to another one); paging stops with an error when a cursor comes back or when
+        `MAX_IDLE_PAGES` pages in a row bring no event new to this listing."""
         after: str | None = None
+        cursors: set[str] = set()
+        progress = _ListingProgress()
+        idle = 0
         while True:
-            body = self._get(self._params(start, end, after, self.page_size))
+            body = self._list(self._params(start, end, after, self.page_size), first=after is None)
             data = body.get("data")
             if not isinstance(data, list):
                 raise SourceError("OpenAI API: response has no 'data' list")
-            if data:
-                yield data
-            if not body.get("has_more") or not data:
+            kept = self._in_window(data, start, end)
+            new = progress.advance(kept)
+            if kept:
+                yield kept
+            if not body.get("has_more"):
                 return
             last = body.get("last_id") or (
-                data[-1].get("id") if isinstance(data[-1], dict) else None
+                data[-1].get("id") if data and isinstance(data[-1], dict) else None
             )
-            if not isinstance(last, str) or last == after:
+            window = _window_text(start, end)
+            if not isinstance(last, str) or not last:
                 raise SourceError("OpenAI API: has_more without a usable last_id")
+            if last in cursors or last == after:
+                raise SourceError(
+                    f"OpenAI API: the page cursor {last!r} came back while listing {window}; "
+                    "paging stopped, the watermark stays"
+                )
+            cursors.add(last)
+            idle = 0 if new else idle + 1
+            if idle >= MAX_IDLE_PAGES:
+                raise SourceError(
+                    f"OpenAI API: {idle} pages in a row with has_more but no new event in "
+                    f"{window}; paging stopped, the watermark stays"
+                )
             after = last
 
+    def _list(self, params: list, *, first: bool) -> dict[str, Any]:
+        """One page; a refused first page of a tenant-scoped listing raises `TenantRefused`."""
+        try:
+            return self._get(params)
+        except SourceError as exc:
+            status = refusal_status(exc)
+            if first and self.filters.get("tenant_only") and status is not None:
+                raise TenantRefused(str(exc), status) from None
+            raise
+
+    def _in_window(self, data: list[Any], start: int, end: int | None) -> list[Any]:
+        """The page without events whose time lies outside [start, end); events without a
+        usable time stay, to be dead-lettered by the collector."""
+        kept = [
+            event
+            for event in data
+            if not (
+                isinstance(event, dict)
+                and type(event.get("effective_at")) is int
+                and (
+                    event["effective_at"] < start
+                    or (end is not None and event["effective_at"] >= end)
+                )
+            )
+        ]
+        if len(kept) < len(data):
+            dropped = len(data) - len(kept)
+            metrics.EVENTS_OUT_OF_WINDOW.inc(dropped)
+            self.log.debug(
+                "OpenAI API: dropped %d events outside the requested window %s",
+                dropped,
+                _window_text(start, end),
+            )
+        return kept
+
     def check(self) -> str:
-        body = self._get(self._params(None, None, None, 1))
+        body = self._list(self._params(None, None, None, 1), first=True)
         data = body.get("data") or []
         newest = data[0].get("effective_at") if data and isinstance(data[0], dict) else None
         seen = f", newest event at {newest}" if newest is not None else ", no events yet"
@@ -193,6 +253,53 @@ class OpenAIAuditLogSource(Source):
     def _scrub(self, text: str) -> str:
         text = text.replace(self._key, "[REDACTED]") if self._key else text
         return _one_line(_KEY_LIKE.sub("sk-[REDACTED]", text))
+
+
+class TenantRefused(SourceError):
+    """The API refused `tenant_only=true` (400, 403 or 404): the organization has no tenant
+    listing, or the key may not read it."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def refusal_status(exc: SourceError) -> int | None:
+    """400, 403 or 404 when `exc` is the API refusing the request for good, else None."""
+    status = getattr(exc, "status", None)
+    if status is None and (match := _REFUSED_STATUS.search(str(exc))):
+        status = int(match.group(1))
+    return status if status in (400, 403, 404) else None
+
+
+class _ListingProgress:
+    """Tells whether a page brings an event new to this listing. The API lists newest first,
+    so a new event is older than every event before it, or in the oldest second so far with
+    an id not yet seen there; only that second's ids are kept, so memory stays small."""
+
+    def __init__(self) -> None:
+        self.oldest: int | None = None
+        self.ids_at_oldest: set[str] = set()
+
+    def advance(self, page: list[Any]) -> bool:
+        new = False
+        for event in page:
+            if not isinstance(event, dict):
+                continue
+            at, event_id = event.get("effective_at"), event.get("id")
+            if type(at) is not int or not isinstance(event_id, str):
+                continue
+            if self.oldest is None or at < self.oldest:
+                self.oldest, self.ids_at_oldest = at, {event_id}
+                new = True
+            elif at == self.oldest and event_id not in self.ids_at_oldest:
+                self.ids_at_oldest.add(event_id)
+                new = True
+        return new
+
+
+def _window_text(start: int | None, end: int | None) -> str:
+    return f"[{start}, {end if end is not None else 'now'})"
 
 
 def is_tenant_scoped(event_type: str) -> bool:

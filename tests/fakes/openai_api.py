@@ -333,8 +333,12 @@ class FakeOpenAI:
         retry_after: float = 0.0,
         max_limit: int = 100,
         port: int = 0,
+        refuse_tenant: int | None = None,
     ) -> None:
         self.admin_key = admin_key
+        #: Answer tenant_only=true with this status (400, 403 or 404), like an organization
+        #: without tenant-level features.
+        self.refuse_tenant = refuse_tenant
         self.max_limit = max_limit
         self._store = _Store()
         self._lock = threading.Lock()
@@ -658,6 +662,14 @@ class FakeOpenAI:
             self._check_auth(auth)
             if (fault := self._fault()) is not None:
                 raise fault
+            if self.refuse_tenant and [v.lower() for v in params.get("tenant_only", [])] == [
+                "true"
+            ]:
+                raise ApiError(
+                    self.refuse_tenant,
+                    "tenant_only is not available for this organization.",
+                    param="tenant_only",
+                )
             body = self.list_page(params)
             status, headers = (
                 200,
