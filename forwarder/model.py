@@ -8,6 +8,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from forwarder.timeparse import out_of_range
+
+# Deepest nesting of objects and arrays an event may have. Real events nest about 5 deep;
+# orjson cannot encode more than 254 levels, and the mapped documents add a few.
+MAX_NESTING = 128
+
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -96,3 +102,34 @@ def minimal_problem(event: Any) -> str | None:
     if not isinstance(effective_at, int) or isinstance(effective_at, bool):
         return "missing or invalid 'effective_at' (unix seconds)"
     return None
+
+
+def intake_problem(event: Any, now: float) -> str | None:
+    """Why `event` cannot enter the pipeline, or None: `minimal_problem`, an `effective_at`
+    outside 2020-01-01 .. now + 1 day, or nesting deeper than `MAX_NESTING` levels."""
+    problem = minimal_problem(event)
+    if problem:
+        return problem
+    bad_time = out_of_range(event["effective_at"], now)
+    if bad_time:
+        return f"'effective_at' {bad_time}"
+    if nested_deeper_than(event, MAX_NESTING):
+        return f"nested deeper than {MAX_NESTING} levels"
+    return None
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Do objects and arrays nest more than `limit` levels in `value`? (No recursion: the
+    value may be nested deeper than Python's recursion limit.)"""
+    stack = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        if depth > limit:
+            return True
+        children = node.values() if type(node) is dict else node
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                push((child, depth + 1))
+    return False
