@@ -382,6 +382,19 @@ class FakeOpenAI:
         with self._lock:
             return self._store.add(events)
 
+    def add_raw(self, body: bytes, effective_at: int, event_type: str) -> None:
+        """List `body` (raw JSON, unchecked: an item without an id, nested deeper than a JSON
+        writer allows, ...) among the events, at `effective_at`, as of type `event_type`."""
+        with self._lock:
+            st = self._store
+            pos = bisect_right(st.ts, effective_at)
+            st.ts.insert(pos, effective_at)
+            st.seqs.insert(pos, len(st.ts_by_seq))
+            st.ts_by_seq.append(effective_at)
+            st.blobs.insert(pos, body)
+            st.types.insert(pos, event_type)
+            st.projects.insert(pos, None)
+
     def set_faults(
         self,
         *,
@@ -595,8 +608,8 @@ class FakeOpenAI:
                 page.reverse()
             self.last_scanned = scanned
             blobs = [st.blobs[i] for i in page]
-        first_id = orjson.loads(blobs[0])["id"] if blobs else None
-        last_id = orjson.loads(blobs[-1])["id"] if blobs else None
+        first_id = orjson.loads(blobs[0]).get("id") if blobs else None
+        last_id = orjson.loads(blobs[-1]).get("id") if blobs else None
         return b"".join(
             (
                 b'{"object":"list","data":[',
