@@ -1,0 +1,356 @@
+"""Hostile events (issue 11) never stop the stream: JSON nested 500 deep, absurd event times,
+events without an id, CR/LF/NUL in every syslog and CEF field, oversize UDP datagrams and
+unreadable dead-letter lines. Each bad event goes to the dead letters with its reason, the rest
+is delivered once, and received plus dead-lettered always equals the input."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import orjson
+import pytest
+
+from tests.conftest import (
+    ADMIN_KEY,
+    CliResult,
+    read_ndjson,
+    recent_events,
+    run_cli,
+)
+from tests.fakes.openai_api import FakeOpenAI
+from tests.fakes.rsyslog import Rsyslog
+
+ERROR_PREFIX = "openai-audit-forwarder: error: "
+DAY = 86_400
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def nested_body(event_id: str | None, effective_at: int, depth: int, **extra: Any) -> bytes:
+    """Raw JSON of an event whose objects nest `depth` levels (the event itself is level 1),
+    written by hand: no JSON writer in this process has to encode it."""
+    head = {"type": "api_key.created", "effective_at": effective_at, **extra}
+    if event_id is not None:
+        head["id"] = event_id
+    inner = b'{"x":' * (depth - 2) + b"{}" + b"}" * (depth - 2)
+    return orjson.dumps(head)[:-1] + b',"payload":' + inner + b"}"
+
+
+def depth_of(value: Any) -> int:
+    """Nesting depth of objects and arrays (iterative: the value may be deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def read_letters(directory: Path) -> list[dict[str, Any]]:
+    """Every stored dead letter, read back independently of the forwarder."""
+    letters = []
+    for path in sorted(directory.glob("dead-letters-*.ndjson")):
+        letters.extend(orjson.loads(line) for line in path.read_bytes().splitlines() if line)
+    return letters
+
+
+def letter_event(letter: dict[str, Any]) -> Any:
+    """The event of a letter: `event`, or `event_json` for one orjson cannot encode."""
+    if letter.get("event") is None and isinstance(letter.get("event_json"), str):
+        return json.loads(letter["event_json"])
+    return letter.get("event")
+
+
+def key(event: dict[str, Any]) -> str:
+    """What identifies an input event: its id, or its marker when it has none."""
+    return event.get("id") or event["marker"]
+
+
+def assert_one_line_error(result: CliResult, code: int, *fragments: str) -> str:
+    assert result.code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(ERROR_PREFIX)
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert ADMIN_KEY not in result.output
+    return lines[0]
+
+
+def run_cli_bytes(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, bytes, str]:
+    """Like run_cli, with stdout kept as bytes (for msgpack)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "forwarder", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    return done.returncode, done.stdout, done.stderr.decode("utf-8", "replace")
+
+
+def sweep(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--once",
+        "-q",
+        "--start-at",
+        "2h",
+        "--state",
+        str(tmp_path / "s.db"),
+        "--dead-letter",
+        str(tmp_path / "dl"),
+        *extra,
+    ]
+
+
+def checkpoint_show(tmp_path: Path, *extra: str) -> dict[str, Any]:
+    shown = run_cli(
+        "checkpoint", "show", "--json", "--state", str(tmp_path / "s.db"), *extra, cwd=tmp_path
+    )
+    assert shown.code == 0, shown.output
+    return orjson.loads(shown.stdout)
+
+
+def assert_sane_watermarks(tmp_path: Path) -> None:
+    streams = checkpoint_show(tmp_path)["streams"]
+    assert streams
+    for stream in streams:
+        assert 1_577_836_800 <= stream["watermark_unix"] <= time.time() + DAY, stream
+        assert stream["watermark_problem"] is None
+
+
+class HostileFeed:
+    """Listed by the fake API: ordinary events, events with hostile strings (CR, LF, NUL,
+    10 KB values, in the id and type too) and the bad ones: nested 500 deep, effective_at
+    2^63, 10^12 and 1 (1970), and one without an id."""
+
+    def __init__(self, api: FakeOpenAI, tag: str, count: int = 20) -> None:
+        self.tag = tag
+        events = recent_events(count, hours=1, seed=11)
+        hostile = recent_events(13, hours=1, seed=12, hostile_ratio=1.0)
+        for i, event in enumerate(events):
+            event["id"] = f"{tag}-ok-{i}"
+        for i, event in enumerate(hostile):
+            event["id"] = f"{tag}-hostile-{i}"
+        hostile[0]["id"] = f"{tag}-cr\rlf\nnul\0id"
+        hostile[0]["type"] = "api_key.cre\rat\0ed\n"
+        hostile[1]["project"] = {"id": "proj\r\0x", "name": "n\r\n\0"}
+        self.good = events + hostile
+        api.add_events(self.good)
+        at = int(time.time()) - 600
+        bodies = [
+            nested_body(f"{tag}-deep500", at, 500),
+            orjson.dumps(bad_time(f"{tag}-at2pow63", 2**63)),
+            orjson.dumps(bad_time(f"{tag}-at10pow12", 10**12)),
+            orjson.dumps(bad_time(f"{tag}-at1970", 1)),
+            orjson.dumps({"type": "api_key.created", "effective_at": at, "marker": "noid"}),
+        ]
+        for offset, body in enumerate(bodies):
+            api.add_raw(body, at + offset, "api_key.created")
+        self.bad = [f"{tag}-deep500", f"{tag}-at2pow63", f"{tag}-at10pow12", f"{tag}-at1970"]
+        self.bad.append("noid")
+
+    def keys(self) -> Counter[str]:
+        return Counter([key(event) for event in self.good] + self.bad)
+
+
+def bad_time(event_id: str, effective_at: int) -> dict[str, Any]:
+    return {"id": event_id, "type": "api_key.created", "effective_at": effective_at}
+
+
+def assert_nothing_lost(feed: HostileFeed, received: list[str], letters: list[dict]) -> None:
+    """Received plus dead-lettered equals the input, each exactly once; the bad ones are
+    dead-lettered as invalid events with their reason."""
+    lettered = [key(letter_event(letter)) for letter in letters]
+    assert Counter(received) + Counter(lettered) == feed.keys()
+    assert set(feed.bad) <= set(lettered)
+    reasons = {key(letter_event(letter)): letter["reason"] for letter in letters}
+    assert "nested deeper than 128 levels" in reasons[f"{feed.tag}-deep500"]
+    assert "'effective_at' 9223372036854775808 is outside" in reasons[f"{feed.tag}-at2pow63"]
+    assert "'effective_at' 1000000000000 is outside" in reasons[f"{feed.tag}-at10pow12"]
+    assert "'effective_at' 1 (1970-01-01T00:00:01Z) is outside" in reasons[f"{feed.tag}-at1970"]
+    assert "missing or invalid 'id'" in reasons["noid"]
+    deep = next(letter for letter in letters if key(letter_event(letter)).endswith("deep500"))
+    assert depth_of(letter_event(deep)) == 500  # kept whole, as JSON text
+
+
+# -- peers --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rsyslog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rsyslog]:
+    peer = Rsyslog(tmp_path_factory.mktemp("rsyslog")).start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[Any]:
+    from tests.test_sink_s3 import Moto
+
+    server = Moto()
+    server.start()
+    yield server
+    server.stop()
+
+
+def aws_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "AWS_ACCESS_KEY_ID": "AKIDTESTINGONLY",
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t-hostile",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+CEF_ESCAPE = re.compile(r"\\(.)")
+
+
+def syslog_doc(message: dict[str, Any]) -> dict[str, Any]:
+    """The raw event a syslog message carries: its JSON body, or a CEF body's cs6."""
+    msg = message["msg"]
+    if msg.startswith("CEF:"):
+        cs6 = msg.partition(" cs6=")[2]
+        msg = CEF_ESCAPE.sub(lambda m: {"r": "\r", "n": "\n"}.get(m.group(1), m.group(1)), cs6)
+    return orjson.loads(msg)
+
+
+def syslog_received(peer: Rsyslog, tag: str, count: int, timeout: float = 60.0) -> list[dict]:
+    """The messages of one test (its tag starts every event id), once `count` arrived and a
+    moment more, so that duplicates show too."""
+
+    def mine() -> list[dict[str, Any]]:
+        return [m for m in peer.messages() if syslog_doc(m).get("id", "").startswith(tag)]
+
+    deadline = time.monotonic() + timeout
+    while len(got := mine()) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(got)} of {count} messages arrived in {timeout}s")
+        time.sleep(0.05)
+    time.sleep(0.5)
+    return mine()
+
+
+def assert_no_raw_line_breaks_or_nul(message: dict[str, Any]) -> None:
+    """rsyslog shows a control character it received raw as #ooo (escapeControlCharacters-
+    OnReceive): neither raw nor as #015 (CR), #012 (LF), #000 (NUL) may appear."""
+    for name, value in message.items():
+        text = str(value)
+        for raw in ("\r", "\n", "\0", "#015", "#012", "#000"):
+            assert raw not in text, (name, text[:200])
+
+
+def sink_for(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The sink URL of a test kind; the peer is started only for the kinds that need it."""
+    if kind == "file":
+        return f"file:{tmp_path / 'out.ndjson'}"
+    if kind.startswith("stdout"):
+        return f"stdout:?format={kind.partition('-')[2]}"
+    if kind == "s3":
+        from tests.test_sink_s3 import s3_client
+
+        moto = request.getfixturevalue("moto")
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        for name, value in aws_env(tmp_path).items():  # for the test's own boto3 client
+            monkeypatch.setenv(name, value)
+        bucket = f"hostile-{uuid.uuid4().hex[:12]}"
+        s3_client(moto).create_bucket(Bucket=bucket)
+        return f"s3://{bucket}/audit?endpoint_url={moto.endpoint}&region=us-east-1"
+    peer: Rsyslog = request.getfixturevalue("rsyslog")
+    transport, _, body = kind.partition("-")[2].partition("-")
+    params = {"framing": "lf"} if transport == "tcp" else {}
+    return peer.url(transport, format=body, **params)
+
+
+def delivered_ids(kind: str, url: str, tmp_path: Path, stdout: bytes, request: Any) -> list[str]:
+    """The ids the sink's receiver got (independently read back), or, for syslog, what it
+    got so far (`syslog_received` waits for a count)."""
+    if kind == "file":
+        return [doc["id"] for doc in read_ndjson(tmp_path / "out.ndjson")]
+    if kind == "stdout-json":
+        return [orjson.loads(line)["id"] for line in stdout.splitlines()]
+    if kind == "stdout-msgpack":
+        return [doc["id"] for doc in msgpack.Unpacker(io.BytesIO(stdout), raw=False)]
+    if kind == "s3":
+        from tests.test_sink_s3 import list_keys
+        from tests.test_sink_s3 import read_ndjson as read_object
+
+        moto = request.getfixturevalue("moto")
+        bucket = url.removeprefix("s3://").partition("/")[0]
+        return [doc["id"] for k in list_keys(moto, bucket) for doc in read_object(moto, bucket, k)]
+    raise AssertionError(kind)
+
+
+PEER = pytest.mark.peer
+SINK_KINDS = [
+    "file",
+    "stdout-json",
+    "stdout-msgpack",
+    pytest.param("s3", marks=PEER),
+    pytest.param("syslog-udp-json", marks=PEER),
+    pytest.param("syslog-tcp-json", marks=PEER),
+    pytest.param("syslog-tcp-cef", marks=PEER),
+]
+
+
+# -- the general rule: no sink stops ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", SINK_KINDS)
+def test_hostile_events_never_stop_a_sink_and_received_plus_dead_lettered_equals_the_input(
+    kind: str,
+    tmp_path: Path,
+    fake_api: FakeOpenAI,
+    api_env: dict[str, str],
+    request: pytest.FixtureRequest,
+) -> None:
+    tag = f"h{uuid.uuid4().hex[:8]}"
+    feed = HostileFeed(fake_api, tag)
+    url = sink_for(kind, tmp_path, request)
+    env = {**api_env, **aws_env(tmp_path)}
+    args = sweep(tmp_path, "--schema", "raw", "--sink", url)
+
+    code, stdout, stderr = run_cli_bytes(*args, cwd=tmp_path, env=env)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr and "error" not in stderr.lower(), stderr
+    letters = read_letters(tmp_path / "dl")
+    if kind.startswith("syslog"):
+        peer: Rsyslog = request.getfixturevalue("rsyslog")
+        messages = syslog_received(peer, tag, sum(feed.keys().values()) - len(letters))
+        for message in messages:
+            assert_no_raw_line_breaks_or_nul(message)
+        received = [syslog_doc(m)["id"] for m in messages]
+    else:
+        received = delivered_ids(kind, url, tmp_path, stdout, request)
+    assert_nothing_lost(feed, received, letters)
+    assert_sane_watermarks(tmp_path)
+
+    # The rerun meets the bad events again in the overlap: it goes on, adds no letter.
+    time.sleep(1.1)
+    code, stdout, stderr = run_cli_bytes(*args, cwd=tmp_path, env=env)
+    assert code == 0, stderr
+    assert len(read_letters(tmp_path / "dl")) == len(letters)
+    if kind.startswith("stdout"):
+        assert stdout == b""
+    elif kind.startswith("syslog"):
+        assert len(syslog_received(peer, tag, len(received))) == len(received)
+    else:
+        assert Counter(delivered_ids(kind, url, tmp_path, stdout, request)) == Counter(received)
+    assert_sane_watermarks(tmp_path)
