@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from tests.conftest import (
     read_ndjson,
     recent_events,
     run_cli,
+    write_jsonl,
 )
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.rsyslog import Rsyslog
@@ -233,11 +235,11 @@ def syslog_doc(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def syslog_received(peer: Rsyslog, tag: str, count: int, timeout: float = 60.0) -> list[dict]:
-    """The messages of one test (its tag starts every event id), once `count` arrived and a
-    moment more, so that duplicates show too."""
+    """The messages of one test (its tag starts every event id, so the SD id), once `count`
+    arrived and a moment more, so that duplicates show too."""
 
     def mine() -> list[dict[str, Any]]:
-        return [m for m in peer.messages() if syslog_doc(m).get("id", "").startswith(tag)]
+        return [m for m in peer.messages() if f'id="{tag}' in m["structured_data"]]
 
     deadline = time.monotonic() + timeout
     while len(got := mine()) < count:
@@ -354,3 +356,186 @@ def test_hostile_events_never_stop_a_sink_and_received_plus_dead_lettered_equals
     else:
         assert Counter(delivered_ids(kind, url, tmp_path, stdout, request)) == Counter(received)
     assert_sane_watermarks(tmp_path)
+
+
+# -- item 2(a): deep nesting ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["file", "stdout-json", "stdout-msgpack"])
+def test_event_nested_500_deep_is_dead_lettered_and_the_stream_goes_on(
+    kind: str,
+    tmp_path: Path,
+    fake_api: FakeOpenAI,
+    api_env: dict[str, str],
+    request: pytest.FixtureRequest,
+) -> None:
+    events = recent_events(30, hours=1, seed=21)
+    fake_api.add_events(events)
+    at = int(time.time()) - 900
+    for depth in (128, 129, 500):
+        fake_api.add_raw(nested_body(f"deep-{depth}", at + depth, depth), at + depth, "x.y")
+    args = sweep(tmp_path, "--sink", sink_for(kind, tmp_path, request))  # ECS, the default
+
+    code, stdout, stderr = run_cli_bytes(*args, cwd=tmp_path, env=api_env)
+
+    assert code == 0, stderr
+    if kind == "file":
+        docs = read_ndjson(tmp_path / "out.ndjson")
+    elif kind == "stdout-json":
+        docs = [orjson.loads(line) for line in stdout.splitlines()]
+    else:
+        docs = list(msgpack.Unpacker(io.BytesIO(stdout), raw=False))
+    received = [doc["event"]["id"] for doc in docs]
+    letters = read_letters(tmp_path / "dl")
+    lettered = [letter_event(letter)["id"] for letter in letters]
+    # 128 levels is the limit: delivered; deeper is dead-lettered, kept whole.
+    assert Counter(received) == Counter([e["id"] for e in events] + ["deep-128"])
+    assert sorted(lettered) == ["deep-129", "deep-500"]
+    assert all(
+        letter["reason"] == "invalid event: nested deeper than 128 levels" for letter in letters
+    )
+    assert sorted(depth_of(letter_event(letter)) for letter in letters) == [129, 500]
+    assert_sane_watermarks(tmp_path)
+
+    time.sleep(1.1)  # the rerun reads the overlap, so the deep events, again
+    code, stdout, stderr = run_cli_bytes(*args, cwd=tmp_path, env=api_env)
+    assert code == 0, stderr
+    assert len(read_letters(tmp_path / "dl")) == 2
+    if kind != "file":
+        assert stdout == b""
+    else:
+        assert len(read_ndjson(tmp_path / "out.ndjson")) == len(received)
+
+
+# -- item 2(b), 2(c): absurd event times and watermarks ------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["api", "input"])
+def test_effective_at_2_to_the_63_is_dead_lettered_and_the_state_commits(
+    source: str, tmp_path: Path, fake_api: FakeOpenAI, api_env: dict[str, str]
+) -> None:
+    events = recent_events(25, hours=1, seed=22)
+    absurd = {"id": "audit_log-2pow63", "type": "login.succeeded", "effective_at": 2**63}
+    if source == "api":
+        fake_api.add_events(events)
+        fake_api.add_raw(orjson.dumps(absurd), int(time.time()) - 600, absurd["type"])
+        extra: list[str] = []
+    else:
+        extra = ["--input", str(write_jsonl(tmp_path / "in.jsonl", [*events, absurd]))]
+    out = tmp_path / "out.ndjson"
+    args = sweep(tmp_path, "--schema", "raw", "--sink", f"file:{out}", *extra)
+
+    first = run_cli(*args, cwd=tmp_path, env=api_env)
+
+    assert first.code == 0, first.stderr
+    assert first.stderr == ""
+    letters = read_letters(tmp_path / "dl")
+    assert [letter_event(letter) for letter in letters] == [absurd]
+    assert letters[0]["reason"].startswith(
+        "invalid event: 'effective_at' 9223372036854775808 is outside 2020-01-01T00:00:00Z"
+    )
+    received = [doc["id"] for doc in read_ndjson(out)]
+    assert Counter(received) == Counter(e["id"] for e in events)
+    assert_sane_watermarks(tmp_path)  # the commit went through
+    time.sleep(1.1)
+    again = run_cli(*args, cwd=tmp_path, env=api_env)
+    assert again.code == 0, again.stderr
+    assert len(read_letters(tmp_path / "dl")) == 1
+    assert len(read_ndjson(out)) == len(events)
+
+
+def test_effective_at_10_to_the_12_from_input_is_dead_lettered_and_the_watermark_stays_sane(
+    tmp_path: Path,
+) -> None:
+    events = recent_events(40, hours=1, seed=23)
+    absurd = {"id": "audit_log-tera", "type": "api_key.created", "effective_at": 10**12}
+    source = write_jsonl(tmp_path / "in.jsonl", [*events[:20], absurd, *events[20:]])
+    out = tmp_path / "out.ndjson"
+    args = sweep(tmp_path, "--input", str(source), "--schema", "raw", "--sink", f"file:{out}")
+
+    first = run_cli(*args, cwd=tmp_path)
+
+    assert first.code == 0, first.stderr
+    [letter] = read_letters(tmp_path / "dl")
+    assert letter_event(letter) == absurd
+    assert "'effective_at' 1000000000000 is outside" in letter["reason"]
+    assert Counter(doc["id"] for doc in read_ndjson(out)) == Counter(e["id"] for e in events)
+    [stream] = checkpoint_show(tmp_path)["streams"]
+    # One past the newest event delivered: not the dead-lettered one (year 33658).
+    assert stream["watermark_unix"] == max(e["effective_at"] for e in events) + 1
+    assert stream["watermark_problem"] is None
+    text = run_cli("checkpoint", "show", "--state", str(tmp_path / "s.db"), cwd=tmp_path)
+    assert text.code == 0 and "OUT OF RANGE" not in text.stdout, text.output
+
+    rerun = run_cli(*args, cwd=tmp_path)
+    assert rerun.code == 0, rerun.stderr
+    assert len(read_ndjson(out)) == len(events)  # nothing again
+    assert len(read_letters(tmp_path / "dl")) == 1
+    assert_sane_watermarks(tmp_path)
+
+
+@pytest.mark.parametrize("when", ["99999999999999", "2019-12-31T23:59:59Z", "1000000000"])
+def test_checkpoint_set_refuses_an_out_of_range_time_with_exit_2_and_one_line(
+    when: str, tmp_path: Path
+) -> None:
+    state = tmp_path / "s.db"
+    events = recent_events(5, hours=1, seed=24)
+    source = write_jsonl(tmp_path / "in.jsonl", events)
+    sink = f"file:{tmp_path / 'out.ndjson'}"
+    assert run_cli(*sweep(tmp_path, "--input", str(source), "--sink", sink), cwd=tmp_path).code == 0
+    [before] = checkpoint_show(tmp_path)["streams"]
+
+    result = run_cli(
+        "checkpoint", "set", when, "--stream", before["stream"], "--state", str(state), cwd=tmp_path
+    )
+
+    line = assert_one_line_error(result, 2, "invalid setting WHEN", "is outside 2020-01-01")
+    assert result.stdout == ""
+    assert line.count("\n") == 0
+    assert checkpoint_show(tmp_path)["streams"] == [before]  # untouched
+
+
+def test_an_out_of_range_watermark_from_an_older_version_stops_with_the_repair_and_checkpoint_set_repairs_it(  # noqa: E501
+    tmp_path: Path,
+) -> None:
+    events = recent_events(30, hours=1, seed=25)
+    source = write_jsonl(tmp_path / "in.jsonl", events)
+    out = tmp_path / "out.ndjson"
+    args = sweep(tmp_path, "--input", str(source), "--schema", "raw", "--sink", f"file:{out}")
+    assert run_cli(*args, cwd=tmp_path).code == 0
+    [stream] = checkpoint_show(tmp_path)["streams"]
+    name = stream["stream"]
+    # What an older version stored after an event at 10^12 (year 33658).
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute("UPDATE streams SET watermark=? WHERE stream=?", (10**12 + 1, name))
+
+    broken = run_cli(*args, cwd=tmp_path)
+
+    assert_one_line_error(
+        broken,
+        1,  # not a configuration error: the state is damaged
+        f"stream {name}: the stored watermark 1000000000001 is outside",
+        f"'checkpoint set WHEN --stream {name}'",
+    )
+    shown = run_cli("checkpoint", "show", "--state", str(tmp_path / "s.db"), cwd=tmp_path)
+    assert shown.code == 0, shown.output
+    assert f"stream {name}: OUT OF RANGE: watermark 1000000000001" in shown.stdout
+    assert checkpoint_show(tmp_path)["streams"][0]["watermark_problem"]
+    assert len(read_ndjson(out)) == len(events)  # nothing moved
+
+    # The repair: back to the last good watermark. `checkpoint set` forgets the remembered
+    # ids (documented), so the overlap (10 minutes) before it is delivered once more.
+    good = stream["watermark_unix"]
+    where = ["--stream", name, "--state", str(tmp_path / "s.db")]
+    repair = run_cli("checkpoint", "set", str(good), *where, cwd=tmp_path)
+    assert repair.code == 0, repair.output
+    assert f"stream {name}: watermark set to" in repair.stdout
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.code == 0, again.stderr
+    assert_sane_watermarks(tmp_path)
+    assert checkpoint_show(tmp_path)["streams"][0]["watermark_unix"] == good
+    overlap = [e["id"] for e in events if e["effective_at"] >= good - 600]
+    assert overlap  # the check below means something
+    assert Counter(doc["id"] for doc in read_ndjson(out)) == Counter(
+        [e["id"] for e in events] + overlap
+    )
