@@ -539,3 +539,65 @@ def test_an_out_of_range_watermark_from_an_older_version_stops_with_the_repair_a
     assert Counter(doc["id"] for doc in read_ndjson(out)) == Counter(
         [e["id"] for e in events] + overlap
     )
+
+
+# -- item 12: CR, LF and NUL in every syslog and CEF field ---------------------------------------
+
+BREAKS = "\r\n\0"
+
+
+def events_with_line_breaks(tag: str) -> list[dict[str, Any]]:
+    """Events with CR, LF and NUL in the id, the type, the user's email and ip, the project
+    and the payload: every field that reaches an RFC 5424 header, SD-PARAM or CEF field."""
+    events = recent_events(6, hours=1, seed=26, types=["api_key.created", "login.succeeded"])
+    for i, event in enumerate(events):
+        event["id"] = f"{tag}-{i}-cr\rlf\nnul\0end"
+        event["type"] = f"{event['type']}\r\0\n"
+        event["actor"] = {
+            "type": "session",
+            "session": {
+                "user": {"id": f"user\r{i}", "email": f"a\rb\0c\nd{i}@example.com"},
+                "ip_address": "192.0.2.1\r\0",
+                "user_agent": "agent\r\n\0",
+            },
+        }
+        event["project"] = {"id": f"proj\r\0{i}", "name": "name\r\n\0"}
+    return events
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("body", ["json", "cef"])
+def test_syslog_escapes_cr_lf_and_nul_in_every_field_and_each_event_arrives_once(
+    transport: str, body: str, tmp_path: Path, rsyslog: Rsyslog
+) -> None:
+    tag = f"br{uuid.uuid4().hex[:8]}"
+    events = events_with_line_breaks(tag)
+    source = write_jsonl(tmp_path / "in.jsonl", events)
+    params = {"framing": "lf"} if transport == "tcp" else {}
+    url = rsyslog.url(transport, format=body, **params)
+
+    result = run_cli(*sweep(tmp_path, "--input", str(source), "--sink", url), cwd=tmp_path)
+
+    assert result.code == 0, result.stderr
+    assert read_letters(tmp_path / "dl") == []
+    messages = syslog_received(rsyslog, tag, len(events))
+    # Each event arrived once, whole: received plus dead-lettered (none) equals the input.
+    docs = [syslog_doc(m) for m in messages]
+    assert Counter(doc["event"]["id"] for doc in docs) == Counter(e["id"] for e in events)
+    by_id = {doc["event"]["id"]: m for doc, m in zip(docs, messages, strict=True)}
+    for i, event in enumerate(events):
+        message = by_id[event["id"]]
+        assert_no_raw_line_breaks_or_nul(message)
+        base = event["type"].rstrip(BREAKS)
+        # SD-PARAM values: CR and LF as the two characters \r and \n, NUL as a space.
+        assert message["structured_data"] == (
+            f'[openai@32473 id="{tag}-{i}-cr\\rlf\\nnul end" type="{base}\\r \\n"]'
+        )
+        assert message["msgid"] == base  # a header field: printable ASCII only
+        if body == "cef":
+            # CEF header: line breaks and NUL become spaces; extensions: \r, \n, space.
+            assert f"|{base}   |" in message["msg"]
+            assert f"externalId={tag}-{i}-cr\\rlf\\nnul end " in message["msg"]
+            assert f"suser=a\\rb c\\nd{i}@example.com " in message["msg"]
+            assert f"cs1=proj\\r {i} " in message["msg"]
