@@ -601,3 +601,159 @@ def test_syslog_escapes_cr_lf_and_nul_in_every_field_and_each_event_arrives_once
             assert f"externalId={tag}-{i}-cr\\rlf\\nnul end " in message["msg"]
             assert f"suser=a\\rb c\\nd{i}@example.com " in message["msg"]
             assert f"cs1=proj\\r {i} " in message["msg"]
+
+
+# -- item 13: UDP datagram size ------------------------------------------------------------------
+
+
+@pytest.mark.peer
+def test_udp_max_size_over_65507_is_a_configuration_error_with_exit_2_and_one_line(
+    tmp_path: Path, rsyslog: Rsyslog
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", recent_events(5, hours=1, seed=27))
+    url = rsyslog.url("udp", max_size=65508)
+    before = rsyslog.count()
+
+    result = run_cli(*sweep(tmp_path, "--input", str(source), "--sink", url), cwd=tmp_path)
+
+    assert_one_line_error(result, 2, "max_size=65508 is over 65507, the largest UDP datagram")
+    assert not (tmp_path / "dl").exists()
+    time.sleep(0.5)
+    assert rsyslog.count() == before  # nothing sent
+
+
+@pytest.mark.peer
+def test_udp_message_over_max_size_is_dead_lettered_and_the_rest_of_the_batch_arrives_once(
+    tmp_path: Path, rsyslog: Rsyslog
+) -> None:
+    tag = f"udp{uuid.uuid4().hex[:8]}"
+    events = recent_events(12, hours=1, seed=28, types=["api_key.created"])
+    for i, event in enumerate(events):
+        event["id"] = f"{tag}-{i}"
+    events[3]["project"] = {"id": "proj_big", "name": "A" * 60_000}  # fits 65,507
+    events[7]["project"] = {"id": "proj_huge", "name": "B" * 70_000}  # cannot
+    source = write_jsonl(tmp_path / "in.jsonl", events)
+    args = ["--input", str(source), "--schema", "raw"]
+
+    result = run_cli(
+        *sweep(tmp_path, *args, "--sink", rsyslog.url("udp", max_size=65507)), cwd=tmp_path
+    )
+
+    assert result.code == 0, result.stderr
+    assert "too long" not in result.stderr.lower()  # no failed batch, no retries
+    [letter] = read_letters(tmp_path / "dl")
+    assert letter_event(letter) == events[7]
+    assert "over max_size=65507" in letter["reason"]
+    messages = syslog_received(rsyslog, tag, len(events) - 1)
+    received = [syslog_doc(m)["id"] for m in messages]
+    assert Counter(received) + Counter([events[7]["id"]]) == Counter(e["id"] for e in events)
+    assert len(next(m for m in messages if f'id="{tag}-3"' in m["structured_data"])["msg"]) > 60_000
+
+
+# -- item 16: dead letters ----------------------------------------------------------------------
+
+
+def test_event_without_an_id_swept_11_times_leaves_exactly_one_dead_letter(
+    tmp_path: Path, fake_api: FakeOpenAI, api_env: dict[str, str]
+) -> None:
+    events = recent_events(10, hours=1, seed=29)
+    fake_api.add_events(events)
+    at = int(time.time()) - 300  # inside the overlap every following sweep re-reads
+    anonymous = {"type": "login.failed", "effective_at": at, "actor": {"type": "session"}}
+    fake_api.add_raw(orjson.dumps(anonymous), at, "login.failed")
+    out = tmp_path / "out.ndjson"
+    args = [a for a in sweep(tmp_path, "--schema", "raw", "--sink", f"file:{out}") if a != "-q"]
+
+    for number in range(11):
+        result = run_cli(*args, cwd=tmp_path, env=api_env)
+        assert result.code == 0, result.stderr
+        # Every sweep meets the event again (it is handed to the dead letters each time).
+        assert re.search(r"sweep done: \d+ events delivered, .*, 1 dead-lettered", result.stderr), (
+            number,
+            result.stderr,
+        )
+        time.sleep(1.1)  # the next sweep has a new second to ask for
+
+    letters = read_letters(tmp_path / "dl")
+    assert [letter_event(letter) for letter in letters] == [anonymous]
+    assert letters[0]["reason"] == "invalid event: missing or invalid 'id' (a non-empty string)"
+    listing = run_cli(
+        "deadletter", "list", "--json", "--dead-letter", str(tmp_path / "dl"), cwd=tmp_path
+    )
+    assert orjson.loads(listing.stdout)["total"] == 1
+    # No loss, no duplicate: received plus dead-lettered equals the input.
+    received = [doc["id"] for doc in read_ndjson(out)]
+    assert Counter(received) == Counter(e["id"] for e in events)
+    assert len(received) + len(letters) == len(events) + 1
+
+
+def test_deadletter_list_and_replay_report_a_non_object_and_a_garbage_line_by_number_and_process_the_rest(  # noqa: E501
+    tmp_path: Path,
+) -> None:
+    events = recent_events(3, hours=1, seed=30)
+    good = [
+        orjson.dumps(
+            {
+                "time": "2026-11-30T10:00:00Z",
+                "stream": "default",
+                "sink": None,
+                "schema": "ecs",
+                "reason": "mapping ecs: something",
+                "event": event,
+            }
+        )
+        for event in events
+    ]
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    name = "dead-letters-2026-11-30.ndjson"
+    lines = [good[0], b"[1, 2, 3]", good[1], b"garbage {not json", b'"a string"', good[2]]
+    (dl / name).write_bytes(b"\n".join(lines) + b"\n")
+    where = ["--dead-letter", str(dl)]
+
+    listing = run_cli("deadletter", "list", *where, cwd=tmp_path)
+
+    assert listing.code == 0, listing.output
+    assert f"6 dead letters in {dl} (1 files)" in listing.stdout
+    assert f"bad line {name}:2: not a dead letter: a JSON array" in listing.stdout
+    assert f"bad line {name}:4: not a dead letter: invalid JSON" in listing.stdout
+    assert f"bad line {name}:5: not a dead letter: a JSON string" in listing.stdout
+    assert listing.stdout.count("bad line") == 3
+    as_json = orjson.loads(run_cli("deadletter", "list", "--json", *where, cwd=tmp_path).stdout)
+    assert [(bad["file"], bad["line"]) for bad in as_json["bad_lines"]] == [
+        (name, 2),
+        (name, 4),
+        (name, 5),
+    ]
+
+    out = tmp_path / "out.ndjson"
+    replay = run_cli(
+        "deadletter",
+        "replay",
+        "--sink",
+        f"file:{out}",
+        "--schema",
+        "raw",
+        "--state",
+        str(tmp_path / "s.db"),
+        *where,
+        cwd=tmp_path,
+    )
+
+    # The three letters are delivered; the three bad lines stay, reported by number.
+    assert replay.code == 1, replay.output
+    errors = [line for line in replay.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+    assert errors == [f"{ERROR_PREFIX}3 dead letters could not be delivered; see 'deadletter list'"]
+    assert replay.stderr.strip().splitlines()[-1] == errors[0]
+    assert "replayed 6 dead letters: 3 delivered, 3 dead-lettered again" in replay.stderr
+    for number in (2, 4, 5):
+        assert f"{name} line {number}: not a dead letter" in replay.stderr
+    assert Counter(doc["id"] for doc in read_ndjson(out)) == Counter(e["id"] for e in events)
+    kept = read_letters(dl)
+    assert sorted(letter["event"] for letter in kept) == [
+        '"a string"',
+        "[1, 2, 3]",
+        "garbage {not json",
+    ]
+    assert {letter["reason"] for letter in kept} == {"unreadable dead-letter line"}
+    assert len(read_ndjson(out)) + len(kept) == len(lines)  # nothing lost
