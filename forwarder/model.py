@@ -4,6 +4,9 @@ fields are kept: the API adds event types often, and an event is never dropped f
 
 from __future__ import annotations
 
+import json
+import sys
+import threading
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
@@ -13,6 +16,10 @@ from forwarder.timeparse import out_of_range
 # Deepest nesting of objects and arrays an event may have. Real events nest about 5 deep;
 # orjson cannot encode more than 254 levels, and the mapped documents add a few.
 MAX_NESTING = 128
+# orjson parses at most 1024 levels; deeper JSON (a hostile event in a page) is parsed by the
+# standard library, which recurses in Python, under a raised recursion limit, up to this.
+PARSE_MAX_NESTING = 5000
+_RECURSION = threading.Lock()
 
 
 class _Open(BaseModel):
@@ -133,3 +140,18 @@ def nested_deeper_than(value: Any, limit: int) -> bool:
             if kind is dict or kind is list:
                 push((child, depth + 1))
     return False
+
+
+def loads_deep(data: bytes) -> Any:
+    """Parse JSON that orjson refuses as nested deeper than 1024 levels, so that the one deep
+    event reaches the intake (and the dead letters) instead of failing its whole page.
+    ValueError if it is not JSON or nests deeper than about `PARSE_MAX_NESTING` levels."""
+    with _RECURSION:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 3 * PARSE_MAX_NESTING))
+        try:
+            return json.loads(data)
+        except RecursionError:
+            raise ValueError(f"nested deeper than {PARSE_MAX_NESTING} levels") from None
+        finally:
+            sys.setrecursionlimit(limit)

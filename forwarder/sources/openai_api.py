@@ -19,6 +19,7 @@ import orjson
 from forwarder import __version__, metrics
 from forwarder.errors import AuthError, SourceError
 from forwarder.logs import get_logger
+from forwarder.model import loads_deep
 from forwarder.sources import Page, Source
 
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
@@ -28,6 +29,17 @@ _KEY_LIKE = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
 _RESET = re.compile(
     r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$"
 )
+
+
+def _loads(content: bytes) -> Any:
+    """A response body; one nested deeper than orjson's 1024 levels (a hostile event) is
+    parsed the slow way, so that the event is dead-lettered instead of stopping the stream."""
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" not in str(exc):
+            raise
+    return loads_deep(content)
 
 
 class OpenAIAuditLogSource(Source):
@@ -130,8 +142,8 @@ class OpenAIAuditLogSource(Source):
                 metrics.API_REQUESTS.labels(str(response.status_code)).inc()
                 if response.status_code == 200:
                     try:
-                        body = orjson.loads(response.content)
-                    except orjson.JSONDecodeError:
+                        body = _loads(response.content)
+                    except ValueError:  # orjson.JSONDecodeError is a ValueError
                         problem = "malformed JSON in a 200 response"
                     else:
                         if isinstance(body, dict):

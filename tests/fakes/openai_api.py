@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import gc
 import random
+import re
 import socket
 import sys
 import threading
@@ -87,6 +88,16 @@ def _format_duration(seconds: float) -> str:
     minutes, secs = divmod(seconds, 60)
     secs_text = f"{secs:g}s"
     return f"{int(minutes)}m{secs_text}" if minutes else secs_text
+
+
+def _blob_id(blob: bytes) -> str | None:
+    """The id of a listed item: None without one; for an item nested deeper than orjson
+    parses (an add_raw body), the first `"id"` in its text, which is the event's own."""
+    try:
+        return orjson.loads(blob).get("id")
+    except orjson.JSONDecodeError:
+        found = re.search(rb'"id":\s*"([^"\\]*)"', blob)
+        return found.group(1).decode() if found else None
 
 
 class _Store:
@@ -608,8 +619,8 @@ class FakeOpenAI:
                 page.reverse()
             self.last_scanned = scanned
             blobs = [st.blobs[i] for i in page]
-        first_id = orjson.loads(blobs[0]).get("id") if blobs else None
-        last_id = orjson.loads(blobs[-1]).get("id") if blobs else None
+        first_id = _blob_id(blobs[0]) if blobs else None
+        last_id = _blob_id(blobs[-1]) if blobs else None
         return b"".join(
             (
                 b'{"object":"list","data":[',
