@@ -71,7 +71,12 @@ def read_letters(directory: Path) -> list[dict[str, Any]]:
 def letter_event(letter: dict[str, Any]) -> Any:
     """The event of a letter: `event`, or `event_json` for one orjson cannot encode."""
     if letter.get("event") is None and isinstance(letter.get("event_json"), str):
-        return json.loads(letter["event_json"])
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(10_000)  # the standard library recurses per level
+        try:
+            return json.loads(letter["event_json"])
+        finally:
+            sys.setrecursionlimit(limit)
     return letter.get("event")
 
 
@@ -370,8 +375,9 @@ def test_event_nested_500_deep_is_dead_lettered_and_the_stream_goes_on(
     events = recent_events(30, hours=1, seed=21)
     fake_api.add_events(events)
     at = int(time.time()) - 900
-    for depth in (128, 129, 500):
-        fake_api.add_raw(nested_body(f"deep-{depth}", at + depth, depth), at + depth, "x.y")
+    # 2000: deeper than orjson parses, so its whole page needs the slow parser.
+    for offset, depth in enumerate((128, 129, 500, 2000)):
+        fake_api.add_raw(nested_body(f"deep-{depth}", at + offset, depth), at + offset, "x.y")
     args = sweep(tmp_path, "--sink", sink_for(kind, tmp_path, request))  # ECS, the default
 
     code, stdout, stderr = run_cli_bytes(*args, cwd=tmp_path, env=api_env)
@@ -388,21 +394,42 @@ def test_event_nested_500_deep_is_dead_lettered_and_the_stream_goes_on(
     lettered = [letter_event(letter)["id"] for letter in letters]
     # 128 levels is the limit: delivered; deeper is dead-lettered, kept whole.
     assert Counter(received) == Counter([e["id"] for e in events] + ["deep-128"])
-    assert sorted(lettered) == ["deep-129", "deep-500"]
+    assert sorted(lettered) == ["deep-129", "deep-2000", "deep-500"]
     assert all(
         letter["reason"] == "invalid event: nested deeper than 128 levels" for letter in letters
     )
-    assert sorted(depth_of(letter_event(letter)) for letter in letters) == [129, 500]
+    assert sorted(depth_of(letter_event(letter)) for letter in letters) == [129, 500, 2000]
     assert_sane_watermarks(tmp_path)
 
     time.sleep(1.1)  # the rerun reads the overlap, so the deep events, again
     code, stdout, stderr = run_cli_bytes(*args, cwd=tmp_path, env=api_env)
     assert code == 0, stderr
-    assert len(read_letters(tmp_path / "dl")) == 2
+    assert len(read_letters(tmp_path / "dl")) == 3
     if kind != "file":
         assert stdout == b""
     else:
         assert len(read_ndjson(tmp_path / "out.ndjson")) == len(received)
+
+
+def test_input_line_nested_2000_deep_is_dead_lettered_not_refused_as_malformed(
+    tmp_path: Path,
+) -> None:
+    events = recent_events(20, hours=1, seed=31)
+    source = write_jsonl(tmp_path / "in.jsonl", events)
+    deep = nested_body("deep-2000", events[5]["effective_at"], 2000)
+    with source.open("ab") as handle:
+        handle.write(deep + b"\n")
+    out = tmp_path / "out.ndjson"
+    args = sweep(tmp_path, "--input", str(source), "--schema", "raw", "--sink", f"file:{out}")
+
+    result = run_cli(*args, cwd=tmp_path)
+
+    assert result.code == 0, result.stderr
+    [letter] = read_letters(tmp_path / "dl")
+    assert letter["reason"] == "invalid event: nested deeper than 128 levels"
+    assert depth_of(letter_event(letter)) == 2000
+    assert Counter(doc["id"] for doc in read_ndjson(out)) == Counter(e["id"] for e in events)
+    assert_sane_watermarks(tmp_path)
 
 
 # -- item 2(b), 2(c): absurd event times and watermarks ------------------------------------------
