@@ -23,7 +23,7 @@ from forwarder.files import make_private_dirs
 from forwarder.logs import get_logger, redact, setup_logging
 from forwarder.mapfile import map_file
 from forwarder.schemas import build_mappers
-from forwarder.timeparse import format_when, parse_when
+from forwarder.timeparse import format_when, out_of_range, parse_when
 
 if TYPE_CHECKING:
     from forwarder.backfill import Progress
@@ -626,7 +626,7 @@ def checkpoint_show(as_json: bool, **params: Any) -> None:
     Example:
       openai-audit-forwarder checkpoint show --state /var/lib/oaf/state.db
     """
-    from forwarder.state import State, live_scope
+    from forwarder.state import State, live_scope, watermark_problem
 
     settings = settings_from(params)
     if not settings.state_path.exists():
@@ -641,6 +641,7 @@ def checkpoint_show(as_json: bool, **params: Any) -> None:
                 "updated": format_when(int(updated)),
                 "remembered_ids": state.count_delivered(live_scope(stream)),
                 "span_in_progress": _span_text(state.live_span(stream)),
+                "watermark_problem": watermark_problem(wm),
             }
             for stream, wm, updated in state.streams()
         ]
@@ -682,6 +683,11 @@ def checkpoint_show(as_json: bool, **params: Any) -> None:
             f"updated {s['updated']}, {s['remembered_ids']} ids remembered"
             + (f", {s['span_in_progress']}" if s["span_in_progress"] else "")
         )
+        if s["watermark_problem"]:
+            click.echo(
+                f"stream {s['stream']}: OUT OF RANGE: watermark {s['watermark_problem']}; "
+                f"set a good one with 'checkpoint set WHEN --stream {s['stream']}'"
+            )
     for j in jobs:
         status = f"finished {j['finished']}" if j["finished"] else "unfinished"
         click.echo(
@@ -740,6 +746,9 @@ def checkpoint_set(when: str, **params: Any) -> None:
         watermark = parse_when(when)
     except ValueError as exc:
         raise ConfigError(f"invalid setting WHEN: {exc}") from None
+    problem = out_of_range(watermark)
+    if problem:
+        raise ConfigError(f"invalid setting WHEN: {problem}")
     stream = _change_checkpoint(params, watermark)
     click.echo(f"stream {stream}: watermark set to {format_when(watermark)}")
 
@@ -861,8 +870,11 @@ def deadletter_list(as_json: bool, **params: Any) -> None:
     groups: dict[tuple[str, str, str, str], int] = {}
     files: set[str] = set()
     times: list[str] = []
-    for path, _, letter in read_dead_letters(settings.dead_letter_dir):
+    bad_lines: list[dict[str, Any]] = []
+    for path, number, letter in read_dead_letters(settings.dead_letter_dir):
         files.add(path.name)
+        if "unreadable" in letter:
+            bad_lines.append({"file": path.name, "line": number, "problem": letter["unreadable"]})
         reason = str(letter.get("reason") or "")
         key = (
             str(letter.get("stream") or "-"),
@@ -887,6 +899,7 @@ def deadletter_list(as_json: bool, **params: Any) -> None:
                         {"stream": k[0], "sink": k[1], "schema": k[2], "reason": k[3], "count": n}
                         for k, n in sorted(groups.items())
                     ],
+                    "bad_lines": bad_lines,
                 }
             )
         )
@@ -894,6 +907,8 @@ def deadletter_list(as_json: bool, **params: Any) -> None:
     click.echo(f"{total} dead letters in {settings.dead_letter_dir} ({len(files)} files)")
     for (stream, sink, schema, reason), count in sorted(groups.items()):
         click.echo(f"{count:8d}  stream {stream}  sink {sink}  schema {schema}  {reason}")
+    for bad in bad_lines:
+        click.echo(f"bad line {bad['file']}:{bad['line']}: {bad['problem']}")
 
 
 @deadletter.command("replay")

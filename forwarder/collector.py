@@ -129,9 +129,14 @@ class Collector:
             "window": f"{format_when(read_from)}/{format_when(end)}",
         }
         for page in self.source.pages(read_from, end) if read_from < end else ():
-            fresh = [e for e in page if not self._repeat(e, done_from)]
+            fresh = [e for e in page if not self._repeat(e, done_from, end)]
             self.delivery.take_new(fresh, seen, batch)
-            times = [e["effective_at"] for e in fresh if type(e.get("effective_at")) is int]
+            # Only in-window times count: the source passes absurd ones on, for dead letters.
+            times = [
+                at
+                for e in fresh
+                if type(at := e.get("effective_at")) is int and read_from <= at < end
+            ]
             if times:
                 oldest = min(times) if oldest is None else min(oldest, *times)
             if len(batch) >= self.batch_size or self.stop.is_set():
@@ -153,11 +158,11 @@ class Collector:
             self.log.info("delivered %d events", total, extra=log_extra)
         return total
 
-    def _repeat(self, event: Any, done_from: int) -> bool:
+    def _repeat(self, event: Any, done_from: int, end: int) -> bool:
         """An event listed again in the part already complete (a server that pages badly):
         delivered before, unless the state has never seen it."""
         at = event.get("effective_at") if isinstance(event, dict) else None
-        if type(at) is not int or at < done_from:
+        if type(at) is not int or at < done_from or at >= end:
             return False
         return event.get("id") in self.state.delivered_ids(self.scope, at, at + 1)
 

@@ -1,9 +1,15 @@
 """The dead-letter directory: every event that could not be mapped, or that a sink refused for
-good, is appended here (NDJSON, fsynced before the checkpoint moves) with its reason."""
+good, is appended here (NDJSON, fsynced before the checkpoint moves) with its reason, once:
+a letter whose content is already in the directory is not written again."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import reprlib
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +22,12 @@ from forwarder.errors import StorageError
 from forwarder.files import make_private_dirs
 from forwarder.logs import redact
 
+# An event orjson cannot encode (nested deeper than 254 levels, an integer beyond 64 bits) is
+# kept as JSON text written by the standard library, which recurses in Python: up to this
+# depth, under a raised recursion limit; deeper, only a truncated repr is kept.
+TEXT_MAX_NESTING = 5000
+_RECURSION = threading.Lock()
+
 
 @dataclass(frozen=True)
 class DeadLetter:
@@ -26,27 +38,91 @@ class DeadLetter:
     schema: str | None = None
     sink: str | None = None
 
+    def fields(self) -> dict[str, Any]:
+        """The letter as stored, without its time (what its content hash covers)."""
+        fields = {
+            "stream": self.stream,
+            "sink": self.sink,
+            "schema": self.schema,
+            "reason": redact(self.reason),
+            "event": self.event,
+        }
+        try:
+            orjson.dumps(self.event, default=repr)
+        except TypeError:  # orjson.JSONEncodeError
+            fields.update(_event_as_text(self.event))
+        return fields
+
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.time)),
-                "stream": self.stream,
-                "sink": self.sink,
-                "schema": self.schema,
-                "reason": redact(self.reason),
-                "event": self.event,
-            },
-            default=repr,
-        )
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.time))
+        return orjson.dumps({"time": stamp, **self.fields()}, default=repr)
+
+
+def _event_as_text(event: Any) -> dict[str, Any]:
+    """The stored form of an event orjson cannot encode: `event_json` (the whole event as
+    JSON text), or `event_repr` (a truncated repr) when even that is too deep; `event_note`
+    says which."""
+    from forwarder.model import nested_deeper_than
+
+    if not nested_deeper_than(event, TEXT_MAX_NESTING):
+        with _RECURSION:
+            limit = sys.getrecursionlimit()
+            sys.setrecursionlimit(max(limit, 3 * TEXT_MAX_NESTING))
+            try:
+                text = json.dumps(event, default=repr, sort_keys=True)
+            except (TypeError, ValueError, RecursionError):
+                text = None
+            finally:
+                sys.setrecursionlimit(limit)
+        if text is not None:
+            return {
+                "event": None,
+                "event_json": text,
+                "event_note": "orjson cannot encode this event; it is kept whole as JSON text",
+            }
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 20, 2000, 200
+    return {
+        "event": None,
+        "event_repr": short.repr(event),
+        "event_note": f"nested deeper than {TEXT_MAX_NESTING} levels; only a truncated "
+        "repr is kept",
+    }
+
+
+def letter_event(letter: dict[str, Any]) -> Any:
+    """The event of a stored letter (parsing `event_json` when the event was kept as text)."""
+    text = letter.get("event_json")
+    if letter.get("event") is not None or not isinstance(text, str):
+        return letter.get("event")
+    with _RECURSION:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 3 * TEXT_MAX_NESTING))
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            return text
+        finally:
+            sys.setrecursionlimit(limit)
+
+
+def content_hash(fields: dict[str, Any]) -> str:
+    """Hash of a letter's content: everything but its time."""
+    content = {key: value for key, value in fields.items() if key != "time"}
+    data = orjson.dumps(content, option=orjson.OPT_SORT_KEYS, default=repr)
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 class DeadLetters:
-    """Appends dead letters to `DIR/dead-letters-YYYY-MM-DD.ndjson` (mode 0600)."""
+    """Appends dead letters to `DIR/dead-letters-YYYY-MM-DD.ndjson` (mode 0600). A letter
+    whose content (all but the time) is already in an unclaimed file is not written again:
+    an event without an id is re-read on every sweep, and must not pile up."""
 
     def __init__(self, directory: Path, stream: str) -> None:
         self.directory = directory
         self.stream = stream
-        self.count = 0
+        self.count = 0  # letters handed in, including those already on file
+        self._known: set[str] | None = None
 
     def add(
         self,
@@ -58,11 +134,32 @@ class DeadLetters:
     ) -> None:
         self.add_many([DeadLetter(time.time(), self.stream, reason, event, schema, sink)])
 
+    def _known_hashes(self) -> set[str]:
+        if self._known is None:
+            self._known = set()
+            if self.directory.is_dir():
+                for path in sorted(self.directory.glob("dead-letters-*.ndjson")):
+                    self._known.update(content_hash(letter) for _, _, letter in read_file(path))
+        return self._known
+
     def add_many(self, letters: list[DeadLetter]) -> None:
         if not letters:
             return
+        known = self._known_hashes()
+        lines: list[bytes] = []
+        for letter in letters:
+            fields = letter.fields()
+            digest = content_hash(fields)
+            if digest in known:
+                continue
+            known.add(digest)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(letter.time))
+            lines.append(orjson.dumps({"time": stamp, **fields}, default=repr) + b"\n")
+        self.count += len(letters)
+        if not lines:
+            return
         path = self.directory / time.strftime("dead-letters-%Y-%m-%d.ndjson", time.gmtime())
-        data = b"".join(letter.to_json() + b"\n" for letter in letters)
+        data = b"".join(lines)
         try:
             make_private_dirs(self.directory)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -79,7 +176,6 @@ class DeadLetters:
             raise StorageError(
                 f"dead letters {self.directory}: cannot write ({exc.strerror or exc})"
             ) from None
-        self.count += len(letters)
 
 
 CLAIMED = ".replaying"
@@ -102,19 +198,31 @@ def read_dead_letters(directory: Path) -> Iterator[tuple[Path, int, dict[str, An
 
 
 def read_file(path: Path) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+    """(file, line number, letter) per line. A line that is not a JSON object (torn by a crash
+    mid-append, edited by hand) is kept visible, never dropped: a letter whose `unreadable`
+    says why, with the line's text as its event."""
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
                 letter = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                # A line torn by a crash mid-append: keep it visible, never drop it.
+                problem = None if isinstance(letter, dict) else f"a JSON {_kind(letter)}"
+            except orjson.JSONDecodeError as exc:
+                problem = f"invalid JSON ({str(exc).splitlines()[0]})"
+            if problem is not None:
                 letter = {
                     "reason": "unreadable dead-letter line",
-                    "event": line.decode("utf-8", "replace"),
+                    "event": line.decode("utf-8", "replace").rstrip("\n"),
+                    "unreadable": f"not a dead letter: {problem}",
                 }
             yield path, number, letter
+
+
+def _kind(value: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
 
 
 def claim_for_replay(directory: Path) -> list[Path]:

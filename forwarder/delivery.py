@@ -14,7 +14,7 @@ from forwarder import metrics
 from forwarder.deadletter import DeadLetter, DeadLetters
 from forwarder.errors import DeliveryError, ForwarderError
 from forwarder.logs import get_logger
-from forwarder.model import minimal_problem
+from forwarder.model import intake_problem
 from forwarder.sinks.base import Record, Sink, SinkError
 from forwarder.state import Commit, State
 from mappings.registry import MapFunction, MappingError
@@ -71,9 +71,11 @@ class Delivery:
 
     def take_new(self, page: list[Any], seen: set[str], into: list[dict[str, Any]]) -> None:
         """Append to `into` the events of `page` not seen before (remembering them in `seen`);
-        an event without a usable id, type or time goes to dead letters."""
+        an event without a usable id, type or time (or with a time out of range, or nested
+        too deep) goes to dead letters."""
+        now = time.time()
         for event in page:
-            problem = minimal_problem(event)
+            problem = intake_problem(event, now)
             if problem:
                 self.dead_letters.add(f"invalid event: {problem}", event)
                 metrics.EVENTS_DEAD_LETTERED.labels(self.stream, "invalid").inc()

@@ -4,9 +4,22 @@ fields are kept: the API adds event types often, and an event is never dropped f
 
 from __future__ import annotations
 
+import json
+import sys
+import threading
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+
+from forwarder.timeparse import out_of_range
+
+# Deepest nesting of objects and arrays an event may have. Real events nest about 5 deep;
+# orjson cannot encode more than 254 levels, and the mapped documents add a few.
+MAX_NESTING = 128
+# orjson parses at most 1024 levels; deeper JSON (a hostile event in a page) is parsed by the
+# standard library, which recurses in Python, under a raised recursion limit, up to this.
+PARSE_MAX_NESTING = 5000
+_RECURSION = threading.Lock()
 
 
 class _Open(BaseModel):
@@ -96,3 +109,49 @@ def minimal_problem(event: Any) -> str | None:
     if not isinstance(effective_at, int) or isinstance(effective_at, bool):
         return "missing or invalid 'effective_at' (unix seconds)"
     return None
+
+
+def intake_problem(event: Any, now: float) -> str | None:
+    """Why `event` cannot enter the pipeline, or None: `minimal_problem`, an `effective_at`
+    outside 2020-01-01 .. now + 1 day, or nesting deeper than `MAX_NESTING` levels."""
+    problem = minimal_problem(event)
+    if problem:
+        return problem
+    bad_time = out_of_range(event["effective_at"], now)
+    if bad_time:
+        return f"'effective_at' {bad_time}"
+    if nested_deeper_than(event, MAX_NESTING):
+        return f"nested deeper than {MAX_NESTING} levels"
+    return None
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Do objects and arrays nest more than `limit` levels in `value`? (No recursion: the
+    value may be nested deeper than Python's recursion limit.)"""
+    stack = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        if depth > limit:
+            return True
+        children = node.values() if type(node) is dict else node
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                push((child, depth + 1))
+    return False
+
+
+def loads_deep(data: bytes) -> Any:
+    """Parse JSON that orjson refuses as nested deeper than 1024 levels, so that the one deep
+    event reaches the intake (and the dead letters) instead of failing its whole page.
+    ValueError if it is not JSON or nests deeper than about `PARSE_MAX_NESTING` levels."""
+    with _RECURSION:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 3 * PARSE_MAX_NESTING))
+        try:
+            return json.loads(data)
+        except RecursionError:
+            raise ValueError(f"nested deeper than {PARSE_MAX_NESTING} levels") from None
+        finally:
+            sys.setrecursionlimit(limit)

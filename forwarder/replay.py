@@ -12,9 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from forwarder.config import Settings
-from forwarder.deadletter import DeadLetter, DeadLetters, claim_for_replay, read_file
+from forwarder.deadletter import (
+    CLAIMED,
+    DeadLetter,
+    DeadLetters,
+    claim_for_replay,
+    letter_event,
+    read_file,
+)
 from forwarder.delivery import Delivery
-from forwarder.model import minimal_problem
+from forwarder.logs import get_logger
+from forwarder.model import intake_problem
 from forwarder.runtime import build_sinks
 from forwarder.schemas import build_mappers
 from forwarder.sinks.base import Sink
@@ -36,7 +44,15 @@ def replay(settings: Settings, explicit_sinks: bool) -> ReplayResult:
         claimed = claim_for_replay(directory)
         if not claimed:
             return ReplayResult()
-        letters = [letter for path in claimed for _, _, letter in read_file(path)]
+        letters = []
+        for path in claimed:
+            for _, number, letter in read_file(path):
+                if "unreadable" in letter:
+                    name = path.name.removesuffix(CLAIMED)
+                    get_logger().warning(
+                        "%s line %d: %s; kept as it is", name, number, letter["unreadable"]
+                    )
+                letters.append(letter)
         result = _deliver(settings, explicit_sinks, directory, letters)
         for path in claimed:
             path.unlink()
@@ -60,15 +76,20 @@ def _deliver(
             state.set_sink_positions(adopted)
         groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
         unroutable: list[DeadLetter] = []
+        now = time.time()
         for letter in letters:
             stream = str(letter.get("stream") or "replay")
-            event = letter.get("event")
+            event = letter_event(letter)
             targets = _targets(letter, sinks, explicit_sinks)
-            if minimal_problem(event) is not None or not targets:
-                why = "no configured sink for it" if targets == [] else letter.get("reason")
-                unroutable.append(_again(letter, stream, str(why)))
-                continue
-            groups[(stream, tuple(sink.name for sink in targets))].append(event)
+            problem = intake_problem(event, now)
+            if "unreadable" in letter:
+                unroutable.append(_again(letter, stream, str(letter.get("reason"))))
+            elif problem is not None:
+                unroutable.append(_again(letter, stream, f"invalid event: {problem}"))
+            elif not targets:
+                unroutable.append(_again(letter, stream, "no configured sink for it"))
+            else:
+                groups[(stream, tuple(sink.name for sink in targets))].append(event)
         by_name = {sink.name: sink for sink in sinks}
         for (stream, names), events in groups.items():
             again = DeadLetters(directory, stream)
@@ -106,5 +127,5 @@ def _targets(letter: dict[str, Any], sinks: list[Sink], explicit: bool) -> list[
 
 def _again(letter: dict[str, Any], stream: str, reason: str) -> DeadLetter:
     return DeadLetter(
-        time.time(), stream, reason, letter.get("event"), letter.get("schema"), letter.get("sink")
+        time.time(), stream, reason, letter_event(letter), letter.get("schema"), letter.get("sink")
     )

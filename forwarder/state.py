@@ -17,9 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from forwarder.errors import ConfigError, StateLockedError, StorageError
+from forwarder.errors import ConfigError, ForwarderError, StateLockedError, StorageError
 from forwarder.files import make_private_dirs
 from forwarder.logs import get_logger
+from forwarder.timeparse import out_of_range
 
 _OPENING = threading.Lock()
 
@@ -198,8 +199,18 @@ class State:
     # Watermarks --------------------------------------------------------------------------
 
     def watermark(self, stream: str) -> int | None:
+        """The committed watermark. One outside 2020 .. now + 1 day (an older version could
+        store the time of an absurd event) stops the stream with how to repair it."""
         row = self.db.execute("SELECT watermark FROM streams WHERE stream=?", (stream,)).fetchone()
-        return None if row is None else int(row[0])
+        if row is None:
+            return None
+        problem = watermark_problem(int(row[0]))
+        if problem:
+            raise ForwarderError(
+                f"stream {stream}: the stored watermark {problem}; set a good one with "
+                f"'checkpoint set WHEN --stream {stream}'"
+            )
+        return int(row[0])
 
     def streams(self) -> list[tuple[str, int, float]]:
         return list(self.db.execute("SELECT stream, watermark, updated_at FROM streams"))
@@ -461,6 +472,12 @@ def _tighten(path: Path) -> None:
                 mode,
             )
             os.chmod(part, 0o600)
+
+
+def watermark_problem(watermark: int) -> str | None:
+    """Why a stored watermark is out of range, or None. (A file stream's watermark is one
+    past its newest event, which may be up to a day ahead: hence the second.)"""
+    return out_of_range(watermark, time.time() + 1)
 
 
 def live_scope(stream: str) -> str:

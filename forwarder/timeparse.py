@@ -58,4 +58,23 @@ def _parse_when(text: str | int, now: float | None = None) -> int:
 def format_when(ts: int | None) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):  # e.g. a watermark an older version stored
+        return "not a date"
+
+
+# The sane range of an event time and a watermark: the audit log starts after 2020, and the
+# API's clock is at most a little ahead of ours. Anything outside is an invalid value.
+EARLIEST_EFFECTIVE_AT = 1_577_836_800  # 2020-01-01T00:00:00Z
+MAX_AHEAD = 86_400
+
+
+def out_of_range(ts: int, now: float | None = None) -> str | None:
+    """Why the unix time `ts` is outside 2020-01-01 .. now + 1 day, or None."""
+    latest = int(time.time() if now is None else now) + MAX_AHEAD
+    if EARLIEST_EFFECTIVE_AT <= ts <= latest:
+        return None
+    when = format_when(ts)
+    date = "" if when == "not a date" else f" ({when})"
+    return f"{ts}{date} is outside {format_when(EARLIEST_EFFECTIVE_AT)} .. now + 1 day"

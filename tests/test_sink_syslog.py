@@ -167,11 +167,10 @@ def test_hostile_strings_arrive_as_one_message_each(rsyslog: Rsyslog, transport:
         message = by_doc[orjson.dumps(record.doc).decode()]
         assert orjson.loads(message["msg"]) == record.doc
         assert message["msgid"] == 'custom.typewithspaces"]\\|=more'
-        # The SD value carries the newline as is; rsyslog shows control characters as #ooo
-        # (its default parser.escapeControlCharactersOnReceive).
-        sd_type = escape_param(record.type).replace("\n", "#012")
+        # The SD value carries the newline as the two characters \n, never raw.
         assert message["structured_data"] == (
-            f'[openai@32473 id="{escape_param(record.id)}" type="{sd_type}"]'
+            f'[openai@32473 id="{escape_param(record.id)}" '
+            'type="custom.type with spaces \\"\\]\\\\|=\\nmore"]'
         )
         assert message["hostname"] != "fake-host"
 
@@ -278,20 +277,24 @@ def test_stream_oversize_messages_are_rejected(rsyslog: Rsyslog, transport: str)
     assert len(wait_received(rsyslog, tag, 1)) == 1
 
 
-def test_lf_framing_refuses_messages_with_a_newline(rsyslog: Rsyslog) -> None:
+def test_lf_framing_carries_line_breaks_and_nul_in_every_field_escaped(rsyslog: Rsyslog) -> None:
     tag = f"lf-{uuid.uuid4().hex[:8]}"
     batch = [
-        Record(id=f"{tag}-0", type="user.updated", effective_at=EPOCH, doc={"v": "a\nb"}),
-        Record(id=f"{tag}-1\nx", type="user.updated", effective_at=EPOCH, doc={"v": 1}),
+        Record(id=f"{tag}-0", type="user.updated", effective_at=EPOCH, doc={"v": "a\nb\rc\0"}),
+        Record(id=f"{tag}-1\nx\ry\0z", type="user.up\rdated\0", effective_at=EPOCH, doc={"v": 1}),
         Record(id=f"{tag}-2", type="user.updated", effective_at=EPOCH, doc={"v": 2}),
     ]
     sink = open_sink(rsyslog.url("tcp", framing="lf"))
-    [rejection] = sink.write(batch)
+    assert sink.write(batch) == []
     sink.close()
-    assert rejection.record.id == f"{tag}-1\nx"
-    assert "framing=lf" in rejection.reason
-    got = wait_received(rsyslog, tag, 2)
-    assert sorted(m["msg"] for m in got) == ['{"v":"a\\nb"}', '{"v":2}']
+    got = wait_received(rsyslog, tag, 3)
+    assert len(got) == 3
+    assert sorted(m["msg"] for m in got) == ['{"v":"a\\nb\\rc\\u0000"}', '{"v":1}', '{"v":2}']
+    [escaped] = [m for m in got if m["msg"] == '{"v":1}']
+    assert escaped["structured_data"] == (
+        f'[openai@32473 id="{tag}-1\\nx\\ry z" type="user.up\\rdated "]'
+    )
+    assert escaped["msgid"] == "user.updated"
 
 
 def test_unrenderable_document_is_rejected_and_the_rest_delivered(rsyslog: Rsyslog) -> None:

@@ -86,10 +86,12 @@ def test_header_fields_keep_printable_ascii_and_are_cut_to_their_limits() -> Non
     assert printable_ascii("x" * 40, 32) == "x" * 32
     assert printable_ascii(" \n", 32) == "-"
     assert escape_param('a"b\\c]d') == 'a\\"b\\\\c\\]d'
+    assert escape_param("a\r\nb\x00c\x1bd\te") == "a\\r\\nb c d\te"
 
 
 def test_cef_escaping() -> None:
     assert escape_header("a|b\\c\nd") == "a\\|b\\\\c d"
+    assert escape_header("a\rb\x00c") == "a b c"
     assert escape_extension("k=v\\x\r\ny\x00z\tt") == "k\\=v\\\\x\\r\\ny z\tt"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -33,6 +33,31 @@ class Rejection:
 
     record: Record
     reason: str
+
+
+# What encoding one document can raise: orjson (JSONEncodeError is a TypeError; nested deeper
+# than 254 levels, a lone surrogate, an integer beyond 64 bits), msgpack, pyarrow.
+ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)
+
+
+def encode_each(
+    records: Sequence[Record], encode: Callable[[Record], bytes], what: str
+) -> tuple[list[bytes], list[Rejection]]:
+    """Encode every record, the whole batch at once; if that fails, one by one, so that a
+    record that cannot be encoded becomes a rejection (a dead letter), not a failed batch."""
+    try:
+        return [encode(record) for record in records], []
+    except ENCODE_ERRORS:
+        pass
+    encoded: list[bytes] = []
+    rejections: list[Rejection] = []
+    for record in records:
+        try:
+            encoded.append(encode(record))
+        except ENCODE_ERRORS as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            rejections.append(Rejection(record, f"cannot encode as {what}: {reason}"))
+    return encoded, rejections
 
 
 class SinkError(Exception):

@@ -38,14 +38,15 @@ LOOKUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 PROJECT_PATHS = ("openai.audit.project.id", "unmapped.project.id", "project.id")
 
-_HEADER_SPECIALS = re.compile(r"[\\|\r\n]")
+_HEADER_SPECIALS = re.compile(r"[\\|\x00-\x1f\x7f]")
 _EXT_SPECIALS = re.compile(r"[\\=\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _EXT_REPLACEMENTS = {"\\": "\\\\", "=": "\\=", "\n": "\\n", "\r": "\\r"}
 
 
 def escape_header(value: str) -> str:
-    """Header field: backslash and pipe escaped; line breaks (not allowed) become spaces."""
-    return _HEADER_SPECIALS.sub(lambda m: " " if m.group() in "\r\n" else "\\" + m.group(), value)
+    """Header field: backslash and pipe escaped; line breaks and other control characters
+    (not allowed) become spaces."""
+    return _HEADER_SPECIALS.sub(lambda m: "\\" + m.group() if m.group() in "\\|" else " ", value)
 
 
 def escape_extension(value: str) -> str:

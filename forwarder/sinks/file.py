@@ -12,7 +12,15 @@ from pathlib import Path
 import orjson
 
 from forwarder.files import make_private_dirs
-from forwarder.sinks.base import Record, Rejection, Sink, SinkConfigError, SinkError, SinkSpec
+from forwarder.sinks.base import (
+    Record,
+    Rejection,
+    Sink,
+    SinkConfigError,
+    SinkError,
+    SinkSpec,
+    encode_each,
+)
 
 
 class FileSink(Sink):
@@ -75,7 +83,8 @@ class FileSink(Sink):
         self.open()
         assert self._fd is not None
         dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-        data = b"".join([dumps(record.doc, option=newline) for record in records])
+        lines, rejections = encode_each(records, lambda r: dumps(r.doc, option=newline), "JSON")
+        data = b"".join(lines)
         try:
             written = os.pwrite(self._fd, data, self._offset)
             while written < len(data):
@@ -86,7 +95,7 @@ class FileSink(Sink):
             # Leave the offset: the next attempt overwrites the partial write.
             raise SinkError(f"file {self.path}: write failed ({exc.strerror or exc})") from None
         self._offset += len(data)
-        return ()
+        return rejections
 
     def check(self) -> str:
         self.open()

@@ -3,6 +3,7 @@ timestamp, header fields, the `[openai@32473 id=".." type=".."]` SD element and 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -84,10 +85,19 @@ def printable_ascii(value: str, limit: int) -> str:
     return kept[:limit] or NILVALUE
 
 
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL_TEXT = {"\n": "\\n", "\r": "\\r"}
+
+
 def escape_param(value: str) -> str:
-    """Escape an SD-PARAM value: `"`, `\\` and `]` get a backslash (RFC 5424 section 6.3.3)."""
+    """Escape an SD-PARAM value: `"`, `\\` and `]` get a backslash (RFC 5424 section 6.3.3);
+    CR and LF are written as `\\r` and `\\n`, other control characters (NUL, ...) as a space,
+    as in CEF: receivers that split on CR or LF (Splunk's LINE_BREAKER) or stop at NUL must
+    not see them raw."""
     if '"' in value or "\\" in value or "]" in value:
-        return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+        value = value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+    if not value.isprintable() and _CONTROLS.search(value):
+        value = _CONTROLS.sub(lambda m: _CONTROL_TEXT.get(m.group(), " "), value)
     return value
 
 

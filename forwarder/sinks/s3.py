@@ -26,7 +26,15 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
-from forwarder.sinks.base import Record, Rejection, Sink, SinkConfigError, SinkError, SinkSpec
+from forwarder.sinks.base import (
+    ENCODE_ERRORS,
+    Record,
+    Rejection,
+    Sink,
+    SinkConfigError,
+    SinkError,
+    SinkSpec,
+)
 
 KNOWN_PARAMS = {
     "endpoint_url",
@@ -109,11 +117,29 @@ def _serializable(records: list[Record]) -> tuple[list[Record], list[bytes], lis
     for record in records:
         try:
             lines.append(orjson.dumps(record.doc, option=orjson.OPT_APPEND_NEWLINE))
-        except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        except ENCODE_ERRORS as exc:  # orjson.JSONEncodeError is a TypeError
             rejections.append(Rejection(record, f"document is not serializable as JSON: {exc}"))
         else:
             good.append(record)
     return good, lines, rejections
+
+
+def _arrow_encodable(records: list[Record]) -> tuple[list[Record], list[Rejection]]:
+    """Slow path after a failed Parquet encoding: the records that make an Arrow table on
+    their own, and a rejection for each other one."""
+    from forwarder.sinks.parquet import build_table
+
+    good: list[Record] = []
+    rejections: list[Rejection] = []
+    for record in records:
+        try:
+            build_table([record.doc])
+        except ENCODE_ERRORS as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            rejections.append(Rejection(record, f"cannot encode as Parquet: {reason}"))
+        else:
+            good.append(record)
+    return good, rejections
 
 
 class S3Sink(Sink):
@@ -308,14 +334,14 @@ class S3Sink(Sink):
         if self.format == "parquet":
             try:
                 rejections, objects = self._parquet_objects(ordered, [])
-            except (TypeError, ValueError):  # a document JSON/Arrow cannot encode: reject it
-                good, _, rejections = _serializable(ordered)
+            except ENCODE_ERRORS:  # a document JSON/Arrow cannot encode: reject it alone
+                good, rejections = _arrow_encodable(ordered)
                 rejections, objects = self._parquet_objects(good, rejections)
         else:
             try:
                 newline = orjson.OPT_APPEND_NEWLINE
                 rejections, lines = [], [orjson.dumps(r.doc, option=newline) for r in ordered]
-            except TypeError:
+            except ENCODE_ERRORS:
                 ordered, lines, rejections = _serializable(ordered)
             objects = self._ndjson_objects(ordered, lines) if ordered else []
         for key, body, content_type in objects:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import msgpack
 import orjson
 
-from forwarder.sinks.base import Record, Rejection, Sink, SinkError, SinkSpec
+from forwarder.sinks.base import Record, Rejection, Sink, SinkError, SinkSpec, encode_each
 
 
 class StdoutSink(Sink):
@@ -29,17 +29,26 @@ class StdoutSink(Sink):
     def write(self, records: Sequence[Record]) -> Sequence[Rejection]:
         if self.format == "json":
             dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-            data = b"".join([dumps(record.doc, option=newline) for record in records])
+            parts, rejections = encode_each(records, lambda r: dumps(r.doc, option=newline), "JSON")
         else:
             packer = msgpack.Packer(use_bin_type=True)
-            data = b"".join([packer.pack(record.doc) for record in records])
+
+            def pack(record: Record) -> bytes:
+                try:
+                    return packer.pack(record.doc)
+                except BaseException:
+                    packer.reset()  # drop what a failed pack left in the buffer
+                    raise
+
+            parts, rejections = encode_each(records, pack, "msgpack")
+        data = b"".join(parts)
         try:
             out = sys.stdout.buffer
             out.write(data)
             out.flush()
         except (BrokenPipeError, OSError) as exc:
             raise SinkError(f"stdout: write failed ({exc.strerror or exc})") from None
-        return ()
+        return rejections
 
     def check(self) -> str:
         return f"stdout: {self.format}"

@@ -3,6 +3,7 @@ framing) or RELP, the one transport that confirms receipt."""
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
@@ -21,6 +22,8 @@ APP_NAME = "openai-audit-forwarder"
 # UDP: rsyslog's (and syslog-ng's classic) default receive limit; larger datagrams would be
 # truncated by a receiver with default settings. Streams: 64 KiB, raise the receiver to match.
 DEFAULT_MAX_SIZE = {"udp": 8192, "tcp": 65536, "tls": 65536, "relp": 65536}
+# The largest UDP payload over IPv4 (65535 - 8 byte UDP header - 20 byte IP header).
+UDP_MAX_SIZE = 65507
 
 COMMON = {"facility", "hostname", "app_name", "format", "max_size", "sd_id", "cef_doc"}
 TLS_PARAMS = {"ca_file", "verify", "cert_file", "key_file", "server_name"}
@@ -97,6 +100,12 @@ class SyslogSink(Sink):
             body=body,
             sd_id=spec.take("sd_id") or DEFAULT_SD_ID,
         )
+        max_size = spec.int_param("max_size", DEFAULT_MAX_SIZE[transport], minimum=64)
+        if transport == "udp" and max_size > UDP_MAX_SIZE:
+            raise SinkConfigError(
+                f"sink {spec.display}: max_size={max_size} is over {UDP_MAX_SIZE}, "
+                "the largest UDP datagram"
+            )
         use_tls = transport == "tls" or (transport == "relp" and spec.bool_param("tls", False))
         if not use_tls and transport == "relp" and set(spec.params) & TLS_PARAMS:
             raise SinkConfigError(f"sink {spec.display}: TLS parameters need tls=true")
@@ -104,7 +113,7 @@ class SyslogSink(Sink):
             spec,
             transport=transport,
             builder=builder,
-            max_size=spec.int_param("max_size", DEFAULT_MAX_SIZE[transport], minimum=64),
+            max_size=max_size,
             framing=spec.choice_param("framing", "octet-counting", ("octet-counting", "lf")),
             timeout=spec.float_param("timeout", 10.0, minimum=0.1),
             retries=spec.int_param("retries", 3),
@@ -190,9 +199,12 @@ class SyslogSink(Sink):
 
     # -- writing -----------------------------------------------------------------------
 
-    def _messages(self, records: Sequence[Record]) -> tuple[list[bytes], list[Rejection]]:
+    def _messages(
+        self, records: Sequence[Record]
+    ) -> tuple[list[Record], list[bytes], list[Rejection]]:
         build, limit = self._builder.build, self.max_size
         lf = self.framing == "lf" and self.transport in {"tcp", "tls"}
+        sent: list[Record] = []
         messages: list[bytes] = []
         rejections: list[Rejection] = []
         for record in records:
@@ -209,22 +221,24 @@ class SyslogSink(Sink):
                         f"of {self.spec.display}",
                     )
                 )
-            elif lf and b"\n" in message:
+            elif lf and (b"\n" in message or b"\r" in message or b"\0" in message):
+                # Unreachable as every field is escaped; kept so that framing never breaks.
                 rejections.append(
-                    Rejection(record, "message contains a newline, which framing=lf cannot carry")
+                    Rejection(record, "message contains a line break or NUL (framing=lf)")
                 )
             else:
+                sent.append(record)
                 messages.append(message)
-        return messages, rejections
+        return sent, messages, rejections
 
     def write(self, records: Sequence[Record]) -> Sequence[Rejection]:
-        messages, rejections = self._messages(records)
+        sent, messages, rejections = self._messages(records)
         if not messages:
             return rejections
         if self._relp is not None:
             self._relp.send(messages)
         elif self.transport == "udp":
-            self._send_udp(messages)
+            rejections.extend(self._send_udp(sent, messages))
         else:
             if self.framing == "lf":
                 payload = b"\n".join(messages) + b"\n"
@@ -237,17 +251,25 @@ class SyslogSink(Sink):
             self._send_stream(payload)
         return rejections
 
-    def _send_udp(self, messages: list[bytes]) -> None:
+    def _send_udp(self, records: list[Record], messages: list[bytes]) -> list[Rejection]:
+        """Send one datagram per message; one the kernel refuses as too long for the path
+        (EMSGSIZE) is rejected alone, any other error fails the batch."""
         if self._sock is None:
             self._sock = self._udp_socket()
         send = self._sock.send
-        try:
-            for message in messages:
+        rejections: list[Rejection] = []
+        for record, message in zip(records, messages, strict=True):
+            try:
                 send(message)
-        except OSError as exc:
-            # e.g. ECONNREFUSED from an ICMP port-unreachable for an earlier datagram.
-            self.close()
-            raise SinkError(f"{self._label}: UDP send failed: {one_line(exc)}") from None
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:
+                    reason = f"syslog message of {len(message)} bytes refused by the kernel"
+                    rejections.append(Rejection(record, f"{reason}: {one_line(exc)}"))
+                    continue
+                # e.g. ECONNREFUSED from an ICMP port-unreachable for an earlier datagram.
+                self.close()
+                raise SinkError(f"{self._label}: UDP send failed: {one_line(exc)}") from None
+        return rejections
 
     def _send_stream(self, payload: bytes) -> None:
         """sendall the whole batch; on failure reconnect and resend it (the receiver may get

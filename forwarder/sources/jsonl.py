@@ -15,7 +15,7 @@ import orjson
 
 from forwarder.effective_at import normalize
 from forwarder.errors import SourceError
-from forwarder.model import minimal_problem
+from forwarder.model import loads_deep, minimal_problem
 from forwarder.sources import Page, Source
 
 PAGE_SIZE = 500
@@ -102,7 +102,7 @@ class JsonlSource(Source):
         with self._open() as handle:
             for line in handle:
                 if line.strip():
-                    event = orjson.loads(line)
+                    event = _loads(line)
                     if type(event["effective_at"]) is not int:
                         normalize(event)
                     yield event
@@ -136,10 +136,21 @@ class JsonlSource(Source):
             self._spool.close()
 
 
+def _loads(line: bytes) -> Any:
+    """One line; a line nested deeper than orjson's 1024 levels is valid JSON all the same:
+    parsed the slow way, it goes on to the intake, which dead-letters it."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" not in str(exc):
+            raise
+    return loads_deep(line)
+
+
 def _line_problem(line: bytes) -> str | None:
     try:
-        event = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
+        event = _loads(line)
+    except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
         return f"invalid JSON ({str(exc).splitlines()[0]})"
     normalize(event)
     return minimal_problem(event)

@@ -19,7 +19,9 @@ import orjson
 from forwarder import __version__, metrics
 from forwarder.errors import AuthError, SourceError
 from forwarder.logs import get_logger
+from forwarder.model import loads_deep
 from forwarder.sources import Page, Source
+from forwarder.timeparse import out_of_range
 
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 # Listed by the API only with tenant_only=true (and then only they are).
@@ -32,6 +34,17 @@ _KEY_LIKE = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
 _RESET = re.compile(
     r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$"
 )
+
+
+def _loads(content: bytes) -> Any:
+    """A response body; one nested deeper than orjson's 1024 levels (a hostile event) is
+    parsed the slow way, so that the event is dead-lettered instead of stopping the stream."""
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" not in str(exc):
+            raise
+    return loads_deep(content)
 
 
 class OpenAIAuditLogSource(Source):
@@ -143,8 +156,10 @@ class OpenAIAuditLogSource(Source):
             raise
 
     def _in_window(self, data: list[Any], start: int, end: int | None) -> list[Any]:
-        """The page without events whose time lies outside [start, end); events without a
-        usable time stay, to be dead-lettered by the collector."""
+        """The page without events whose time lies outside [start, end): another window lists
+        them. Events without a usable time (none, or outside 2020 .. now + 1 day, which no
+        window lists) stay, to be dead-lettered by the collector."""
+        now = time.time()
         kept = [
             event
             for event in data
@@ -155,6 +170,7 @@ class OpenAIAuditLogSource(Source):
                     event["effective_at"] < start
                     or (end is not None and event["effective_at"] >= end)
                 )
+                and out_of_range(event["effective_at"], now) is None
             )
         ]
         if len(kept) < len(data):
@@ -190,8 +206,8 @@ class OpenAIAuditLogSource(Source):
                 metrics.API_REQUESTS.labels(str(response.status_code)).inc()
                 if response.status_code == 200:
                     try:
-                        body = orjson.loads(response.content)
-                    except orjson.JSONDecodeError:
+                        body = _loads(response.content)
+                    except ValueError:  # orjson.JSONDecodeError is a ValueError
                         problem = "malformed JSON in a 200 response"
                     else:
                         if isinstance(body, dict):

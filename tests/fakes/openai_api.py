@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import gc
 import random
+import re
 import socket
 import sys
 import threading
@@ -87,6 +88,16 @@ def _format_duration(seconds: float) -> str:
     minutes, secs = divmod(seconds, 60)
     secs_text = f"{secs:g}s"
     return f"{int(minutes)}m{secs_text}" if minutes else secs_text
+
+
+def _blob_id(blob: bytes) -> str | None:
+    """The id of a listed item: None without one; for an item nested deeper than orjson
+    parses (an add_raw body), the first `"id"` in its text, which is the event's own."""
+    try:
+        return orjson.loads(blob).get("id")
+    except orjson.JSONDecodeError:
+        found = re.search(rb'"id":\s*"([^"\\]*)"', blob)
+        return found.group(1).decode() if found else None
 
 
 class _Store:
@@ -386,6 +397,19 @@ class FakeOpenAI:
         with self._lock:
             return self._store.add(events)
 
+    def add_raw(self, body: bytes, effective_at: int, event_type: str) -> None:
+        """List `body` (raw JSON, unchecked: an item without an id, nested deeper than a JSON
+        writer allows, ...) among the events, at `effective_at`, as of type `event_type`."""
+        with self._lock:
+            st = self._store
+            pos = bisect_right(st.ts, effective_at)
+            st.ts.insert(pos, effective_at)
+            st.seqs.insert(pos, len(st.ts_by_seq))
+            st.ts_by_seq.append(effective_at)
+            st.blobs.insert(pos, body)
+            st.types.insert(pos, event_type)
+            st.projects.insert(pos, None)
+
     def set_faults(
         self,
         *,
@@ -599,8 +623,8 @@ class FakeOpenAI:
                 page.reverse()
             self.last_scanned = scanned
             blobs = [st.blobs[i] for i in page]
-        first_id = orjson.loads(blobs[0])["id"] if blobs else None
-        last_id = orjson.loads(blobs[-1])["id"] if blobs else None
+        first_id = _blob_id(blobs[0]) if blobs else None
+        last_id = _blob_id(blobs[-1]) if blobs else None
         return b"".join(
             (
                 b'{"object":"list","data":[',
