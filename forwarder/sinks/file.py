@@ -15,6 +15,8 @@ from forwarder.sinks.base import Record, Rejection, Sink, SinkConfigError, SinkE
 
 
 class FileSink(Sink):
+    ndjson_lines = True
+
     def __init__(self, spec: SinkSpec, path: Path, fsync: bool) -> None:
         super().__init__(spec)
         self.path = path
@@ -73,7 +75,7 @@ class FileSink(Sink):
         self.open()
         assert self._fd is not None
         dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-        data = b"".join([dumps(record.doc, option=newline) for record in records])
+        data = b"".join([record.line or dumps(record.doc, option=newline) for record in records])
         try:
             written = os.pwrite(self._fd, data, self._offset)
             while written < len(data):
