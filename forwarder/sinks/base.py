@@ -16,7 +16,8 @@ class Record:
 
     `id`, `type` and `effective_at` come from the source event (for keys, timestamps,
     severities); `doc` is the mapped document the sink serializes. `line` is `doc` as one
-    orjson NDJSON line, made for sinks that set `Sink.ndjson_lines` (empty: not made).
+    orjson NDJSON line, made for sinks that set `Sink.ndjson_lines` (empty: not made); when
+    only such sinks take the schema, `doc` is then left empty.
     """
 
     id: str

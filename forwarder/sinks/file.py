@@ -21,6 +21,7 @@ class FileSink(Sink):
         super().__init__(spec)
         self.path = path
         self.fsync = fsync
+        self._name = f"file:{path.resolve()}"  # asked for at every commit: resolved once
         self._fd: int | None = None
         self._offset = 0
 
@@ -33,7 +34,7 @@ class FileSink(Sink):
 
     @property
     def name(self) -> str:
-        return f"file:{self.path.resolve()}"
+        return self._name
 
     def open(self) -> None:
         if self._fd is not None:
