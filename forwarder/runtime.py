@@ -187,7 +187,10 @@ def settle_gc() -> None:
     every batch took a sixth of `run --once --input` (docs/benchmarks.md). Not higher: HTTP
     responses reach the collector in cycles that hold their body, and a larger first
     generation keeps more of them alive (a 1M-event backfill: 110 MB peak at 10,000, 145 MB
-    at 50,000)."""
+    at 50,000). Once per process: a daemon reopens a failed stream, and freezing again would
+    make the garbage of that failure (tracebacks in cycles) permanent."""
+    if gc.get_freeze_count():
+        return
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
 
