@@ -18,13 +18,16 @@ class Record:
     """One audit-log event rendered in the sink's schema.
 
     `id`, `type` and `effective_at` come from the source event (for keys, timestamps,
-    severities); `doc` is the mapped document the sink serializes.
+    severities); `doc` is the mapped document the sink serializes. `line` is `doc` as one
+    orjson NDJSON line, made for sinks that set `Sink.ndjson_lines` (empty: not made); when
+    only such sinks take the schema, `doc` is then left empty.
     """
 
     id: str
     type: str
     effective_at: int
     doc: dict[str, Any]
+    line: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +212,10 @@ def parse_sink_url(url: str, default_schema: str = "ecs") -> SinkSpec:
 class Sink(ABC):
     """A destination. The collector calls `open`, `restore`, then `write` per batch, commits
     its state with `position()` after each successful write, and `close` at the end."""
+
+    # The sink writes each `doc` as `orjson.dumps(doc, option=OPT_APPEND_NEWLINE)`: delivery
+    # then serializes it into `Record.line` right after mapping, while it is still in cache.
+    ndjson_lines = False
 
     def __init__(self, spec: SinkSpec) -> None:
         self.spec = spec

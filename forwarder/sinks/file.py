@@ -24,10 +24,13 @@ from forwarder.sinks.base import (
 
 
 class FileSink(Sink):
+    ndjson_lines = True
+
     def __init__(self, spec: SinkSpec, path: Path, fsync: bool) -> None:
         super().__init__(spec)
         self.path = path
         self.fsync = fsync
+        self._name = f"file:{path.resolve()}"  # asked for at every commit: resolved once
         self._fd: int | None = None
         self._offset = 0
 
@@ -40,7 +43,7 @@ class FileSink(Sink):
 
     @property
     def name(self) -> str:
-        return f"file:{self.path.resolve()}"
+        return self._name
 
     def open(self) -> None:
         if self._fd is not None:
@@ -83,7 +86,9 @@ class FileSink(Sink):
         self.open()
         assert self._fd is not None
         dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-        lines, rejections = encode_each(records, lambda r: dumps(r.doc, option=newline), "JSON")
+        lines, rejections = encode_each(
+            records, lambda r: r.line or dumps(r.doc, option=newline), "JSON"
+        )
         data = b"".join(lines)
         try:
             written = os.pwrite(self._fd, data, self._offset)

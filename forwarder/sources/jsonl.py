@@ -55,7 +55,12 @@ class JsonlSource(Source):
         with self._open() as handle:
             head = handle.read(4096).lstrip()
             handle.seek(0)
-            if head.startswith(b"{") and b'"data"' in head[:4096] and self._whole_document(handle):
+            if (
+                head.startswith(b"{")
+                and b'"data"' in head[:4096]
+                and not _first_line_is_event(handle)
+                and self._whole_document(handle)
+            ):
                 return len(self._list_data())
             handle.seek(0)
             problems: list[str] = []
@@ -145,6 +150,23 @@ def _loads(line: bytes) -> Any:
         if "depth limit" not in str(exc):
             raise
     return loads_deep(line)
+
+
+def _first_line_is_event(handle: IO[bytes]) -> bool:
+    """Whether the first non-blank line is a whole event: then the input is JSONL, and need
+    not be read at once to be tried as one document (an event may have a `data` field)."""
+    handle.seek(0)
+    for line in handle:
+        if line.strip():
+            break
+    else:
+        line = b""
+    handle.seek(0)
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(event, dict) and "type" in event
 
 
 def _line_problem(line: bytes) -> str | None:
