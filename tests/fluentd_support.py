@@ -111,3 +111,31 @@ def settled_lines(paths: Callable[[], list[Path]], count: int, timeout: float = 
     wait_for(lambda: len(json_lines(paths())) >= count, timeout, f"{count} lines from Fluentd")
     time.sleep(2.5)  # flush_interval is 1s: a duplicate would have arrived by now
     return json_lines(paths())
+
+
+# Fluentd's own v1 config parser, with embedded Ruby ("#{ENV['X']}") kept as written, dumped
+# as JSON: the structure the packaging tests check is the one Fluentd reads.
+_DUMP = r"""
+require "json"
+require "fluent/config"
+class Fluent::Config::LiteralParser
+  def eval_embedded_code(code) = "\#{#{code}}"
+end
+def dump(e) = { "name" => e.name, "arg" => e.arg, "params" => e.to_h,
+                "children" => e.elements.map { |c| dump(c) } }
+path = ARGV[0]
+puts JSON.generate(dump(Fluent::Config.parse(File.read(path), File.basename(path),
+                                             File.dirname(path), true)))
+"""
+
+
+def parse_config(path: Path) -> dict[str, Any]:
+    """The config tree as Fluentd parses it: {name, arg, params, children}."""
+    result = subprocess.run(
+        ["ruby", "-I", str(PEER_DIR / "fluentd" / "lib"), "-e", _DUMP, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"Fluentd cannot parse {path.name}: {result.stderr[-2000:]}"
+    return json.loads(result.stdout)
