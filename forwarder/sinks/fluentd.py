@@ -267,7 +267,7 @@ class FluentdSink(Sink):
                 raise SinkError(f"{self._prefix}: {exc}", permanent=True) from None
             except (_Retryable, OSError) as exc:
                 self._disconnect()
-                if cause := self._mismatch_of(conn):
+                if cause := self._mismatch_of(conn, exc):
                     raise SinkError(f"{self._prefix}: {cause}", permanent=True) from None
                 reason = str(exc) if isinstance(exc, _Retryable) else _describe(exc)
                 if conn is not None and conn.reused and attempt == 1:
@@ -299,7 +299,7 @@ class FluentdSink(Sink):
             raise SinkError(f"{self._prefix}: {exc}", permanent=True) from None
         except (_Retryable, OSError) as exc:
             self._disconnect()
-            if cause := self._mismatch_of(conn):
+            if cause := self._mismatch_of(conn, exc):
                 raise SinkError(f"{self._prefix}: {cause}", permanent=True) from None
             reason = str(exc) if isinstance(exc, _Retryable) else _describe(exc)
             raise SinkError(f"{self._prefix}: {_one_line(reason)}") from None
@@ -458,10 +458,11 @@ class FluentdSink(Sink):
         except (OSError, ValueError):
             return False
 
-    def _mismatch_of(self, conn: _Connection | None) -> str | None:
-        """After a failed write on a new connection that never got a byte back: the protocol
-        mismatch behind it, if any (a TLS server resets a plain client's first message)."""
-        if conn is None or conn.reused or conn.received:
+    def _mismatch_of(self, conn: _Connection | None, exc: Exception) -> str | None:
+        """After a new connection was closed on us before any byte came back: the protocol
+        mismatch behind it, if any (a TLS server resets a plain client's first message). A
+        timeout is a slow receiver, not a mismatch."""
+        if conn is None or conn.reused or conn.received or isinstance(exc, _Timeout | TimeoutError):
             return None
         return self._mismatch_after_silence()
 
