@@ -188,11 +188,23 @@ def test_real_fluentd_receives_the_sample_once_with_tag_document_and_event_time(
         assert doc == reference[event_id]
 
 
-def test_a_full_tls_run_closes_every_connection_cleanly(receiver: Receiver) -> None:
-    """After the TLS cases (they ran first in this module's order): no `unexpected eof` in
-    Fluentd's log, i.e. every TLS connection ended with close_notify."""
-    if not receiver.lines("openai.audit.tls_ca_file"):
-        pytest.skip("runs after the TLS delivery cases")
+def test_a_full_tls_run_closes_every_connection_cleanly(receiver: Receiver, tmp_path: Path) -> None:
+    """check and run over TLS (with and without the handshake): no `unexpected eof` in
+    Fluentd's log, i.e. every TLS connection ended with close_notify. (Runs before the
+    mismatch tests below, whose broken connections do log it.)"""
+    ca = receiver.certs["ca.pem"]
+    for name, params in (
+        ("tls", {"ca_file": str(ca)}),
+        ("tls_user", {**CASES["tls_gzip_key_user"][1], "ca_file": str(ca)}),
+    ):
+        url = receiver.url(name, f"openai.audit.clean.{name}", **params)
+        for command in (["check"], ["run", "--once"]):
+            result = forwarder(*command, "--input", str(SAMPLE), "--state",
+                               str(tmp_path / f"{name}.db"), "--sink", url, env=ENV)  # fmt: skip
+            assert result.returncode == 0, result.stdout + result.stderr
+    settled_lines(
+        lambda: sorted(receiver.out.glob("openai.audit.clean.*.log")), 2 * len(SAMPLE_TIMES)
+    )
     log = receiver.peer.log.read_text()
     assert "unexpected eof" not in log
     assert "[error]" not in log, log[-3000:]
