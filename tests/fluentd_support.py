@@ -23,7 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 PEER_DIR = Path(os.environ.get("FLUENTD_PEER_DIR", REPO.parent / "shared" / "peers" / "fluentd"))
 PEER = PEER_DIR / "fluentd-peer"
 SAMPLE = REPO / "samples" / "audit-log.jsonl"
+# The console script of the interpreter running the tests (the venv's), else the one on PATH.
 FORWARDER = Path(sys.executable).with_name("openai-audit-forwarder")
+if not FORWARDER.exists():
+    FORWARDER = Path(shutil.which("openai-audit-forwarder") or FORWARDER)
 APT_HINT = (
     "apt-get install -y --no-install-recommends ruby ruby-msgpack ruby-cool.io "
     "ruby-serverengine ruby-yajl ruby-strptime ruby-sigdump ruby-tzinfo ruby-webrick "
