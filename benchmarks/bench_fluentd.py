@@ -1,11 +1,16 @@
-"""Benchmark: events/s through the Fluentd sink to the in-repo Forward server (in its own
-process, acks on), plain, gzip, and TLS with shared key. Run: python benchmarks/bench_fluentd.py"""
+"""Benchmark: `run --once` end to end (read, map, deliver with ack, commit) into the Fluentd sink,
+against the real Fluentd (../shared/peers/fluentd) and the in-repo Forward server, plain and
+TLS + gzip + shared key, side by side with a `file:` sink on the same input in the same run.
+`--sink-only` times the sink alone against the in-repo server. See docs/benchmarks.md."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,6 +22,9 @@ import msgpack
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from forwarder.sinks import Record, open_sink
+from tests.peers import free_port
+
+REPO = Path(__file__).resolve().parent.parent
 
 BASE_TS = 1_732_000_000
 KEY_ENV = "BENCH_FLUENTD_SHARED_KEY"
@@ -36,7 +44,7 @@ def ecs_like_doc(i: int) -> dict:
             "action": "api_key.created",
             "outcome": "success",
             "provider": "openai",
-            "dataset": "openai.audit",
+            "dataset": "openai_audit_forwarder.audit",
             "created": "2024-11-19T07:06:41Z",
         },
         "organization": {"id": "org-2f8cBqmN0x1yGzT4ZnJ5R3kA"},
@@ -137,14 +145,7 @@ def run_case(name: str, records: list[Record], batch: int, decode: bool, **optio
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument(
-        "--decode", action="store_true", help="have the server decode every entry (slower)"
-    )
-    args = parser.parse_args()
+def sink_only(args: argparse.Namespace) -> None:
     os.environ.setdefault(KEY_ENV, "benchmark-shared-key")
     # Distinct documents for a few thousand events, then reused: building 200,000 dicts in
     # Python would take longer than sending them.
@@ -169,6 +170,178 @@ def main() -> None:
     run_case(
         "tls + shared key, acks", records, args.batch, args.decode, tls="1", shared_key_env=KEY_ENV
     )
+
+
+FLUENTD_CONFIG = """<source>
+  @type forward
+  port {plain}
+  bind 127.0.0.1
+</source>
+<source>
+  @type forward
+  port {tls}
+  bind 127.0.0.1
+  <transport tls>
+    cert_path {cert_dir}/server.crt
+    private_key_path {cert_dir}/server.key
+    min_version TLS1_2
+    max_version TLS1_3
+  </transport>
+  <security>
+    self_hostname fluentd-bench
+    shared_key "#{{ENV['{key_env}']}}"
+  </security>
+</source>
+{output}"""
+# What the shipped receivers do (an ack means "in a file buffer"), or nothing at all (`null`:
+# the receiver's own work out of the picture, leaving in_forward and the sink).
+OUTPUTS = {
+    "file": """<match **>
+  @type file
+  path {out}/${{tag}}
+  append true
+  <format>
+    @type json
+  </format>
+  <buffer tag>
+    @type file
+    path {out}/buffer
+    flush_mode interval
+    flush_interval 1s
+  </buffer>
+</match>
+""",
+    "null": """<match **>
+  @type null
+</match>
+""",
+}
+
+
+def start_in_repo_server(tls: bool, cert_dir: str) -> tuple[int, Connection, mp.Process]:
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    key = os.environ[KEY_ENV] if tls else None
+    proc = ctx.Process(target=serve, args=(child, key, cert_dir if tls else None, False))
+    proc.start()
+    return parent.recv(), parent, proc
+
+
+def run_once(work: Path, events_file: Path, sink: str, n: int) -> float:
+    """Wall seconds of `run --once` from a fresh state; checks that all `n` were delivered."""
+    state = work / f"state-{time.monotonic_ns()}.db"
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "forwarder", "run", "--once", "--input", str(events_file),
+         "--state", str(state), "--sink", sink],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    elapsed = time.perf_counter() - started
+    delivered = re.search(r"sweep done: (\d+) events delivered", result.stderr)
+    if result.returncode != 0 or not delivered or int(delivered.group(1)) != n:
+        raise SystemExit(f"{sink}: run failed: {result.stderr[-1500:]}")
+    return elapsed
+
+
+def end_to_end(args: argparse.Namespace) -> None:
+    import trustme
+
+    from tests.fakes.events import make_events
+    from tests.fluentd_support import PEER_DIR, peer_workdir
+
+    os.environ.setdefault(KEY_ENV, "benchmark-shared-key")
+    work = Path(tempfile.mkdtemp(prefix="bench-fluentd-"))
+    cert_dir = work / "certs"
+    cert_dir.mkdir()
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_dir / "server.pem"))
+    cert.private_key_pem.write_to_path(str(cert_dir / "server.key"))
+    cert.cert_chain_pems[0].write_to_path(str(cert_dir / "server.crt"))
+    ca.cert_pem.write_to_path(str(cert_dir / "ca.pem"))
+    now = int(time.time())
+    events = make_events(args.events, start=now - 20 * 3600, end=now - 3600, seed=11)
+    events_file = work / "events.jsonl"
+    events_file.write_text("".join(json.dumps(e) + "\n" for e in events))
+    tls_params = f"ca_file={cert_dir}/ca.pem&compress=gzip&shared_key_env={KEY_ENV}"
+
+    cases: dict[str, str] = {}
+    servers = []
+    for tls in (False, True):
+        port, conn, proc = start_in_repo_server(tls, str(cert_dir))
+        servers.append((conn, proc))
+        name = "in-repo server, " + ("tls+gzip+key" if tls else "plain")
+        cases[name] = (
+            f"fluentd+tls://127.0.0.1:{port}?{tls_params}" if tls else f"fluentd://127.0.0.1:{port}"
+        )
+    peer = None
+    sys.path.insert(0, str(PEER_DIR))
+    try:
+        import fluentd_peer
+
+        if not fluentd_peer.available():
+            raise ImportError("Ruby packages missing")
+        ports = {"plain": free_port(), "tls": free_port()}
+        output = OUTPUTS[args.fluentd_output].format(out=work / "fluentd-out")
+        config = FLUENTD_CONFIG.format(**ports, cert_dir=cert_dir, key_env=KEY_ENV, output=output)
+        peer = fluentd_peer.FluentdPeer(config, peer_workdir()).start()
+        real = f"real Fluentd 1.18 ({args.fluentd_output})"
+        cases[f"{real}, plain"] = f"fluentd://127.0.0.1:{ports['plain']}?tag=bench"
+        cases[f"{real}, tls+gzip+key"] = (
+            f"fluentd+tls://127.0.0.1:{ports['tls']}?tag=bench&{tls_params}"
+        )
+    except (ImportError, RuntimeError) as exc:
+        print(f"real Fluentd skipped: {exc}", flush=True)
+
+    file_out = work / "file-out"
+    file_out.mkdir()
+    best: dict[str, float] = {}
+    print(
+        f"run --once end to end, {args.events:,} events, ECS, batches of 1000, best of "
+        f"{args.repeat} interleaved runs, {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f})",
+        flush=True,
+    )
+    try:
+        for _ in range(args.repeat):
+            file_sink = f"file:{file_out}/{time.monotonic_ns()}.jsonl"
+            for name, sink in [("file: sink", file_sink), *cases.items()]:
+                seconds = run_once(work, events_file, sink, args.events)
+                best[name] = min(best.get(name, seconds), seconds)
+    finally:
+        if peer is not None:
+            peer.stop()
+        for conn, proc in servers:
+            conn.send("stop")
+            conn.recv()
+            proc.join(timeout=30)
+    base = best["file: sink"]
+    print(f"{'case':<40} {'events/s':>9}  {'wall s':>7}  cost vs file:", flush=True)
+    for name, seconds in best.items():
+        print(f"{name:<40} {args.events / seconds:>9,.0f}  {seconds:>7.2f}  {seconds / base:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=None)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument(
+        "--fluentd-output",
+        choices=sorted(OUTPUTS),
+        default="file",
+        help="the real Fluentd's output: file (with a file buffer, as shipped) or null",
+    )
+    parser.add_argument("--sink-only", action="store_true", help="the sink alone, in-repo server")
+    parser.add_argument(
+        "--decode", action="store_true", help="have the server decode every entry (slower)"
+    )
+    args = parser.parse_args()
+    if args.sink_only:
+        args.events = args.events or 200_000
+        sink_only(args)
+    else:
+        args.events = args.events or 30_000
+        end_to_end(args)
 
 
 if __name__ == "__main__":

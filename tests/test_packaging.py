@@ -3,9 +3,10 @@ installs here (tomllib and the forwarder's own settings loader, PyYAML, kubernet
 systemd-analyze, rsyslogd, hadolint, openssl), and cross-checked for consistency: ports, paths,
 names, tags and sourcetypes that one file names and another must match.
 
-Fluentd and Splunk do not install here: their configs are checked with a small parser of the
-Fluentd config syntax and with configparser (strict), and the Splunk timestamp and sourcetype
-regexes are run against real mapper output."""
+Fluentd configs are read by the real Fluentd (v1.18.0, ../shared/peers/fluentd): its parser,
+`--dry-run`, and a run that routes real forwarder output. Splunk does not install here: its
+configs are checked with configparser (strict), and the Splunk timestamp and sourcetype regexes
+are run against real mapper output."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import sys
 import threading
 import time
 import tomllib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +41,19 @@ from forwarder.config import load_settings
 from forwarder.sinks import Record, open_sink
 from mappings.registry import SUBSECOND_KEY, MappingContext, load_mapper
 from tests.fakes.events import make_events
+from tests.fluentd_support import (
+    FORWARDER,
+    SAMPLE,
+    dry_run,
+    fluentd_peer,
+    forwarder,
+    json_lines,
+    make_certs,
+    parse_config,
+    peer_workdir,
+    settled_lines,
+    wait_for,
+)
 from tests.peers import free_port, missing_peer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +90,7 @@ CHECKED_BY = {
     ".json": "json + Elasticsearch template checks",
     ".service": "systemd-analyze verify",
     ".timer": "systemd-analyze verify",
-    ".conf": "rsyslogd -N1 / Fluentd parser / configparser",
+    ".conf": "rsyslogd -N1 / fluentd --dry-run and a run / configparser",
     ".sh": "sh -n and a run",
     "Dockerfile": "hadolint + HEALTHCHECK checks",
     "Dockerfile.dockerignore": "COPY sources kept",
@@ -179,6 +194,7 @@ def test_compose_file_parses_and_its_files_exist_or_are_generated() -> None:
     assert {"certs/", "secrets/"} <= set(ignored)
 
 
+@pytest.mark.peer
 def test_compose_forwarder_config_and_secrets_line_up() -> None:
     compose = yaml.safe_load(COMPOSE.read_text())
     fwd = compose["services"]["forwarder"]
@@ -208,6 +224,7 @@ def test_compose_forwarder_config_and_secrets_line_up() -> None:
     assert any(p.endswith(f":{metrics_port}") for p in fwd["ports"])
 
 
+@pytest.mark.peer
 def test_compose_receiver_reads_the_mounted_certificates_and_secret() -> None:
     compose = yaml.safe_load(COMPOSE.read_text())
     fluentd = compose["services"]["fluentd"]
@@ -792,16 +809,20 @@ def test_elastic_mapping_covers_every_field_of_real_ecs_output() -> None:
     assert not unmapped, f"ECS output fields without an explicit mapping: {sorted(unmapped)}"
 
 
-# -- Fluentd: a parser of the config syntax (Fluentd itself does not install here) ------------
+# -- Fluentd: the real Fluentd (v1.18.0, ../shared/peers/fluentd) parses, dry-runs and runs ----
 
 
 @dataclass
 class Directive:
     name: str
     arg: str
-    line: int
     params: dict[str, str] = field(default_factory=dict)
     children: list[Directive] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, tree: dict[str, Any]) -> Directive:
+        children = [cls.of(child) for child in tree["children"]]
+        return cls(tree["name"], tree["arg"], tree["params"], children)
 
     def walk(self) -> Iterator[Directive]:
         for child in self.children:
@@ -815,127 +836,118 @@ class Directive:
         return node
 
 
-SECTIONS = {
-    "source", "match", "filter", "label", "system", "worker", "buffer", "format", "parse",
-    "security", "transport", "store", "secondary", "record", "inject", "client", "server",
-    "user", "storage",
-}  # fmt: skip
-TOP_LEVEL = {"source", "match", "filter", "label", "system", "worker"}
-NEEDS_TYPE = {"source", "match", "filter", "store", "buffer", "format", "parse", "secondary"}
-_OPEN = re.compile(r"<([a-z_]+)(?:\s+([^>]+?))?\s*>$")
-_CLOSE = re.compile(r"</([a-z_]+)\s*>$")
-_PARAM = re.compile(r"(@?[a-z_][a-z0-9_]*)(?:\s+(.*))?$")
-
-
-def parse_fluentd(text: str, source: str = "<config>") -> Directive:
-    """Fluentd v1 config syntax: nested `<section arg>`..`</section>`, `key value` lines and
-    `#` comment lines; a quoted value must close on its line. Raises ValueError with the line."""
-    root = Directive("ROOT", "", 0)
-    stack = [root]
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        where = f"{source}:{number}"
-        if not line or line.startswith("#"):
-            continue
-        if m := _CLOSE.match(line):
-            if len(stack) == 1 or stack[-1].name != m.group(1):
-                raise ValueError(f"{where}: </{m.group(1)}> closes <{stack[-1].name}>")
-            stack.pop()
-        elif m := _OPEN.match(line):
-            name, arg = m.group(1), (m.group(2) or "")
-            if name not in SECTIONS:
-                raise ValueError(f"{where}: unknown section <{name}>")
-            if len(stack) == 1 and name not in TOP_LEVEL:
-                raise ValueError(f"{where}: <{name}> cannot be at the top level")
-            if len(stack) > 1 and name in {"source", "label", "system"}:
-                raise ValueError(f"{where}: <{name}> must be at the top level")
-            directive = Directive(name, arg, number)
-            stack[-1].children.append(directive)
-            stack.append(directive)
-        elif line.startswith("<"):
-            raise ValueError(f"{where}: malformed section line {line!r}")
-        elif m := _PARAM.match(line):
-            key, value = m.group(1), (m.group(2) or "")
-            if len(stack) == 1:
-                raise ValueError(f"{where}: parameter {key} outside any section")
-            if value.startswith('"') and (len(value) < 2 or not value.endswith('"')):
-                raise ValueError(f"{where}: unterminated quoted value")
-            if key in stack[-1].params:
-                raise ValueError(f"{where}: {key} given twice in <{stack[-1].name}>")
-            stack[-1].params[key] = value.strip('"') if value.startswith('"') else value
-        else:
-            raise ValueError(f"{where}: cannot parse {line!r}")
-    if len(stack) > 1:
-        raise ValueError(
-            f"{source}: <{stack[-1].name}> opened at line {stack[-1].line} never closed"
-        )
-    return root
-
-
 def _fluentd_file(path: Path) -> Directive:
-    return parse_fluentd(path.read_text(), path.name)
-
-
-def fluentd_tag_matches(pattern: str, tag: str) -> bool:
-    """Fluentd <match> patterns: `*` one tag part, `**` zero or more parts, `{a,b}`, spaces."""
-    for alternative in pattern.split():
-        regex = ""
-        i = 0
-        while i < len(alternative):
-            if alternative.startswith(".**", i):
-                regex += r"(?:\.[^.]+)*"
-                i += 3
-            elif alternative.startswith("**", i):
-                regex += r"(?:[^.]+(?:\.[^.]+)*)?"
-                i += 2
-            elif alternative[i] == "*":
-                regex += r"[^.]+"
-                i += 1
-            elif alternative[i] == "{":
-                end = alternative.index("}", i)
-                regex += "(?:" + "|".join(map(re.escape, alternative[i + 1 : end].split(","))) + ")"
-                i = end + 1
-            else:
-                regex += re.escape(alternative[i])
-                i += 1
-        if re.fullmatch(regex, tag):
-            return True
-    return False
-
-
-def test_fluentd_tag_patterns_follow_fluentd_rules() -> None:
-    assert fluentd_tag_matches("openai.audit.**", "openai.audit.ecs")
-    assert fluentd_tag_matches("openai.audit.**", "openai.audit")
-    assert fluentd_tag_matches("openai.*", "openai.audit")
-    assert not fluentd_tag_matches("openai.*", "openai.audit.ecs")
-    assert fluentd_tag_matches("openai.audit.{ecs,ocsf}", "openai.audit.ocsf")
-    assert not fluentd_tag_matches("openai.audit.ecs", "openai.audit.raw")
-
-
-def test_fluentd_parser_rejects_broken_configs() -> None:
-    for broken in (
-        "<source>\n  @type forward\n",
-        "<source>\n</match>\n",
-        "<match **>\n  @type file\n  path /a\n  path /b\n</match>\n",
-        '<source>\n  shared_key "abc\n</source>\n',
-        "<buffer>\n</buffer>\n",
-        "<match **>\n  <bufer>\n  </bufer>\n</match>\n",
-    ):
-        with pytest.raises(ValueError):
-            parse_fluentd(broken)
+    fluentd_peer()
+    return Directive.of(parse_config(path))
 
 
 FLUENTD = PKG / "fluentd"
 FLUENTD_CONFS = sorted(FLUENTD.glob("*.conf"))
+RECEIVERS = [FLUENTD / "forward-receiver.conf", FLUENTD / "compose-receiver.conf"]
+
+# Stand-ins for the two plugins that do not install here (test only): they take the settings
+# that matter for routing and write each record they would send as a JSON line to
+# $STUB_OUT/<@id>.jsonl. Fluentd finds a plugin by its file name (out_<type>.rb).
+STUB_HEAD = """require "fluent/plugin/output"
+require "json"
+"""
+STUB_PLUGINS = {
+    "out_splunk_hec.rb": STUB_HEAD
+    + r"""module Fluent::Plugin
+  class StubSplunkHecOutput < Output
+    Fluent::Plugin.register_output("splunk_hec", self)
+    config_param :sourcetype, :string
+    config_param :index, :string
+    def write(chunk)
+      File.open(File.join(ENV.fetch("STUB_OUT"), "#{plugin_id}.jsonl"), "a") do |f|
+        chunk.each { |_t, r| f.puts(JSON.generate("sourcetype" => @sourcetype, "event" => r)) }
+      end
+    end
+  end
+end
+""",
+    "out_elasticsearch.rb": STUB_HEAD
+    + r"""module Fluent::Plugin
+  class StubElasticsearchOutput < Output
+    Fluent::Plugin.register_output("elasticsearch", self)
+    config_param :index_name, :string
+    config_param :write_operation, :string
+    def write(chunk)
+      File.open(File.join(ENV.fetch("STUB_OUT"), "#{plugin_id}.jsonl"), "a") do |f|
+        chunk.each { |_t, r| f.puts(JSON.generate("index" => @index_name, "event" => r)) }
+      end
+    end
+  end
+end
+""",
+}
 
 
+class LocalFluentd:
+    """A packaging config made runnable here: host paths moved under `work`, the port free, the
+    TLS certificate one for 127.0.0.1, flushes every second. Nothing else changes."""
+
+    def __init__(self, path: Path, work: Path) -> None:
+        self.work = work
+        self.certs = make_certs(work / "certs")
+        self.port = free_port()
+        self.stub_out = work / "stub-out"
+        self.stub_out.mkdir()
+        self.plugins = work / "plugins"
+        self.plugins.mkdir()
+        for name, code in STUB_PLUGINS.items():
+            (self.plugins / name).write_text(code)
+        self.secret = work / "fluentd_shared_key"
+        self.secret.write_text("packaging-shared-key\n")
+        text = path.read_text()
+        for old, new in {
+            "/etc/fluent/certs/fluentd.crt": self.certs["server.crt"],
+            "/etc/fluent/certs/fluentd.key": self.certs["server.key"],
+            "/fluentd/etc/certs/fluentd.crt": self.certs["server.crt"],
+            "/fluentd/etc/certs/fluentd.key": self.certs["server.key"],
+            "/etc/fluent/certs/": f"{work}/certs/",
+            "/run/secrets/fluentd_shared_key": self.secret,
+            "/var/lib/fluent/": f"{work}/lib/",
+            "/var/log/fluent/": f"{work}/log/",
+            "/fluentd/log/": f"{work}/log/",
+            "/fluentd/buffer/": f"{work}/buffer/",
+            "port 24224": f"port {self.port}",
+            "bind 0.0.0.0": "bind 127.0.0.1",
+            "flush_interval 10s": "flush_interval 1s",
+            "flush_interval 5s": "flush_interval 1s",
+            "run_interval 60s": "run_interval 4s",
+        }.items():
+            text = text.replace(old, str(new))
+        self.conf = work / path.name
+        self.conf.write_text(text)
+        self.env = {
+            "FLUENTD_SHARED_KEY": "packaging-shared-key",
+            "SPLUNK_HEC_TOKEN": "stub-token",
+            "ES_API_KEY": "stub-key",
+            "STUB_OUT": str(self.stub_out),
+            "FLUENT_PLUGIN": str(self.plugins),  # Fluentd's default plugin directory
+        }
+
+    def peer(self) -> Any:
+        return fluentd_peer().FluentdPeer(self.conf.read_text(), peer_workdir(), env=self.env)
+
+    def logs(self, pattern: str) -> list[Path]:
+        return sorted((self.work / "log").glob(pattern))
+
+
+@pytest.mark.peer
 @pytest.mark.parametrize("path", FLUENTD_CONFS, ids=lambda p: p.name)
-def test_fluentd_config_is_well_formed_and_every_output_buffers_on_disk(path: Path) -> None:
+def test_fluentd_config_passes_fluentd_dry_run(path: Path, tmp_path: Path) -> None:
+    fluentd_peer()
+    local = LocalFluentd(path, tmp_path)
+    dry_run(local.conf, local.plugins, env=local.env)
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("path", FLUENTD_CONFS, ids=lambda p: p.name)
+def test_fluentd_config_every_output_buffers_on_disk(path: Path) -> None:
     root = _fluentd_file(path)
     nodes = list(root.walk())
-    for node in nodes:
-        if node.name in NEEDS_TYPE:
-            assert "@type" in node.params, f"{path.name}:{node.line}: <{node.name}> has no @type"
     ids = [n.params["@id"] for n in nodes if "@id" in n.params]
     assert len(ids) == len(set(ids)), "duplicate @id"
     labels = {n.arg for n in root.children if n.name == "label"}
@@ -944,14 +956,11 @@ def test_fluentd_config_is_well_formed_and_every_output_buffers_on_disk(path: Pa
     assert labels - used <= {"@ERROR"}, f"labels nothing routes to: {labels - used - {'@ERROR'}}"
     buffer_paths = []
     for node in nodes:
-        if node.name not in ("match", "store") or node.params.get("@type") in (
-            "copy",
-            "relabel",
-        ):
+        if node.name not in ("match", "store") or node.params.get("@type") in ("copy", "relabel"):
             continue
-        assert node.name == "match", f"{path.name}:{node.line}: a store must relabel"
+        assert node.name == "match", f"{path.name}: a store must relabel"
         buffer = node.find("buffer")
-        assert buffer.params["@type"] == "file", f"{path.name}:{node.line}: not a file buffer"
+        assert buffer.params["@type"] == "file", f"{path.name}: {node.arg}: not a file buffer"
         assert buffer.params["overflow_action"] == "throw_exception"
         buffer_paths.append(buffer.params["path"])
     assert buffer_paths, "no output"
@@ -959,9 +968,7 @@ def test_fluentd_config_is_well_formed_and_every_output_buffers_on_disk(path: Pa
     assert not any("ignore_error" in n.arg or "ignore_error" in n.params for n in nodes)
 
 
-RECEIVERS = [FLUENTD / "forward-receiver.conf", FLUENTD / "compose-receiver.conf"]
-
-
+@pytest.mark.peer
 @pytest.mark.parametrize("path", RECEIVERS, ids=lambda p: p.name)
 def test_fluentd_receiver_requires_tls_and_shared_key_and_keeps_errors(path: Path) -> None:
     root = _fluentd_file(path)
@@ -976,40 +983,118 @@ def test_fluentd_receiver_requires_tls_and_shared_key_and_keeps_errors(path: Pat
     assert error.find("match").params["@type"] == "file"
 
 
-def _routes(root: Directive, tag: str) -> list[Directive]:
-    """The outputs an event with `tag` reaches (first <match> wins, following relabel/copy)."""
-
-    def outputs(match: Directive) -> list[Directive]:
-        kind = match.params["@type"]
-        if kind == "relabel":
-            (label,) = [
-                n for n in root.children if n.name == "label" and n.arg == match.params["@label"]
-            ]
-            (inner,) = [n for n in label.children if n.name == "match"]
-            return outputs(inner)
-        if kind == "copy":
-            return [o for store in match.children if store.name == "store" for o in outputs(store)]
-        return [match]
-
-    for node in root.children:
-        if node.name == "match" and fluentd_tag_matches(node.arg, tag):
-            return outputs(node)
-    return []
+def _example_sinks(receiver: Path) -> list[str]:
+    """The example forwarder configs' sink URLs that send to `receiver`."""
+    names = {
+        "compose-receiver.conf": ["packaging/docker/config.toml"],
+        "forward-receiver.conf": [
+            "packaging/systemd/config.toml",
+            "packaging/kubernetes/configmap.yaml#config.toml",
+        ],
+    }[receiver.name]
+    return [url for name in names for url in tomllib.loads(TOML_CONFIGS[name])["sinks"]]
 
 
-def test_fluentd_routes_send_each_schema_to_its_splunk_sourcetype_and_ecs_to_elastic() -> None:
-    root = _fluentd_file(FLUENTD / "forward-receiver.conf")
-    props = _splunk_conf("props.conf")
+def _local_sink(url: str, local: LocalFluentd, tag: str, schema: str) -> str:
+    """An example sink URL pointed at the local receiver, with its CA, secret and `tag`."""
+    url = re.sub(r"^fluentd\+tls://[^/?]+", f"fluentd+tls://127.0.0.1:{local.port}", url)
+    url = re.sub(r"ca_file=[^&]+", f"ca_file={local.certs['ca.pem']}", url)
+    url = re.sub(r"shared_key_file=[^&]+", f"shared_key_file={local.secret}", url)
+    url = re.sub(r"tag=[^&]+", f"tag={tag}", url)
+    return url + f"&schema={schema}"
+
+
+def _send_sample(url: str, work: Path, env: dict[str, str]) -> None:
+    result = forwarder(
+        "run", "--once", "--input", str(SAMPLE), "--state", str(work / f"{abs(hash(url))}.db"),
+        "--sink", url, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+SAMPLE_IDS = {orjson.loads(line)["id"] for line in SAMPLE.read_bytes().splitlines()}
+
+
+def _is_ecs(doc: dict[str, Any]) -> bool:
+    return "ecs" in doc and "class_uid" not in doc
+
+
+def _is_ocsf(doc: dict[str, Any]) -> bool:
+    return "class_uid" in doc and "ecs" not in doc
+
+
+def _event_id(doc: dict[str, Any]) -> str:
+    if _is_ecs(doc):
+        return doc["event"]["id"]
+    return doc["metadata"].get("original_event_uid") or doc["metadata"]["uid"]
+
+
+@pytest.mark.peer
+def test_compose_receiver_routes_ecs_and_ocsf_documents_to_their_files(tmp_path: Path) -> None:
+    local = LocalFluentd(FLUENTD / "compose-receiver.conf", tmp_path)
+    (example,) = _example_sinks(FLUENTD / "compose-receiver.conf")
+    with local.peer() as peer:
+        for schema in ("ecs", "ocsf"):
+            _send_sample(
+                _local_sink(example, local, f"openai.audit.{schema}", schema), tmp_path, {}
+            )
+        for schema, shape in (("ecs", _is_ecs), ("ocsf", _is_ocsf)):
+            docs = settled_lines(
+                lambda s=schema: local.logs(f"openai-audit/openai.audit.{s}/*.log"),
+                len(SAMPLE_IDS),
+            )
+            assert all(shape(doc) for doc in docs), f"a non-{schema} document in the {schema} file"
+            assert Counter(map(_event_id, docs)) == Counter(SAMPLE_IDS)
+        # The example's own tag reaches an output too.
+        tag = re.search(r"[?&]tag=([^&]+)", example).group(1)  # type: ignore[union-attr]
+        assert local.logs(f"openai-audit/{tag}/*.log")
+    assert "unexpected eof" not in peer.log.read_text()
+
+
+@pytest.mark.peer
+def test_forward_receiver_routes_ecs_to_splunk_and_elasticsearch_and_ocsf_to_splunk(
+    tmp_path: Path,
+) -> None:
+    local = LocalFluentd(FLUENTD / "forward-receiver.conf", tmp_path)
+    env = {"FLUENTD_SHARED_KEY": "packaging-shared-key"}
+    urls = set()
+    for example in _example_sinks(FLUENTD / "forward-receiver.conf"):
+        tag = re.search(r"[?&]tag=([^&]+)", example).group(1)  # type: ignore[union-attr]
+        urls.add(_local_sink(example, local, tag, "ecs"))  # the example as it is
+        urls.add(_local_sink(example, local, "openai.audit.ocsf", "ocsf"))
+    with local.peer() as peer:
+        for url in sorted(urls):
+            _send_sample(url, tmp_path, env)
+
+        def stub(plugin_id: str) -> list[dict[str, Any]]:
+            return (
+                json_lines([local.stub_out / f"{plugin_id}.jsonl"])
+                if (local.stub_out / f"{plugin_id}.jsonl").exists()
+                else []
+            )
+
+        n = len(SAMPLE_IDS)
+        wait_for(lambda: len(stub("out_splunk_ecs")) >= n and len(stub("out_splunk_ocsf")) >= n
+                 and len(stub("out_elasticsearch_ecs")) >= n, 60, "the stub outputs")  # fmt: skip
+        time.sleep(2.5)
+        ecs, ocsf = stub("out_splunk_ecs"), stub("out_splunk_ocsf")
+        es = stub("out_elasticsearch_ecs")
+    assert "unexpected eof" not in peer.log.read_text()
+    assert {r["sourcetype"] for r in ecs} == {SOURCETYPES["ecs"]}
+    assert {r["sourcetype"] for r in ocsf} == {SOURCETYPES["ocsf"]}
+    assert all(_is_ecs(r["event"]) for r in ecs + es) and all(_is_ocsf(r["event"]) for r in ocsf)
+    for records in (ecs, ocsf, es):
+        assert Counter(_event_id(r["event"]) for r in records) == Counter(SAMPLE_IDS)
+    assert stub("out_splunk_raw") == []
     index = json.loads((ELASTIC / "index-template.json").read_text())
-    for schema, sourcetype in SOURCETYPES.items():
-        outputs = _routes(root, f"openai.audit.{schema}")
-        splunk = [o for o in outputs if o.params["@type"] == "splunk_hec"]
-        assert [o.params["sourcetype"] for o in splunk] == [sourcetype]
-        assert sourcetype in props
-        assert splunk[0].params.get("insecure_ssl", "false") == "false"
-    (es,) = [o for o in _routes(root, "openai.audit.ecs") if o.params["@type"] == "elasticsearch"]
+    assert any(fnmatch.fnmatch(es[0]["index"], p) for p in index["index_patterns"])
+
+
+@pytest.mark.peer
+def test_fluentd_elasticsearch_output_creates_with_the_audit_log_id() -> None:
+    root = _fluentd_file(FLUENTD / "forward-receiver.conf")
+    (es,) = [n for n in root.walk() if n.params.get("@type") == "elasticsearch"]
     assert es.params["write_operation"] == "create"
-    assert any(fnmatch.fnmatch(es.params["index_name"], p) for p in index["index_patterns"])
     # id_key is a record-accessor path that finds the audit-log id in real ECS output.
     mapper = load_mapper("ecs", MappingContext("org-packaging"))
     for event in make_events(200, start=1_700_000_000, end=1_700_100_000, seed=2):
@@ -1019,67 +1104,43 @@ def test_fluentd_routes_send_each_schema_to_its_splunk_sourcetype_and_ecs_to_ela
         assert doc == event["id"]
 
 
-def test_every_example_sink_tag_reaches_a_receiver_output() -> None:
-    receivers = {
-        "packaging/docker/config.toml": FLUENTD / "compose-receiver.conf",
-        "packaging/systemd/config.toml": FLUENTD / "forward-receiver.conf",
-        "packaging/kubernetes/configmap.yaml#config.toml": FLUENTD / "forward-receiver.conf",
-    }
-    assert set(receivers) == set(TOML_CONFIGS)
-    for name, receiver in receivers.items():
-        root = _fluentd_file(receiver)
-        for url in tomllib.loads(TOML_CONFIGS[name])["sinks"]:
-            tag = re.search(r"[?&]tag=([^&]+)", url).group(1)  # type: ignore[union-attr]
-            assert _routes(root, tag), f"{name}: tag {tag} matches no <match> in {receiver.name}"
-
-
-def test_fluentd_in_exec_runs_one_sweep_to_stdout_and_parses_its_time(tmp_path: Path) -> None:
-    """The in_exec command line, with --input instead of the API, run for real: its stdout
-    parses as in_exec's <parse> says (JSON lines, time from time_key as ISO 8601)."""
+@pytest.mark.peer
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+def test_fluentd_in_exec_runs_the_forwarder_and_delivers_the_sample_once_across_two_runs(
+    fmt: str, tmp_path: Path
+) -> None:
+    """in_exec.conf as shipped, with the command reading the sample file instead of the API
+    (and msgpack as its comment describes): two sweeps, each event once in the output."""
+    local = LocalFluentd(FLUENTD / "in_exec.conf", tmp_path)
     root = _fluentd_file(FLUENTD / "in_exec.conf")
     (source,) = [n for n in root.children if n.name == "source"]
-    assert source.params["@type"] == "exec"
-    assert _routes(root, source.params["tag"])
-    parse = source.find("parse")
-    assert parse.params["@type"] == "json" and parse.params["time_format"] == "%iso8601"
     argv = shlex.split(source.params["command"])
     assert Path(argv[0]).name == "openai-audit-forwarder"
     assert argv[1:3] == ["run", "--once"] and argv[-2:] == ["--sink", "stdout:"]
-    # Drop --config (a path on the Fluentd host); read a small JSONL file instead of the API.
     args = argv[1:]
     i = args.index("--config")
-    del args[i : i + 2]
-    events = make_events(50, start=int(time.time()) - 7200, end=int(time.time()) - 3600, seed=3)
-    source_file = tmp_path / "events.jsonl"
-    source_file.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIT_FORWARDER_"))}
-    env["PYTHONPATH"] = str(REPO)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "forwarder",
-            *args,
-            "--input",
-            str(source_file),
-            "--state",
-            str(tmp_path / "state.db"),
-            "--start-at",
-            "3h",
-        ],
-        capture_output=True,
-        timeout=120,
-        env=env,
-        cwd=tmp_path,
+    del args[i : i + 2]  # a path on the Fluentd host; the sample file instead of the API
+    runs = tmp_path / "runs"
+    sink = "stdout:" if fmt == "json" else "stdout:?format=msgpack"
+    script = tmp_path / "sweep.sh"
+    script.write_text(
+        f"echo run >> {runs}\nexec {FORWARDER} {shlex.join([*args[:-1], sink])} "
+        f"--input {SAMPLE} --state {tmp_path / 'state.db'}\n"
     )
-    assert result.returncode == 0, result.stderr.decode()[-2000:]
-    lines = result.stdout.decode().splitlines()
-    assert len(lines) == len(events)
-    by_id = {e["id"]: e["effective_at"] for e in events}
-    for line in lines:
-        doc = json.loads(line)
-        stamp = doc[parse.params["time_key"]].replace("Z", "+00:00")
-        assert datetime.fromisoformat(stamp).timestamp() == by_id[doc["event"]["id"]]
+    text = local.conf.read_text().replace(source.params["command"], f"sh {script}")
+    if fmt == "msgpack":
+        text = text.replace("    @type json\n    time_key", "    @type msgpack\n    time_key")
+    local.conf.write_text(text)
+    with local.peer():
+        wait_for(lambda: runs.exists() and len(runs.read_text().split()) >= 3, 90, "two sweeps")
+        docs = settled_lines(lambda: local.logs("openai-audit/*.log"), len(SAMPLE_IDS))
+    assert Counter(d["event"]["id"] for d in docs) == Counter(SAMPLE_IDS)
+    times = {
+        e["id"]: e["effective_at"] for e in map(orjson.loads, SAMPLE.read_bytes().splitlines())
+    }
+    for doc in docs:
+        stamp = doc["@timestamp"].replace("Z", "+00:00")
+        assert datetime.fromisoformat(stamp).timestamp() == times[doc["event"]["id"]]
 
 
 # -- Docker ----------------------------------------------------------------------------------

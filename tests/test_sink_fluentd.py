@@ -311,8 +311,57 @@ def test_user_authentication_with_username_and_password(monkeypatch, shared_key_
         monkeypatch.setenv("FLUENTD_PASSWORD", "wrong")
         with pytest.raises(SinkError, match=r"rejected by the server \(username/password mismatch"):
             make_sink(url).check()
-        with pytest.raises(SinkError, match="requires user authentication"):
+        with pytest.raises(SinkError, match=r"user name or password rejected by the server"):
             make_sink(srv.url(shared_key_env=shared_key_env)).check()
+
+
+def test_shared_key_alone_answers_the_auth_salt_that_real_fluentd_always_sends(
+    shared_key_env, make_sink
+):
+    with ForwardServer(shared_key=SECRET) as srv:
+        sink = make_sink(srv.url(shared_key_env=shared_key_env))
+        assert sink.check().endswith("(tcp, shared key ok)")
+        sink.write(make_records(20))
+        assert len(srv.entries) == 20 and srv.auth_failures == []
+
+
+def test_a_shared_key_for_a_server_without_security_fails_at_once_naming_the_cause(
+    server, shared_key_env, make_sink
+):
+    sink = make_sink(server.url(shared_key_env=shared_key_env))
+    for action in (sink.check, lambda: sink.write(make_records(5))):
+        started = time.monotonic()
+        with pytest.raises(SinkError, match=r"server has no <security>; drop shared_key_env$") as e:
+            action()
+        assert e.value.permanent and time.monotonic() - started < 5
+    assert server.entry_count == 0
+
+
+def test_a_plain_client_to_a_tls_server_fails_at_once_naming_the_cause(ca, make_sink):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    with ForwardServer(ssl_context=context) as srv:
+        sink = make_sink(srv.url())
+        for action in (sink.check, lambda: sink.write(make_records(5))):
+            started = time.monotonic()
+            with pytest.raises(SinkError, match=r"server speaks TLS; use fluentd\+tls://$") as e:
+                action()
+            assert e.value.permanent and time.monotonic() - started < 5
+        assert srv.entry_count == 0
+
+
+@pytest.mark.parametrize("key", [False, True])
+def test_a_tls_client_to_a_plain_server_fails_at_once_naming_the_cause(
+    key, shared_key_env, make_sink
+):
+    with ForwardServer(shared_key=SECRET if key else None) as srv:
+        params = {"verify": "false"} | ({"shared_key_env": shared_key_env} if key else {})
+        sink = make_sink(srv.url("fluentd+tls", **params))
+        started = time.monotonic()
+        with pytest.raises(SinkError, match=r"server does not speak TLS .*; use fluentd://$") as e:
+            sink.write(make_records(5))
+        assert e.value.permanent and time.monotonic() - started < 5
+        assert srv.entry_count == 0
 
 
 def test_a_server_without_keepalive_gets_a_new_connection_per_write(shared_key_env, make_sink):
@@ -499,7 +548,8 @@ def test_write_while_the_receiver_is_down_raises_after_bounded_retries(make_sink
 
 def test_check_connects_without_sending_events(server, make_sink):
     assert make_sink(server.url()).check() == f"fluentd://127.0.0.1:{server.port}: connected (tcp)"
-    assert server.connections == 1 and server.messages == 0
+    # One empty Forward message, acked: the receiver takes our messages, and gets no event.
+    assert server.connections == 1 and server.entry_count == 0 and len(server.acked_chunks) == 1
 
 
 def test_check_of_an_unreachable_receiver_is_a_one_line_error():
@@ -563,7 +613,7 @@ def test_server_rejects_a_ping_with_the_wrong_digest():
         unpacker = msgpack.Unpacker(raw=False)
         unpacker.feed(sock.recv(1024))
         helo = unpacker.unpack()
-        assert helo[0] == "HELO" and len(helo[1]["nonce"]) == 16
+        assert helo[0] == "HELO" and len(helo[1]["nonce"]) == 16 and len(helo[1]["auth"]) == 16
         sock.sendall(msgpack.packb(["PING", "me", "salt", "0" * 128, "", ""]))
         unpacker.feed(sock.recv(1024))
         assert unpacker.unpack()[:3] == ["PONG", False, "shared_key mismatch"]

@@ -40,6 +40,16 @@ KNOWN_PARAMS = {
 }
 MAX_BACKOFF = 10.0
 MAX_IN_FLIGHT = 64
+# Real in_forward answers a TLS ClientHello and sends HELO at once. Waiting longer than this
+# for either means a protocol mismatch is likely: a second connection then asks the server
+# what it speaks, so the error names the cause instead of timing out and retrying.
+FIRST_REPLY_WAIT = 1.5
+# OpenSSL's reasons when the "TLS server" answered with something that is not TLS.
+NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"}
+NOT_TLS = "server does not speak TLS (no <transport tls>); use fluentd://"
+SPEAKS_TLS = "server speaks TLS; use fluentd+tls://"
+NO_SECURITY = "server has no <security>; drop shared_key_env"
+WANTS_KEY = "the server requires shared-key authentication (set shared_key_env)"
 
 
 class _Retryable(Exception):
@@ -104,6 +114,7 @@ class _Connection:
         self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 20)
         self.keepalive = True
         self.reused = False
+        self.received = False  # any byte from the server yet
 
     def read(self, deadline: float, waiting_for: str, timeout: float) -> Any:
         """The next message from the server; `_Timeout` once `deadline` passes."""
@@ -127,11 +138,22 @@ class _Connection:
                 raise _Timeout(f"no {waiting_for} within {timeout:g}s") from None
             if not data:
                 raise _Retryable(f"connection closed by the server while waiting for {waiting_for}")
+            self.received = True
             self.unpacker.feed(data)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        _close(self.sock)
+
+
+def _close(sock: socket.socket) -> None:
+    """Close; a TLS socket first says close_notify, so the receiver sees a clean end of stream
+    (without it Fluentd logs `unexpected eof while reading` for every connection)."""
+    if isinstance(sock, ssl.SSLSocket):
+        with contextlib.suppress(OSError, ValueError):
+            sock.settimeout(1.0)
+            sock.unwrap()
+    with contextlib.suppress(OSError):
+        sock.close()
 
 
 class FluentdSink(Sink):
@@ -245,6 +267,8 @@ class FluentdSink(Sink):
                 raise SinkError(f"{self._prefix}: {exc}", permanent=True) from None
             except (_Retryable, OSError) as exc:
                 self._disconnect()
+                if cause := self._mismatch_of(conn, exc):
+                    raise SinkError(f"{self._prefix}: {cause}", permanent=True) from None
                 reason = str(exc) if isinstance(exc, _Retryable) else _describe(exc)
                 if conn is not None and conn.reused and attempt == 1:
                     # The idle connection died (e.g. the receiver restarted): reconnect at once.
@@ -266,13 +290,17 @@ class FluentdSink(Sink):
 
     def check(self) -> str:
         self._disconnect()
+        conn = None
         try:
             conn = self._connect_once()
             if self._shared_key is None:
-                self._expect_no_helo(conn)
+                self._check_without_key(conn)
         except _Fatal as exc:
             raise SinkError(f"{self._prefix}: {exc}", permanent=True) from None
         except (_Retryable, OSError) as exc:
+            self._disconnect()
+            if cause := self._mismatch_of(conn, exc):
+                raise SinkError(f"{self._prefix}: {cause}", permanent=True) from None
             reason = str(exc) if isinstance(exc, _Retryable) else _describe(exc)
             raise SinkError(f"{self._prefix}: {_one_line(reason)}") from None
         finally:
@@ -340,64 +368,147 @@ class FluentdSink(Sink):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._ssl_context is not None:
-                try:
-                    sock = self._ssl_context.wrap_socket(sock, server_hostname=self.host)
-                except ssl.SSLCertVerificationError as exc:
-                    raise _Fatal(
-                        f"TLS certificate verification failed: "
-                        f"{_one_line(exc.verify_message or str(exc))}"
-                    ) from None
-                except ssl.SSLError as exc:
-                    raise _Retryable(
-                        f"TLS handshake failed: {_one_line(exc.reason or str(exc))}"
-                    ) from None
+                sock = self._ssl_context.wrap_socket(
+                    sock, server_hostname=self.host, do_handshake_on_connect=False
+                )
+                self._tls_handshake(sock)
             conn = _Connection(sock)
             if self._shared_key is not None:
                 self._handshake(conn, self._shared_key)
         except BaseException:
-            sock.close()
+            _close(sock)
             raise
         self._conn = conn
         return conn
+
+    def _tls_handshake(self, sock: ssl.SSLSocket) -> None:
+        deadline = time.monotonic() + self.connect_timeout
+        sock.settimeout(min(FIRST_REPLY_WAIT, self.connect_timeout))
+        try:
+            try:
+                sock.do_handshake()
+            except TimeoutError:
+                # No ServerHello yet: a plain in_forward without <security> stays silent
+                # forever. Ask it on a second connection; else go on waiting (a slow server).
+                if self._probe(tls=False) in ("helo", "ack"):
+                    raise _Fatal(NOT_TLS) from None
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                sock.do_handshake()
+        except ssl.SSLCertVerificationError as exc:
+            raise _Fatal(
+                f"TLS certificate verification failed: {_one_line(exc.verify_message or str(exc))}"
+            ) from None
+        except ssl.SSLError as exc:
+            # A plain receiver that closed on our ClientHello fails like a broken TLS one.
+            if exc.reason in NOT_TLS_REASONS or self._probe(tls=False) in ("helo", "ack"):
+                raise _Fatal(NOT_TLS) from None
+            raise _Retryable(f"TLS handshake failed: {_one_line(exc.reason or str(exc))}") from None
+        except TimeoutError:
+            raise _Timeout(f"no TLS handshake within {self.connect_timeout:g}s") from None
+        except OSError:
+            if self._probe(tls=False) in ("helo", "ack"):
+                raise _Fatal(NOT_TLS) from None
+            raise
 
     def _disconnect(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
+    # -- diagnosis of a protocol mismatch --------------------------------------------------------
+
+    def _probe(self, *, tls: bool) -> str:
+        """What the server answers on a fresh connection (plain TCP or this sink's TLS) that
+        sends nothing but an empty Forward message with a chunk id: "helo" (it wants a shared
+        key), "ack" (it accepts events without one) or "" (anything else). An empty message
+        emits no event in Fluentd."""
+        wait = min(FIRST_REPLY_WAIT, self.connect_timeout)
+        sock: socket.socket | None = None
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=wait)
+            if tls:
+                assert self._ssl_context is not None
+                sock = self._ssl_context.wrap_socket(sock, server_hostname=self.host)
+            conn = _Connection(sock)
+            with contextlib.suppress(_Timeout):
+                first = conn.read(time.monotonic() + min(0.3, wait), "HELO", wait)
+                return "helo" if _is_helo(first) else ""
+            chunk_id = base64.b64encode(os.urandom(16)).decode("ascii")
+            sock.sendall(msgpack.packb([self.tag, [], {"chunk": chunk_id}]))
+            reply = conn.read(time.monotonic() + wait, "ack", wait)
+            if _is_helo(reply):
+                return "helo"
+            return "ack" if isinstance(reply, dict) and reply.get("ack") == chunk_id else ""
+        except (_Retryable, OSError, ValueError):
+            return ""
+        finally:
+            if sock is not None:
+                _close(sock)
+
+    def _speaks_tls(self) -> bool:
+        """True when the server completes a TLS handshake (certificate not checked here)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        wait = min(FIRST_REPLY_WAIT, self.connect_timeout)
+        try:
+            with socket.create_connection((self.host, self.port), timeout=wait) as raw:
+                _close(context.wrap_socket(raw, server_hostname=self.host))
+                return True
+        except (OSError, ValueError):
+            return False
+
+    def _mismatch_of(self, conn: _Connection | None, exc: Exception) -> str | None:
+        """After a new connection was closed on us before any byte came back: the protocol
+        mismatch behind it, if any (a TLS server resets a plain client's first message). A
+        timeout is a slow receiver, not a mismatch."""
+        if conn is None or conn.reused or conn.received or isinstance(exc, _Timeout | TimeoutError):
+            return None
+        return self._mismatch_after_silence()
+
+    def _mismatch_after_silence(self) -> str | None:
+        """The cause when a plain connection got no reply at all (closed or silent)."""
+        if self._ssl_context is None and self._speaks_tls():
+            return SPEAKS_TLS
+        return None
+
+    # -- shared-key handshake ---------------------------------------------------------------------
+
     def _handshake(self, conn: _Connection, shared_key: str) -> None:
         deadline = time.monotonic() + self.connect_timeout
+        first_wait = min(FIRST_REPLY_WAIT, self.connect_timeout)
         try:
+            helo = conn.read(time.monotonic() + first_wait, "HELO", self.connect_timeout)
+        except _Timeout:
+            # in_forward sends HELO as soon as a connection opens; silence means either no
+            # <security> there, or a TLS server waiting for our ClientHello.
+            if self._probe(tls=self._ssl_context is not None) == "ack":
+                raise _Fatal(NO_SECURITY) from None
+            if cause := self._mismatch_after_silence():
+                raise _Fatal(cause) from None
             helo = conn.read(deadline, "HELO", self.connect_timeout)
-        except _Timeout as exc:
-            if self._ssl_context is None:
-                raise _Timeout(f"{exc} (if the server expects TLS, use fluentd+tls://)") from None
+        except _Retryable:
+            if not conn.received and (cause := self._mismatch_after_silence()):
+                raise _Fatal(cause) from None
             raise
-        if not (
-            isinstance(helo, list)
-            and len(helo) == 2
-            and helo[0] == "HELO"
-            and isinstance(helo[1], dict)
-            and "nonce" in helo[1]
-        ):
+        if not _is_helo(helo) or "nonce" not in helo[1]:
+            if isinstance(helo, dict) and "ack" in helo:
+                raise _Fatal(NO_SECURITY)
             raise _Fatal("expected a HELO from the server (is shared-key auth enabled there?)")
         options = helo[1]
         nonce = _as_bytes(options["nonce"])
         auth_salt = _as_bytes(options.get("auth") or b"")
         conn.keepalive = bool(options.get("keepalive", True))
-        if auth_salt and not self._username:
-            raise _Fatal("the server requires user authentication (set username_env/password_env)")
         salt = os.urandom(16).hex()
-        password_digest = (
-            _sha512_hex(auth_salt, self._username, self._password) if auth_salt else ""
-        )
+        # in_forward always sends an `auth` salt with <security>, also with `user_auth false`;
+        # like Fluentd's out_forward, answer with the user name ('' without one) and its digest.
         ping = [
             "PING",
             self.self_hostname,
             salt,
             _sha512_hex(salt, self.self_hostname, nonce, shared_key),
-            self._username if auth_salt else "",
-            password_digest,
+            self._username,
+            _sha512_hex(auth_salt, self._username, self._password) if auth_salt else "",
         ]
         conn.sock.settimeout(self.connect_timeout)
         conn.sock.sendall(self._packer.pack(ping))
@@ -406,23 +517,23 @@ class FluentdSink(Sink):
             raise _Fatal("invalid PONG from the server")
         _, ok, reason, server_hostname, server_digest = pong
         if ok is not True:
-            raise _Fatal(
-                f"shared key rejected by the server ({_one_line(str(reason))[:200] or 'no reason'})"
-            )
+            reason = _one_line(str(reason))[:200] or "no reason"
+            if "password" in reason or "username" in reason:
+                raise _Fatal(f"user name or password rejected by the server ({reason})")
+            if "shared_key" in reason:
+                raise _Fatal(f"shared key rejected by the server ({reason})")
+            raise _Fatal(f"authentication rejected by the server ({reason})")
         expected = _sha512_hex(salt, _as_bytes(server_hostname), nonce, shared_key)
         if not isinstance(server_digest, str) or not hmac.compare_digest(server_digest, expected):
             raise _Fatal("the server failed shared-key verification (it does not know the key)")
 
-    def _expect_no_helo(self, conn: _Connection) -> None:
-        """A server that starts with HELO wants a shared key; say so instead of timing out."""
-        try:
-            wait = min(0.3, self.connect_timeout)
-            helo = conn.read(time.monotonic() + wait, "HELO", wait)
-        except _Timeout:
-            return
-        if isinstance(helo, list) and helo and helo[0] == "HELO":
-            raise _Fatal("the server requires shared-key authentication (set shared_key_env)")
-        raise _Fatal("unexpected data from the server before any event was sent")
+    def _check_without_key(self, conn: _Connection) -> None:
+        """Send an empty Forward message and want its ack: proves the receiver takes events
+        from us as configured (a HELO means it wants a shared key)."""
+        chunk_id = base64.b64encode(os.urandom(16)).decode("ascii")
+        conn.sock.settimeout(self.ack_timeout)
+        conn.sock.sendall(self._packer.pack([self.tag, [], {"chunk": chunk_id}]))
+        self._read_ack(conn, {chunk_id: _Chunk(chunk_id, b"", 0)})
 
     def _send_and_wait(self, conn: _Connection, pending: dict[str, _Chunk]) -> None:
         """Send the pending chunks (at most MAX_IN_FLIGHT unacked at a time, so that unread
@@ -443,10 +554,19 @@ class FluentdSink(Sink):
         if isinstance(reply, dict) and "ack" in reply:
             if pending.pop(reply["ack"], None) is None:
                 raise _Retryable(f"ack for an unknown chunk {str(reply['ack'])[:40]!r}")
-        elif isinstance(reply, list) and reply[:1] == ["HELO"]:
-            raise _Fatal("the server requires shared-key authentication (set shared_key_env)")
+        elif _is_helo(reply):
+            raise _Fatal(WANTS_KEY)
         else:
             raise _Retryable(f"unexpected reply instead of an ack: {str(reply)[:60]!r}")
+
+
+def _is_helo(message: Any) -> bool:
+    return (
+        isinstance(message, list)
+        and len(message) == 2
+        and message[0] == "HELO"
+        and isinstance(message[1], dict)
+    )
 
 
 def _event_time(ts: Any) -> EventTime:

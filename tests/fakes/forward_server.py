@@ -277,7 +277,9 @@ class ForwardServer:
     def _handshake(self, conn: socket.socket, messages: Iterator[Any]) -> bool:
         assert self.shared_key is not None
         nonce = os.urandom(16)
-        auth_salt = os.urandom(16) if self.users else b""
+        # Like in_forward: with <security> the HELO always carries a 16-byte user-auth salt,
+        # also when user_auth is off (users=None); clients answer with username '' then.
+        auth_salt = os.urandom(16)
         self._send(
             conn,
             ["HELO", {"nonce": nonce, "auth": auth_salt, "keepalive": self.keepalive}],
@@ -308,7 +310,7 @@ class ForwardServer:
     def _reject(self, conn: socket.socket, reason: str) -> bool:
         with self._lock:
             self.auth_failures.append(reason)
-        self._send(conn, ["PONG", False, reason, self.hostname, ""])
+        self._send(conn, ["PONG", False, reason, "", ""])
         return False
 
     # -- events --------------------------------------------------------------------------------
