@@ -12,18 +12,12 @@ from typing import Any
 
 from forwarder import metrics
 from forwarder.deadletter import DeadLetter, DeadLetters
-from forwarder.errors import DeliveryError, ForwarderError
+from forwarder.errors import DeliveryError, Stopped
 from forwarder.logs import get_logger
 from forwarder.model import minimal_problem
 from forwarder.sinks.base import Record, Sink, SinkError
 from forwarder.state import Commit, State
 from mappings.registry import MapFunction, MappingError
-
-
-class Stopped(ForwarderError):
-    """A stop signal arrived while a batch was not yet acknowledged: nothing was committed."""
-
-    exit_code = 0
 
 
 class Delivery:

@@ -27,5 +27,11 @@ class StateLockedError(ForwarderError):
     """Another process holds the lock on this stream."""
 
 
+class Stopped(ForwarderError):
+    """A stop signal arrived while a batch was not yet acknowledged: nothing was committed."""
+
+    exit_code = 0
+
+
 class DeliveryError(ForwarderError):
     """A sink did not accept a batch within the retry budget."""
