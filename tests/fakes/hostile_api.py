@@ -9,6 +9,7 @@
 - `huge`: 200 with a Content-Length of 10 GiB, sent as fast as the client reads;
 - `gzip_bomb`: 200, `Content-Encoding: gzip`, 1 MB that inflates to 1 GiB;
 - `concatenated`: the right page as two JSON documents back to back;
+- `gzip`: the right page, gzip-encoded (as the real API sends it);
 - `scope_403`: 403 with OpenAI's missing-scope error body (echoing the key, as a hostile
   server may); `plain_403`: 403 with a message that names no scope.
 """
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import socket
 import socketserver
 import ssl
@@ -38,6 +40,7 @@ MODES = (
     "huge",
     "gzip_bomb",
     "concatenated",
+    "gzip",
     "scope_403",
     "plain_403",
 )
@@ -193,6 +196,10 @@ def _make_handler(api: HostileAPI) -> type[socketserver.BaseRequestHandler]:
                 return self._json(sock, exc.status, exc.body)
             if mode == "concatenated":
                 body = _split_in_two(body)
+            if mode == "gzip":
+                packed = gzip.compress(body)
+                sock.sendall(_head(200, len(packed), "Content-Encoding: gzip\r\n") + packed)
+                return None
             if mode == "slow_body":
                 sock.sendall(_head(200, len(body)))
                 return self._drip(sock, body)
