@@ -185,6 +185,7 @@ def test_an_invalid_body_size_setting_is_a_configuration_error(
     assert len(primed.requests) == requests
     assert state_snapshot(tmp_path) == before
     assert_no_event_lost(tmp_path, primed)
+    assert_key_nowhere(tmp_path, result)
 
 
 # Item 7: a total deadline, and SIGTERM within 5 s ---------------------------------------
@@ -211,13 +212,14 @@ def test_a_slowloris_answer_is_cut_at_the_total_request_timeout(
 def sigterm_while_hanging(
     tmp_path: Path, api: HostileAPI, args: list[str], mode: str
 ) -> tuple[CliResult, float]:
-    """Start the CLI, wait until its request to the stub is in flight, send SIGTERM; the
-    result and the seconds from the signal to the exit."""
-    api.misbehave(mode)
+    """Start the CLI, wait until its request for the second page is in flight (the first
+    page's events wait in the batch), send SIGTERM; the result and the seconds from the
+    signal to the exit."""
+    api.misbehave(mode, after=1)
     proc = subprocess.Popen(
         [sys.executable, "-m", "forwarder", *args],
         cwd=tmp_path,
-        env=api_env(api, AUDIT_FORWARDER_REQUEST_TIMEOUT="10m"),
+        env=api_env(api, AUDIT_FORWARDER_REQUEST_TIMEOUT="10m", AUDIT_FORWARDER_PAGE_SIZE="10"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -255,6 +257,7 @@ def test_sigterm_during_a_request_stops_within_5s_and_commits_nothing(
     assert "received SIGTERM" in result.stderr
     assert "stopped; the batch in flight was not committed" in result.stderr
     assert "error" not in result.stderr.lower()
+    assert [m for m, _ in primed.requests][-2:] == ["normal", mode]
     # The watermark did not move and the file has no half line: byte for byte as before.
     assert state_snapshot(tmp_path) == before
     assert (tmp_path / "out.ndjson").read_bytes().endswith(b"\n")
@@ -337,6 +340,7 @@ def test_a_base_url_that_cannot_work_exits_2_at_once_without_a_request(
     assert len(primed.requests) == requests
     assert state_snapshot(tmp_path) == before
     assert_no_event_lost(tmp_path, primed)
+    assert_key_nowhere(tmp_path, result)
 
 
 def test_a_stream_entry_with_a_bad_base_url_is_a_configuration_error(tmp_path: Path) -> None:
@@ -396,7 +400,7 @@ def test_concatenated_json_pages_are_read_as_their_documents_and_logged_once(
     assert_key_nowhere(tmp_path, result)
 
 
-def test_a_run_of_documents_that_are_not_all_lists_is_still_malformed(tmp_path: Path) -> None:
+def test_a_run_of_documents_that_are_not_all_lists_is_still_malformed() -> None:
     from forwarder.sources.transport import Malformed, parse_list_body
 
     good = orjson.dumps({"data": [{"id": "a"}], "has_more": True, "last_id": "a"})
