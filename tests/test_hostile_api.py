@@ -47,8 +47,14 @@ def api_env(api: HostileAPI, **extra: str) -> dict[str, str]:
     return cli_env(OPENAI_ADMIN_KEY=ADMIN_KEY, OPENAI_BASE_URL=api.base_url, **extra)
 
 
+def source_flags(tmp_path: Path) -> list[str]:
+    """The raw file sink with a state of its own, and one listing (no tenant companion
+    stream), so that every request the stub sees is the one under test."""
+    return [*raw_file_sink(tmp_path)[1], "--without-tenant"]
+
+
 def sweep(tmp_path: Path, *extra: str) -> list[str]:
-    return ["run", "--once", "--start-at", "2h", *raw_file_sink(tmp_path)[1], *extra]
+    return ["run", "--once", "--start-at", "2h", *source_flags(tmp_path), *extra]
 
 
 def new_events(n: int = NEW_EVENTS) -> list[dict]:
@@ -250,7 +256,7 @@ def test_sigterm_during_a_request_stops_within_5s_and_commits_nothing(
     tmp_path: Path, primed: HostileAPI, command: list[str], mode: str
 ) -> None:
     before = state_snapshot(tmp_path)
-    args = ["run", *command, "--start-at", "2h", *raw_file_sink(tmp_path)[1]]
+    args = ["run", *command, "--start-at", "2h", *source_flags(tmp_path)]
     result, took = sigterm_while_hanging(tmp_path, primed, args, mode)
     assert took < STOP_WITHIN, f"stopped {took:.1f}s after SIGTERM"
     assert result.code == 0, result.stderr
@@ -290,9 +296,7 @@ def test_an_untrusted_api_certificate_fails_at_once_with_exit_1_and_one_line(
     tmp_path: Path, tls_api: HostileAPI, untrusted_ca: trustme.CA, command: list[str]
 ) -> None:
     started = time.monotonic()
-    result = run_cli(
-        *command, "-q", *raw_file_sink(tmp_path)[1], cwd=tmp_path, env=api_env(tls_api)
-    )
+    result = run_cli(*command, "-q", *source_flags(tmp_path), cwd=tmp_path, env=api_env(tls_api))
     assert time.monotonic() - started < 30
     assert tls_api.handshakes == 1, "a certificate error must not be retried"
     if command == ["check"]:
@@ -332,7 +336,7 @@ def test_a_base_url_that_cannot_work_exits_2_at_once_without_a_request(
 ) -> None:
     before = state_snapshot(tmp_path)
     requests = len(primed.requests)
-    for args in (sweep(tmp_path), ["check", "--state", str(tmp_path / "s.db")]):
+    for args in (sweep(tmp_path), ["check", *source_flags(tmp_path)]):
         started = time.monotonic()
         result = run_cli(*args, "--base-url", url, cwd=tmp_path, env=api_env(primed))
         assert time.monotonic() - started < 15
@@ -368,7 +372,7 @@ def test_a_403_for_a_missing_scope_names_the_scope_in_run_and_check(
     primed.misbehave(mode)
     run = run_cli(*sweep(tmp_path, "-q"), cwd=tmp_path, env=api_env(primed))
     assert_one_line_error(run, 1, "HTTP 403", says)
-    check = run_cli("check", *raw_file_sink(tmp_path)[1], cwd=tmp_path, env=api_env(primed))
+    check = run_cli("check", *source_flags(tmp_path), cwd=tmp_path, env=api_env(primed))
     assert_one_line_error(check, 1, "1 check(s) failed")
     fail = [line for line in check.stdout.splitlines() if line.startswith("FAIL")]
     assert len(fail) == 1 and "HTTP 403" in fail[0] and says in fail[0]
