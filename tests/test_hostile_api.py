@@ -161,6 +161,19 @@ def test_gzip_encoded_pages_within_the_cap_are_read_whole(
     assert_key_nowhere(tmp_path, result)
 
 
+def test_a_corrupt_gzip_body_is_retried_as_malformed_then_fails_with_one_line(
+    tmp_path: Path, primed: HostileAPI
+) -> None:
+    before = state_snapshot(tmp_path)
+    primed.misbehave("corrupt_gzip")
+    env = api_env(primed, AUDIT_FORWARDER_REQUEST_RETRIES="1")
+    result = run_cli(*sweep(tmp_path, "-q"), cwd=tmp_path, env=env)
+    assert_one_line_error(result, 1, "giving up after 2 attempts", "gzip encoding is corrupt")
+    assert state_snapshot(tmp_path) == before
+    assert_no_event_lost(tmp_path, primed)
+    assert_key_nowhere(tmp_path, result)
+
+
 @pytest.mark.parametrize("mode", ["endless", "huge"])
 def test_an_endless_or_huge_body_fails_the_request_at_the_configured_cap(
     tmp_path: Path, primed: HostileAPI, mode: str

@@ -145,6 +145,9 @@ class OpenAIAuditLogSource(Source):
                 status, headers, content = self._exchange(params)
             except Interrupted:
                 raise Stopped("stopped during a request to the OpenAI API") from None
+            except Malformed as exc:
+                metrics.API_REQUESTS.labels("malformed").inc()
+                problem = str(exc)
             except BodyTooLarge:
                 metrics.API_REQUESTS.labels("too_large").inc()
                 problem = (

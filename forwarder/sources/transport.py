@@ -188,22 +188,25 @@ def read_capped(response: httpx.Response, cap: int) -> bytes:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
-    if encoding in ("gzip", "x-gzip"):
-        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        for raw in response.iter_raw():
-            while raw and not inflater.eof:
-                chunk = inflater.decompress(raw, min(STEP, cap - size + 1))
-                size += len(chunk)
-                if size > cap:
-                    raise BodyTooLarge
-                chunks.append(chunk)
-                raw = inflater.unconsumed_tail
-        return b"".join(chunks)
-    for chunk in response.iter_raw() if encoding == "identity" else response.iter_bytes():
-        size += len(chunk)
-        if size > cap:
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        if encoding in ("gzip", "x-gzip"):
+            inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+            for raw in response.iter_raw():
+                while raw and not inflater.eof:
+                    chunk = inflater.decompress(raw, min(STEP, cap - size + 1))
+                    size += len(chunk)
+                    if size > cap:
+                        raise BodyTooLarge
+                    chunks.append(chunk)
+                    raw = inflater.unconsumed_tail
+            return b"".join(chunks)
+        for chunk in response.iter_raw() if encoding == "identity" else response.iter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise BodyTooLarge
+            chunks.append(chunk)
+    except (zlib.error, httpx.DecodingError):
+        raise Malformed(f"a response whose {encoding} encoding is corrupt") from None
     return b"".join(chunks)
 
 

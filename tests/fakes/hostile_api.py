@@ -9,7 +9,8 @@
 - `huge`: 200 with a Content-Length of 10 GiB, sent as fast as the client reads;
 - `gzip_bomb`: 200, `Content-Encoding: gzip`, 1 MB that inflates to 1 GiB;
 - `concatenated`: the right page as two JSON documents back to back;
-- `gzip`: the right page, gzip-encoded (as the real API sends it);
+- `gzip`: the right page, gzip-encoded (as the real API sends it); `corrupt_gzip`: the
+  same with bytes of its deflate stream flipped;
 - `scope_403`: 403 with OpenAI's missing-scope error body (echoing the key, as a hostile
   server may); `plain_403`: 403 with a message that names no scope.
 """
@@ -41,6 +42,7 @@ MODES = (
     "gzip_bomb",
     "concatenated",
     "gzip",
+    "corrupt_gzip",
     "scope_403",
     "plain_403",
 )
@@ -196,8 +198,10 @@ def _make_handler(api: HostileAPI) -> type[socketserver.BaseRequestHandler]:
                 return self._json(sock, exc.status, exc.body)
             if mode == "concatenated":
                 body = _split_in_two(body)
-            if mode == "gzip":
+            if mode in ("gzip", "corrupt_gzip"):
                 packed = gzip.compress(body)
+                if mode == "corrupt_gzip":
+                    packed = packed[:12] + bytes(b ^ 0x5A for b in packed[12:40]) + packed[40:]
                 sock.sendall(_head(200, len(packed), "Content-Encoding: gzip\r\n") + packed)
                 return None
             if mode == "slow_body":
