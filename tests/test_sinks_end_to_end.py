@@ -143,6 +143,7 @@ def test_fan_out_to_three_sinks_commits_only_when_all_acknowledged_and_one_down_
         now = int(time.time())
         api.add_events(recent_events(300, hours=0.02, seed=52, first_seq=40_000))
         fluentd.stop()
+        time.sleep(1.1)  # the next sweep has a new second to ask for, or it makes no request
         down = run_cli(*args, "--sink-retry-timeout", "2s", cwd=tmp_path, env=env)
         assert down.code == 1
         assert len(down.stderr.strip().splitlines()) == 1
