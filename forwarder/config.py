@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -57,6 +58,42 @@ def _duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(_duration)]
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:([KMG])i?B?|B)?\s*$", re.IGNORECASE)
+
+
+def _size(value: Any) -> Any:
+    """Bytes, or `512KB`, `64MB`, `1GB` (binary multiples: 1 MB is 1,048,576 bytes)."""
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a size (e.g. 64MB, 512KB or bytes)")
+        unit = (match.group(2) or "").upper()
+        return int(match.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(_size)]
+
+
+def validate_base_url(value: str) -> str:
+    """The API base URL checked as far as it can be without a request (scheme, host, port);
+    every rule about it lives here. Returns it without a trailing slash."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("https", "http"):
+        raise ValueError("must be an http(s) URL such as https://api.openai.com/v1")
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"{value!r} has no host (e.g. https://api.openai.com/v1)")
+    if not parts.netloc.startswith("[") and not re.fullmatch(r"[\w.-]+", host):
+        raise ValueError(f"{value!r} has an invalid host name {host!r}")
+    if port == 0:
+        raise ValueError(f"{value!r} has port 0 (a port is 1-65535)")
+    return value.rstrip("/")
 
 
 def _split_list(value: Any) -> Any:
@@ -118,6 +155,11 @@ class StreamSettings(BaseModel):
     tenant_only: bool | None = None
     with_tenant: bool | None = None
 
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        return None if value is None else validate_base_url(value)
+
 
 class Settings(BaseSettings):
     """Every setting of the forwarder. Durations accept `30s`, `10m`, `1h`, `7d`."""
@@ -159,6 +201,7 @@ class Settings(BaseSettings):
     page_size: int = Field(100, ge=1, le=100)
     request_timeout: Duration = 30.0
     request_retries: int = Field(8, ge=0, le=100)
+    max_response_size: ByteSize = Field(64 << 20, ge=1024)
     sink_retry_timeout: Duration = 300.0
     verify_tls: bool = True
     allow_insecure_http: bool = False
@@ -186,9 +229,7 @@ class Settings(BaseSettings):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("must be an http(s) URL such as https://api.openai.com/v1")
-        return value.rstrip("/")
+        return validate_base_url(value)
 
     # These two weigh one setting against another; a ConfigError passes through pydantic
     # as it is, so the message names the setting (a ValueError here would name none).

@@ -14,7 +14,7 @@ import orjson
 
 from forwarder import metrics
 from forwarder.deadletter import DeadLetter, DeadLetters
-from forwarder.errors import DeliveryError, ForwarderError
+from forwarder.errors import DeliveryError, Stopped
 from forwarder.logs import get_logger
 from forwarder.model import intake_problem
 from forwarder.sinks.base import Record, Sink, SinkError
@@ -23,12 +23,6 @@ from mappings.registry import MapFunction, MappingError
 
 # The document of a record that only NDJSON sinks read: `Record.line` holds it.
 _SERIALIZED: dict[str, Any] = {}
-
-
-class Stopped(ForwarderError):
-    """A stop signal arrived while a batch was not yet acknowledged: nothing was committed."""
-
-    exit_code = 0
 
 
 class Delivery:

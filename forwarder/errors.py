@@ -32,5 +32,11 @@ class StorageError(ForwarderError):
     read-only file system, an I/O error): exit 1, and the daemon tries again next sweep."""
 
 
+class Stopped(ForwarderError):
+    """A stop signal arrived while a batch was not yet acknowledged: nothing was committed."""
+
+    exit_code = 0
+
+
 class DeliveryError(ForwarderError):
     """A sink did not accept a batch within the retry budget."""

@@ -1,6 +1,7 @@
 """The OpenAI Admin API source: `GET /organization/audit_logs` with `after` cursor paging inside
 a fixed window, filters, and retries (jittered exponential backoff honouring `retry-after`
-and `x-ratelimit-reset-*`) within a bounded budget. The key never appears in any message."""
+and `x-ratelimit-reset-*`) within a bounded budget. Each request has a total deadline, a cap on
+its body and yields to the stop signal (see `transport`). The key never appears in any message."""
 
 from __future__ import annotations
 
@@ -17,10 +18,19 @@ import httpx
 import orjson
 
 from forwarder import __version__, metrics
-from forwarder.errors import AuthError, SourceError
+from forwarder.errors import AuthError, SourceError, Stopped
 from forwarder.logs import get_logger
-from forwarder.model import loads_deep
 from forwarder.sources import Page, Source
+from forwarder.sources.transport import (
+    BodyTooLarge,
+    GuardedBackend,
+    Interrupted,
+    Malformed,
+    certificate_error,
+    guard_client,
+    parse_list_body,
+    read_capped,
+)
 from forwarder.timeparse import out_of_range
 
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
@@ -31,20 +41,13 @@ TENANT_SCOPED_TYPES = {"role.bound_to_resource", "role.unbound_from_resource"}
 MAX_IDLE_PAGES = 3
 _REFUSED_STATUS = re.compile(r"\bHTTP (\d{3})\b")
 _KEY_LIKE = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
+AUDIT_LOG_SCOPE = "api.audit_logs.read"
+_MISSING_SCOPES = re.compile(r"missing scopes?:\s*(.*)", re.IGNORECASE)
+_SCOPE = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+")
+DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
 _RESET = re.compile(
     r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$"
 )
-
-
-def _loads(content: bytes) -> Any:
-    """A response body; one nested deeper than orjson's 1024 levels (a hostile event) is
-    parsed the slow way, so that the event is dead-lettered instead of stopping the stream."""
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError as exc:
-        if "depth limit" not in str(exc):
-            raise
-    return loads_deep(content)
 
 
 class OpenAIAuditLogSource(Source):
@@ -64,6 +67,7 @@ class OpenAIAuditLogSource(Source):
         backoff_base: float = 0.5,
         backoff_cap: float = 60.0,
         stop: threading.Event | None = None,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._key = admin_key
@@ -73,7 +77,11 @@ class OpenAIAuditLogSource(Source):
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.stop = stop or threading.Event()
+        self.timeout = timeout
+        self.max_response_size = max_response_size
+        self._told_concatenated = False
         verify: bool | str = str(ca_file) if ca_file and verify_tls else verify_tls
+        self._backend = GuardedBackend(self.stop)
         self.client = httpx.Client(
             base_url=self.base_url,
             headers={
@@ -85,6 +93,7 @@ class OpenAIAuditLogSource(Source):
             verify=verify,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         )
+        guard_client(self.client, self._backend)
         self.log = get_logger()
 
     def close(self) -> None:
@@ -194,36 +203,55 @@ class OpenAIAuditLogSource(Source):
         attempt = 0
         while True:
             delay: float | None = None
+            if self.stop.is_set():
+                raise Stopped("stopped before a request to the OpenAI API") from None
             try:
-                response = self.client.get("/organization/audit_logs", params=params)
+                status, headers, content = self._exchange(params)
+            except Interrupted:
+                raise Stopped("stopped during a request to the OpenAI API") from None
+            except Malformed as exc:
+                metrics.API_REQUESTS.labels("malformed").inc()
+                problem = str(exc)
+            except BodyTooLarge:
+                metrics.API_REQUESTS.labels("too_large").inc()
+                problem = (
+                    f"response body larger than max_response_size ({self.max_response_size} "
+                    "bytes decoded)"
+                )
             except httpx.TimeoutException:
                 metrics.API_REQUESTS.labels("timeout").inc()
-                problem = "request timed out"
+                problem = f"request took longer than request_timeout ({self.timeout:g}s)"
             except httpx.TransportError as exc:
                 metrics.API_REQUESTS.labels("error").inc()
+                if bad := certificate_error(exc):
+                    # Retrying cannot change a certificate, as for the sinks: final.
+                    raise SourceError(
+                        f"OpenAI API {self.base_url}: TLS certificate rejected: "
+                        f"{_one_line(bad.verify_message or bad)}; set ca_file to the CA that "
+                        "signed it"
+                    ) from None
                 problem = f"cannot reach {self.base_url} ({_one_line(exc) or type(exc).__name__})"
             else:
-                metrics.API_REQUESTS.labels(str(response.status_code)).inc()
-                if response.status_code == 200:
+                metrics.API_REQUESTS.labels(str(status)).inc()
+                if status == 200:
                     try:
-                        body = _loads(response.content)
-                    except ValueError:  # orjson.JSONDecodeError is a ValueError
-                        problem = "malformed JSON in a 200 response"
+                        body, documents = parse_list_body(content)
+                    except Malformed as exc:
+                        problem = str(exc)
                     else:
-                        if isinstance(body, dict):
-                            return body
-                        problem = "a 200 response that is not a JSON object"
-                elif response.status_code in (401, 403):
-                    raise AuthError(self._auth_message(response)) from None
-                elif response.status_code in RETRY_STATUSES:
-                    if response.status_code == 429:
+                        if documents > 1:
+                            self._tell_concatenated(documents)
+                        return body
+                elif status in (401, 403):
+                    raise AuthError(self._auth_message(status, content)) from None
+                elif status in RETRY_STATUSES:
+                    if status == 429:
                         metrics.API_RATE_LIMITED.inc()
-                    problem = f"HTTP {response.status_code} {self._error_text(response)}"
-                    delay = retry_delay_from_headers(response.headers)
+                    problem = f"HTTP {status} {self._error_text(content)}"
+                    delay = retry_delay_from_headers(headers)
                 else:
                     raise SourceError(
-                        f"OpenAI API refused the request: HTTP {response.status_code} "
-                        f"{self._error_text(response)}"
+                        f"OpenAI API refused the request: HTTP {status} {self._error_text(content)}"
                     ) from None
             if attempt >= self.retries:
                 raise SourceError(
@@ -237,11 +265,32 @@ class OpenAIAuditLogSource(Source):
             metrics.API_RETRIES.inc()
             self.log.warning("OpenAI API: %s; retry %d in %.2fs", problem, attempt, wait)
             if self.stop.wait(wait):
-                raise SourceError("stopped while waiting to retry the OpenAI API") from None
+                raise Stopped("stopped while waiting to retry the OpenAI API") from None
 
-    def _error_text(self, response: httpx.Response) -> str:
+    def _exchange(self, params: list) -> tuple[int, httpx.Headers, bytes]:
+        """One request within its deadline: status, headers and the (capped) decoded body."""
+        with (
+            self._backend.deadline(self.timeout),
+            self.client.stream("GET", "/organization/audit_logs", params=params) as response,
+        ):
+            return (
+                response.status_code,
+                response.headers,
+                read_capped(response, self.max_response_size),
+            )
+
+    def _tell_concatenated(self, documents: int) -> None:
+        if not self._told_concatenated:
+            self._told_concatenated = True
+            self.log.info(
+                "OpenAI API answered with %d JSON documents back to back; read as one page "
+                "(their data joined, the last one's cursor); not logged again",
+                documents,
+            )
+
+    def _error_text(self, content: bytes) -> str:
         try:
-            error = orjson.loads(response.content).get("error") or {}
+            error = orjson.loads(content).get("error") or {}
         except (orjson.JSONDecodeError, AttributeError):
             return ""
         if not isinstance(error, dict):
@@ -250,20 +299,25 @@ class OpenAIAuditLogSource(Source):
         message = self._scrub(str(error.get("message") or ""))
         return f"{code}: {message}".strip(": ")[:300]
 
-    def _auth_message(self, response: httpx.Response) -> str:
-        detail = self._error_text(response)
-        if response.status_code == 401:
+    def _auth_message(self, status: int, content: bytes) -> str:
+        detail = self._error_text(content)
+        if status == 401:
             return (
                 "OpenAI API rejected the key (HTTP 401"
                 + (f" {detail}" if detail else "")
                 + "): /organization/audit_logs needs an Admin API key (sk-admin-...), "
                 "set OPENAI_ADMIN_KEY or --admin-key-file"
             )
+        scopes = missing_scopes(detail)
+        if scopes:
+            need = f"the key lacks the scope {', '.join(scopes)}"
+        else:
+            need = f"the key lacks audit-log access, likely the scope {AUDIT_LOG_SCOPE}"
         return (
             "OpenAI API refused access (HTTP 403"
             + (f" {detail}" if detail else "")
-            + "): the key lacks audit-log access; use an Admin API key (sk-admin-...) "
-            "of an organization owner, not a project key"
+            + f"): {need}; use an Admin API key (sk-admin-...) of an organization owner with "
+            f"the {AUDIT_LOG_SCOPE} scope, not a project key"
         )
 
     def _scrub(self, text: str) -> str:
@@ -316,6 +370,18 @@ class _ListingProgress:
 
 def _window_text(start: int | None, end: int | None) -> str:
     return f"[{start}, {end if end is not None else 'now'})"
+
+
+def missing_scopes(message: str) -> list[str]:
+    """The scopes an API error message names after "Missing scopes:", in order."""
+    found = _MISSING_SCOPES.search(message)
+    scopes: list[str] = []
+    for token in re.split(r"[\s,]+", found.group(1)) if found else ():
+        token = token.rstrip(".;")
+        if not _SCOPE.fullmatch(token):
+            break
+        scopes.append(token)
+    return scopes
 
 
 def is_tenant_scoped(event_type: str) -> bool:
