@@ -227,14 +227,15 @@ def start_in_repo_server(tls: bool, cert_dir: str) -> tuple[int, Connection, mp.
     return parent.recv(), parent, proc
 
 
-def run_once(work: Path, events_file: Path, sink: str, n: int) -> float:
-    """Wall seconds of `run --once` from a fresh state; checks that all `n` were delivered."""
+def run_once(work: Path, events_file: Path, sink: str, n: int, root: Path = REPO) -> float:
+    """Wall seconds of `run --once` of the code in `root` from a fresh state; checks that all
+    `n` were delivered."""
     state = work / f"state-{time.monotonic_ns()}.db"
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "forwarder", "run", "--once", "--input", str(events_file),
          "--state", str(state), "--sink", sink],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)},
     )  # fmt: skip
     elapsed = time.perf_counter() - started
     delivered = re.search(r"sweep done: (\d+) events delivered", result.stderr)
@@ -295,6 +296,9 @@ def end_to_end(args: argparse.Namespace) -> None:
 
     file_out = work / "file-out"
     file_out.mkdir()
+    roots = [(REPO, "")]
+    if args.compare:  # the same cases with another checkout's code, e.g. main before a change
+        roots.append((Path(args.compare).resolve(), f" [{Path(args.compare).name}]"))
     best: dict[str, float] = {}
     print(
         f"run --once end to end, {args.events:,} events, ECS, batches of 1000, best of "
@@ -305,8 +309,9 @@ def end_to_end(args: argparse.Namespace) -> None:
         for _ in range(args.repeat):
             file_sink = f"file:{file_out}/{time.monotonic_ns()}.jsonl"
             for name, sink in [("file: sink", file_sink), *cases.items()]:
-                seconds = run_once(work, events_file, sink, args.events)
-                best[name] = min(best.get(name, seconds), seconds)
+                for root, label in roots:
+                    seconds = run_once(work, events_file, sink, args.events, root)
+                    best[name + label] = min(best.get(name + label, seconds), seconds)
     finally:
         if peer is not None:
             peer.stop()
@@ -314,10 +319,10 @@ def end_to_end(args: argparse.Namespace) -> None:
             conn.send("stop")
             conn.recv()
             proc.join(timeout=30)
-    base = best["file: sink"]
-    print(f"{'case':<40} {'events/s':>9}  {'wall s':>7}  cost vs file:", flush=True)
+    print(f"{'case':<48} {'events/s':>9}  {'wall s':>7}  cost vs file:", flush=True)
     for name, seconds in best.items():
-        print(f"{name:<40} {args.events / seconds:>9,.0f}  {seconds:>7.2f}  {seconds / base:.2f}x")
+        base = best["file: sink" + next(lb for _, lb in reversed(roots) if name.endswith(lb))]
+        print(f"{name:<48} {args.events / seconds:>9,.0f}  {seconds:>7.2f}  {seconds / base:.2f}x")
 
 
 def main() -> None:
@@ -332,6 +337,11 @@ def main() -> None:
         help="the real Fluentd's output: file (with a file buffer, as shipped) or null",
     )
     parser.add_argument("--sink-only", action="store_true", help="the sink alone, in-repo server")
+    parser.add_argument(
+        "--compare",
+        metavar="DIR",
+        help="also run every case with the code of this checkout (before/after in one run)",
+    )
     parser.add_argument(
         "--decode", action="store_true", help="have the server decode every entry (slower)"
     )

@@ -10,7 +10,10 @@ then the peak RSS of a 1,000,000-event backfill from the fake with no latency (t
 150 MB; --skip-rss to leave it out, it takes a few minutes).
 
     PYTHONPATH=. python benchmarks/bench_pipeline.py [--events 200000] [--runs 3]
-        [--concurrency 8] [--rss-events 1000000] [--skip-rss] [--tmp DIR]
+        [--concurrency 8] [--rss-events 1000000] [--skip-rss] [--tmp DIR] [--compare DIR]
+
+`--compare DIR` also times `run --once --input` with the code of another checkout (e.g. main
+before a change), interleaved with the others: before and after in one run.
 
 Every run is checked: each output holds exactly one line per event, with distinct ids for `run`
 and `backfill`. The machine may be shared: the load average is printed before and after, and
@@ -85,6 +88,7 @@ def main() -> int:
     parser.add_argument("--rss-days", type=float, default=30.0)
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--tmp", help="work directory (default: a temporary one)")
+    parser.add_argument("--compare", metavar="DIR", help="also time `run` with this checkout")
     args = parser.parse_args()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIT_FORWARDER_"))}
@@ -121,6 +125,14 @@ def main() -> int:
                 check_output("run", out, n, distinct=True)
                 walls["run"].append(timing.wall)
                 cpus["run"].append(timing.cpu)
+
+                if args.compare:
+                    xdg = tmp / f"xdg-compare-{attempt}"
+                    other = {**env, "PYTHONPATH": str(Path(args.compare).resolve())}
+                    timing = timed(command, {**other, "XDG_STATE_HOME": str(xdg)}, tmp)
+                    check_output("run (compare)", out, n, distinct=True)
+                    walls.setdefault("compare", []).append(timing.wall)
+                    cpus.setdefault("compare", []).append(timing.cpu)
 
                 run = backfill(
                     f"backfill-{attempt}",
@@ -168,6 +180,13 @@ def main() -> int:
         f"{'run --once --input FILE --sink file:OUT':<44}{run_wall:>8.2f}"
         f"{run_wall / map_wall:>7.2f}{run_cpu:>8.2f}{run_cpu / map_cpu:>7.2f}{n / run_wall:>10,.0f}"
     )
+    if args.compare:
+        label = f"  the same, code of {Path(args.compare).name}"
+        wall, cpu = min(walls["compare"]), min(cpus["compare"])
+        print(
+            f"{label:<44}{wall:>8.2f}{wall / map_wall:>7.2f}"
+            f"{cpu:>8.2f}{cpu / map_cpu:>7.2f}{n / wall:>10,.0f}"
+        )
     print(
         f"{f'backfill --concurrency {args.concurrency} (fake, no latency)':<44}"
         f"{min(walls['backfill']):>8.2f}{min(walls['backfill']) / map_wall:>7.2f}"
