@@ -41,41 +41,66 @@ def read_events(source: Iterable[bytes], report: Report) -> Iterator[Found]:
     (with its line or lines) and reading goes on at the next value."""
     # The hot loop: a line holding one event costs a parse and a type test. Anything else
     # (blank, a list response, an array, part of a value spread over lines, bad JSON) leaves
-    # it for the slow paths below.
+    # it for `contents` and the reader. `map` has a copy of this loop that maps as well.
     loads = orjson.loads
-    pending: list[bytes] = []  # the lines of a value spread over several lines
-    first = depth = 0
+    reader = Reader(report)
+    pending = reader.pending
     for number, line in enumerate(source, 1):
+        if not pending:
+            try:
+                value = loads(line)
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                if type(value) is dict and "type" in value:
+                    yield value, number, ""
+                else:
+                    yield from contents(value, number)
+                continue
+        yield from reader.line(line, number)
+    yield from reader.end()
+
+
+class Reader:
+    """The slow path of reading, between lines: a value spread over several lines (pretty-
+    printed, or a line cut short), or bad JSON."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.pending: list[bytes] = []  # the lines of a value spread over several lines
+        self.first = self.depth = 0
+
+    def line(self, line: bytes, number: int) -> Iterator[Found]:
+        """The values a line completes. `line` is any line while `pending`, else one that is
+        no JSON value by itself."""
+        pending = self.pending
         if pending:
-            if line.startswith(_OPENERS) and _starts_anew(pending, line):
-                # A value of its own that cannot continue the pending one: that one was cut
-                # short (a truncated JSONL line). Report it, go on with this line.
-                yield from _values(b"".join(pending), first, report)
-                pending = []
-            else:
+            if not (line.startswith(_OPENERS) and _starts_anew(pending, line)):
                 pending.append(line)
-                depth += _depth(line)
-                if depth <= 0:
-                    yield from _values(b"".join(pending), first, report)
-                    pending = []
-                continue
-        try:
-            value = loads(line)
-        except orjson.JSONDecodeError:
-            if not line.strip():
-                continue
-            depth = _depth(line)
-            if depth > 0:
-                pending, first = [line], number
-            else:
-                yield from _values(line, number, report)
-            continue
-        if type(value) is dict and "type" in value:
-            yield value, number, ""
+                self.depth += _depth(line)
+                if self.depth <= 0:
+                    yield from self.end()
+                return
+            # A value of its own that cannot continue the pending one: that one was cut short
+            # (a truncated JSONL line). Report it, go on with this line (whole JSON).
+            yield from self.end()
+            yield from contents(orjson.loads(line), number)
+            return
+        if not line.strip():
+            return
+        depth = _depth(line)
+        if depth > 0:
+            pending.append(line)
+            self.first, self.depth = number, depth
         else:
-            yield from _contents(value, number)
-    if pending:
-        yield from _values(b"".join(pending), first, report)
+            yield from _values(line, number, self.report)
+
+    def end(self) -> Iterator[Found]:
+        """The values of the pending lines, at the end of the input or of the value."""
+        if self.pending:
+            chunk = b"".join(self.pending)
+            self.pending.clear()
+            yield from _values(chunk, self.first, self.report)
 
 
 def _values(chunk: bytes, first: int, report: Report) -> Iterator[Found]:
@@ -87,7 +112,7 @@ def _values(chunk: bytes, first: int, report: Report) -> Iterator[Found]:
     except ValueError:  # orjson.JSONDecodeError too
         pass
     else:
-        yield from _contents(value, first)
+        yield from contents(value, first)
         return
     try:
         text = chunk.decode()
@@ -120,7 +145,7 @@ def _values(chunk: bytes, first: int, report: Report) -> Iterator[Found]:
             report(_span(line, text[pos:resume]), f"invalid JSON ({exc})")
             pos = resume
             continue
-        yield from _contents(value, line)
+        yield from contents(value, line)
         pos = after
 
 
@@ -136,7 +161,7 @@ def _resume(text: str, after: int) -> int:
     return len(text)
 
 
-def _contents(value: Any, number: int, path: str = "") -> Iterator[Found]:
+def contents(value: Any, number: int, path: str = "") -> Iterator[Found]:
     """The events of one parsed JSON value: itself, or those of a list response or an array of
     either (anything else in an array is yielded too, for the caller to refuse)."""
     if type(value) is list:
