@@ -105,8 +105,8 @@ class Reader:
 
 def _values(chunk: bytes, first: int, report: Report) -> Iterator[Found]:
     """Every JSON value in `chunk` (lines from `first` on): one, or several one after the
-    other. Bad JSON is reported with the lines it spans; decoding goes on at the next line (or
-    at the line where the error is, when a new value starts there)."""
+    other. Bad JSON is reported with the lines it spans; decoding goes on at the next line that
+    opens a value in its first column (the line of the error, when a new value starts there)."""
     try:
         value = _loads(chunk)
     except ValueError:  # orjson.JSONDecodeError too
@@ -134,9 +134,8 @@ def _values(chunk: bytes, first: int, report: Report) -> Iterator[Found]:
                 resume = bol  # a new value begins where the error is
             else:
                 resume = _resume(text, exc.pos)
-            at = (
-                f"{exc.msg.removesuffix(' at')} at line {first + exc.lineno - 1} column {exc.colno}"
-            )
+            lineno = first + exc.lineno - 1
+            at = f"{exc.msg.removesuffix(' at')} at line {lineno} column {exc.colno}"
             report(_span(line, text[pos:resume]), f"invalid JSON ({at})")
             pos = resume
             continue

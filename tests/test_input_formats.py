@@ -301,3 +301,20 @@ def test_an_event_nested_2000_deep_in_a_page_is_dead_lettered_and_the_rest_deliv
     assert again.code == 0, again.stderr
     assert len(read_ndjson(out)) == len(events)
     assert len(read_letters(tmp_path / "dl")) == 1
+
+
+def test_backfill_input_takes_pages_one_per_line_and_delivers_each_event_once(
+    tmp_path: Path,
+) -> None:
+    events = recent_events(40, hours=2, seed=46)
+    source = tmp_path / "pages.json"
+    source.write_bytes(_pages_one_per_line(events))
+    out = tmp_path / "out.ndjson"
+    since = str(min(e["effective_at"] for e in events))
+    args = ["backfill", "--since", since, "--window", "20m", "--input", str(source)]
+    args += ["--schema", "raw", "--sink", f"file:{out}", "--state", str(tmp_path / "s.db")]
+
+    first = run_cli(*args, cwd=tmp_path)
+
+    assert first.code == 0, first.stderr
+    assert Counter(doc["id"] for doc in read_ndjson(out)) == Counter(e["id"] for e in events)
