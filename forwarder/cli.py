@@ -79,8 +79,8 @@ SOURCE_OPTIONS = [
         "--input",
         setting="input",
         metavar="PATH|-",
-        help="Read audit-log objects from a JSONL file (or saved list response) instead of "
-        "the API.",
+        help="Read audit-log events from a file (or stdin) instead of the API: as `map`, any "
+        "mix of events, saved list responses and arrays, one per line or pretty-printed.",
     ),
     _option(
         "--admin-key-file",

@@ -1,33 +1,18 @@
-"""Maps a file of audit-log events offline, for the `map` command. The input is any mix of
-events, saved list responses (`{"object": "list", "data": [...]}`) and arrays of either: one
-JSON value per line (streamed), pretty-printed over several lines, or several values one
-after the other. Whatever cannot be mapped is reported with its place, never skipped silently."""
+"""Maps a file of audit-log events offline, for the `map` command. The input is whatever
+`forwarder.eventfile` reads: any mix of events, saved list responses and arrays, one JSON value
+per line (streamed), pretty-printed or one after the other. Whatever cannot be mapped is
+reported with its place, never skipped silently."""
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import orjson
 
 from forwarder.effective_at import normalize
+from forwarder.eventfile import Found, Reader, Report, contents, where
 from mappings.registry import MapFunction, MappingError
-
-Report = Callable[[str, str], None]  # (where: "line 12", "line 3 data[4]", "lines 5-9", reason)
-
-# Strings (which may hold brackets) and the brackets outside them, for the nesting depth of a
-# value spread over several lines. JSON strings never span lines.
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_OPENERS = (b"{", b"[")
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def map_file(source: BinaryIO, target: BinaryIO, mapper: MapFunction, report: Report) -> int:
@@ -44,115 +29,43 @@ class _Mapper:
         self.failures = 0
 
     def run(self, source: BinaryIO) -> int:
-        # The hot loop: a line holding one event costs parse, map, dump and write, plus a
-        # type test. Anything else (blank, a list response, an array, part of a value spread
-        # over lines, bad JSON) leaves it for the slow paths below.
+        # The hot loop, `read_events`'s with the mapping inlined: a line holding one event
+        # costs parse, map, dump and write, plus a type test. Anything else (blank, a list
+        # response, an array, part of a value spread over lines, bad JSON, an event that does
+        # not map as it is) leaves it for the reader and `_found`.
         loads, dumps, write, mapper = orjson.loads, orjson.dumps, self.write, self.mapper
         newline = orjson.OPT_APPEND_NEWLINE
-        pending: list[bytes] = []  # the lines of a value spread over several lines
-        first = depth = 0
+        reader = Reader(self._unreadable)
+        pending = reader.pending
         for number, line in enumerate(source, 1):
-            if pending:
-                if line.startswith(_OPENERS) and _starts_anew(pending, line):
-                    # A value of its own that cannot continue the pending one: that one was
-                    # cut short (a truncated JSONL line). Report it, go on with this line.
-                    self._values(b"".join(pending), first)
-                    pending = []
-                else:
-                    pending.append(line)
-                    depth += _depth(line)
-                    if depth <= 0:
-                        self._values(b"".join(pending), first)
-                        pending = []
-                    continue
-            try:
-                value = loads(line)
-            except orjson.JSONDecodeError:
-                if not line.strip():
-                    continue
-                depth = _depth(line)
-                if depth > 0:
-                    pending, first = [line], number
-                else:
-                    self._values(line, number)
-                continue
-            if type(value) is dict and "type" in value:
+            if not pending:
                 try:
-                    write(dumps(mapper(value), option=newline))
-                    continue
-                except MappingError:
+                    value = loads(line)
+                except orjson.JSONDecodeError:
                     pass
-            self._value(value, f"line {number}")
-        if pending:
-            self._values(b"".join(pending), first)
+                else:
+                    if type(value) is dict and "type" in value:
+                        try:
+                            write(dumps(mapper(value), option=newline))
+                            continue
+                        except (MappingError, TypeError):
+                            pass
+                    self._found(contents(value, number))
+                    continue
+            self._found(reader.line(line, number))
+        self._found(reader.end())
         return self.failures
+
+    def _found(self, events: Iterator[Found]) -> None:
+        for event, number, path in events:
+            self._event(event, where(number, path))
 
     def _fail(self, where: str, reason: str) -> None:
         self.failures += 1
         self.report(where, reason)
 
-    def _values(self, chunk: bytes, first: int) -> None:
-        """Every JSON value in `chunk` (lines from `first` on): one, or several one after the
-        other. Bad JSON is reported with the lines it spans; decoding goes on at the next line
-        (or at the line where the error is, when a new value starts there)."""
-        try:
-            self._value(orjson.loads(chunk), f"line {first}")
-            return
-        except orjson.JSONDecodeError:
-            pass
-        try:
-            text = chunk.decode()
-        except UnicodeDecodeError as exc:
-            self._fail(_span(first, chunk), f"invalid JSON (not UTF-8 at byte {exc.start})")
-            return
-        pos, end = 0, len(text)
-        while True:
-            while pos < end and text[pos] in " \t\r\n":
-                pos += 1
-            if pos >= end:
-                return
-            line = first + text.count("\n", 0, pos)
-            try:
-                value, after = _DECODER.raw_decode(text, pos)
-            except json.JSONDecodeError as exc:
-                bol = text.rfind("\n", 0, exc.pos) + 1
-                if bol > pos and not text[bol : exc.pos].strip():
-                    resume = bol  # a new value begins where the error is
-                else:
-                    eol = text.find("\n", exc.pos)
-                    resume = end if eol < 0 else eol + 1
-                at = f"{exc.msg} at line {first + exc.lineno - 1} column {exc.colno}"
-                self._fail(_span(line, text[pos:resume]), f"invalid JSON ({at}); skipped")
-                pos = resume
-                continue
-            except ValueError as exc:  # NaN, Infinity
-                eol = text.find("\n", pos)
-                resume = end if eol < 0 else eol + 1
-                self._fail(_span(line, text[pos:resume]), f"invalid JSON ({exc}); skipped")
-                pos = resume
-                continue
-            self._value(value, f"line {line}")
-            pos = after
-
-    def _value(self, value: Any, where: str) -> None:
-        """One parsed JSON value: an event, a list response, or an array of either."""
-        if type(value) is list:
-            for index, item in enumerate(value):
-                data = _list_response_data(item)
-                if data is None:
-                    self._event(item, f"{where} [{index}]")
-                else:
-                    self._data(data, f"{where} [{index}]")
-            return
-        data = _list_response_data(value)
-        if data is not None:
-            self._data(data, where)
-        else:
-            self._event(value, where)
-
-    def _data(self, data: list[Any], where: str) -> None:
-        for index, event in enumerate(data):
-            self._event(event, f"{where} data[{index}]")
+    def _unreadable(self, where: str, reason: str) -> None:
+        self._fail(where, f"{reason}; skipped")
 
     def _event(self, event: Any, where: str) -> None:
         try:
@@ -168,42 +81,3 @@ class _Mapper:
             self._fail(where, exc.reason)
         except TypeError as exc:  # a value orjson cannot write (an integer past 64 bits)
             self._fail(where, f"cannot be written as JSON ({exc})")
-
-
-def _list_response_data(document: Any) -> list[Any] | None:
-    """The events of a list response, or None for anything else (an event has a `type`)."""
-    if type(document) is dict and "type" not in document:
-        data = document.get("data")
-        if type(data) is list:
-            return data
-    return None
-
-
-def _depth(line: bytes) -> int:
-    """How much deeper in brackets the line ends than it starts."""
-    if b'"' in line:
-        line = _STRING.sub(b"", line)
-    return line.count(b"{") + line.count(b"[") - line.count(b"}") - line.count(b"]")
-
-
-def _starts_anew(pending: list[bytes], line: bytes) -> bool:
-    """Whether `line`, a whole JSON value by itself, cannot continue the pending lines (it can
-    in `[\n{...},\n{...}\n]`, where the last element's line is a whole value too)."""
-    try:
-        orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return False
-    try:
-        head = b"".join(pending).decode()
-        _DECODER.raw_decode(head + line.decode())
-    except json.JSONDecodeError as exc:
-        return exc.pos == len(head) + len(line) - len(line.lstrip())
-    except (UnicodeDecodeError, ValueError):
-        return True
-    return False
-
-
-def _span(first: int, chunk: bytes | str) -> str:
-    newline = b"\n" if isinstance(chunk, bytes) else "\n"
-    last = first + chunk.rstrip().count(newline)  # type: ignore[arg-type]
-    return f"line {first}" if last == first else f"lines {first}-{last}"

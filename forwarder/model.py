@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
@@ -146,12 +148,21 @@ def loads_deep(data: bytes) -> Any:
     """Parse JSON that orjson refuses as nested deeper than 1024 levels, so that the one deep
     event reaches the intake (and the dead letters) instead of failing its whole page.
     ValueError if it is not JSON or nests deeper than about `PARSE_MAX_NESTING` levels."""
-    with _RECURSION:
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(limit, 3 * PARSE_MAX_NESTING))
+    with deep_recursion():
         try:
             return json.loads(data)
         except RecursionError:
             raise ValueError(f"nested deeper than {PARSE_MAX_NESTING} levels") from None
+
+
+@contextmanager
+def deep_recursion() -> Iterator[None]:
+    """A recursion limit for the standard library's JSON decoder to reach about
+    `PARSE_MAX_NESTING` levels (one thread at a time: the limit is the interpreter's)."""
+    with _RECURSION:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 3 * PARSE_MAX_NESTING))
+        try:
+            yield
         finally:
             sys.setrecursionlimit(limit)

@@ -8,6 +8,7 @@ import io
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,44 @@ def test_jsonl_is_streamed_not_read_whole() -> None:
     out = io.BytesIO()
     assert map_file(LinesOnly(_jsonl(events)), out, ECS, lambda w, r: None) == 0
     assert len(out.getvalue().splitlines()) == 50
+
+
+def test_a_line_cut_short_inside_a_string_does_not_hold_back_the_lines_after_it() -> None:
+    # Such a line opens a value that no later line can close: were the lines after it kept
+    # pending, each would be decoded again with all before it (quadratic, the file in memory).
+    events = _events(400)
+    lines = _jsonl(events).splitlines(keepends=True)
+    lines[4] = lines[4][:60] + b"\n"
+    assert lines[4].count(b'"') % 2 == 1  # cut inside a string
+    out = io.BytesIO()
+
+    def source() -> Iterator[bytes]:
+        for number, line in enumerate(lines, 1):
+            if number > 10:
+                assert len(out.getvalue().splitlines()) >= number - 8, number
+            yield line
+
+    reports: list[tuple[str, str]] = []
+    assert map_file(source(), out, ECS, lambda w, r: reports.append((w, r))) == 1  # type: ignore[arg-type]
+    assert [w for w, _ in reports] == ["line 5"]
+    assert reports[0][1].startswith("invalid JSON (Invalid control character at line 5 column")
+    docs = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [d["event"]["id"] for d in docs] == [e["id"] for e in events[:4] + events[5:]]
+
+
+def test_an_event_nested_2000_deep_is_reported_on_its_line_or_in_its_page() -> None:
+    from tests.test_hostile_events import nested_body
+
+    events = _events(3)
+    deep = nested_body("deep-2000", 1_720_804_090, 2000)  # past orjson's 1024 levels
+    line = _jsonl(events[:1]) + deep + b"\n" + _jsonl(events[1:])
+    data = b",".join(orjson.dumps(e) for e in events[1:])
+    page = b'{"object": "list", "data": [' + deep + b"," + data + b"]}\n"
+    for source, where in ((line, "line 2"), (_jsonl(events[:1]) + page, "line 2 data[0]")):
+        docs, reports, failures = _map(source)
+        assert [d["event"]["id"] for d in docs] == [e["id"] for e in events]
+        assert reports == [(where, "cannot be written as JSON (Recursion limit reached)")]
+        assert failures == 1
 
 
 def test_a_saved_list_response_maps_its_data_pretty_printed_or_on_one_line() -> None:

@@ -1,6 +1,7 @@
-"""The JSONL source: a file (or stdin) of audit-log objects, one per line, or a saved API list
-response (`{"object": "list", "data": [...]}`). The whole input is checked before anything is
-delivered, so a malformed line stops the run with its line number and the state untouched."""
+"""The file source of `--input`: a file (or stdin) of whatever `map` reads (events, saved list
+responses, arrays; one per line, pretty-printed or one after the other). The whole input is
+checked before anything is delivered, so a malformed line stops the run with its line number
+and the state untouched."""
 
 from __future__ import annotations
 
@@ -11,15 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
-
 from forwarder.effective_at import normalize
 from forwarder.errors import SourceError
-from forwarder.model import loads_deep, minimal_problem
+from forwarder.eventfile import read_events, where
+from forwarder.model import minimal_problem
 from forwarder.sources import Page, Source
 
 PAGE_SIZE = 500
-MAX_REPORTED = 5
 
 
 class JsonlSource(Source):
@@ -41,7 +40,6 @@ class JsonlSource(Source):
         filters = filters or {}
         self._types = set(filters.get("event_types") or ())
         self._projects = set(filters.get("project_ids") or ())
-        self._is_list_response = False
         self.count = self._validate()
 
     def _open(self) -> IO[bytes]:
@@ -52,65 +50,37 @@ class JsonlSource(Source):
         return self.path.open("rb")
 
     def _validate(self) -> int:
-        with self._open() as handle:
-            head = handle.read(4096).lstrip()
-            handle.seek(0)
-            if (
-                head.startswith(b"{")
-                and b'"data"' in head[:4096]
-                and not _first_line_is_event(handle)
-                and self._whole_document(handle)
-            ):
-                return len(self._list_data())
-            handle.seek(0)
-            problems: list[str] = []
-            total = bad = 0
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                total += 1
-                problem = _line_problem(line)
-                if problem:
-                    bad += 1
-                    if len(problems) < MAX_REPORTED:
-                        problems.append(f"line {number}: {problem}")
-        if bad:
-            more = f" ({bad - 1} more malformed lines)" if bad > 1 else ""
-            raise SourceError(f"input {self.label}: {problems[0]}{more}")
-        return total
+        first: list[str] = []
+        total = bad = 0
 
-    def _whole_document(self, handle: IO[bytes]) -> bool:
-        try:
-            document = orjson.loads(handle.read())
-        except orjson.JSONDecodeError:
-            return False
-        if isinstance(document, dict) and isinstance(document.get("data"), list):
-            self._is_list_response = True
-            for index, event in enumerate(document["data"]):
+        def malformed(place: str, problem: str) -> None:
+            nonlocal bad
+            bad += 1
+            if not first:
+                first.append(f"{place}: {problem}")
+
+        with self._open() as handle:
+            for event, number, path in read_events(handle, malformed):
+                total += 1
                 normalize(event)
                 problem = minimal_problem(event)
                 if problem:
-                    raise SourceError(f"input {self.label}: data[{index}]: {problem}")
-            return True
-        return False
-
-    def _list_data(self) -> list[dict[str, Any]]:
-        with self._open() as handle:
-            return orjson.loads(handle.read())["data"]
+                    malformed(where(number, path), problem)
+        if bad:
+            more = f" ({bad - 1} more malformed lines)" if bad > 1 else ""
+            raise SourceError(f"input {self.label}: {first[0]}{more}")
+        return total
 
     def _events(self) -> Iterator[dict[str, Any]]:
-        if self._is_list_response:
-            for event in self._list_data():
-                normalize(event)  # a float, numeric or ISO 8601 effective_at from other tools
-                yield event
-            return
         with self._open() as handle:
-            for line in handle:
-                if line.strip():
-                    event = _loads(line)
-                    if type(event["effective_at"]) is not int:
-                        normalize(event)
-                    yield event
+            for event, _, _ in read_events(handle, self._changed):
+                if type(event["effective_at"]) is not int:
+                    normalize(event)  # a float, numeric or ISO 8601 effective_at
+                yield event
+
+    def _changed(self, where: str, problem: str) -> None:
+        # Checked whole before: only a file rewritten since can get here.
+        raise SourceError(f"input {self.label}: {where}: {problem} (changed while read)")
 
     def _wanted(self, event: dict[str, Any]) -> bool:
         if self._types and event["type"] not in self._types:
@@ -139,40 +109,3 @@ class JsonlSource(Source):
     def close(self) -> None:
         if self._spool is not None:
             self._spool.close()
-
-
-def _loads(line: bytes) -> Any:
-    """One line; a line nested deeper than orjson's 1024 levels is valid JSON all the same:
-    parsed the slow way, it goes on to the intake, which dead-letters it."""
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        if "depth limit" not in str(exc):
-            raise
-    return loads_deep(line)
-
-
-def _first_line_is_event(handle: IO[bytes]) -> bool:
-    """Whether the first non-blank line is a whole event: then the input is JSONL, and need
-    not be read at once to be tried as one document (an event may have a `data` field)."""
-    handle.seek(0)
-    for line in handle:
-        if line.strip():
-            break
-    else:
-        line = b""
-    handle.seek(0)
-    try:
-        event = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(event, dict) and "type" in event
-
-
-def _line_problem(line: bytes) -> str | None:
-    try:
-        event = _loads(line)
-    except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
-        return f"invalid JSON ({str(exc).splitlines()[0]})"
-    normalize(event)
-    return minimal_problem(event)
