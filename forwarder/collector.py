@@ -193,6 +193,15 @@ class Collector:
         result.windows += 1
 
     def _deliver(self, batch: list[dict[str, Any]], watermark: int | None = None) -> int:
+        """Deliver and commit `batch` in slices of at most `batch_size` (a page may hold more:
+        a file's pages are 500 events), the watermark with the last slice."""
+        total = 0
+        while len(batch) > self.batch_size:
+            total += self._commit(batch[: self.batch_size])
+            batch = batch[self.batch_size :]
+        return total + self._commit(batch, watermark)
+
+    def _commit(self, batch: list[dict[str, Any]], watermark: int | None = None) -> int:
         if not batch and watermark is None:
             return 0
         return self.delivery.deliver_and_commit(
