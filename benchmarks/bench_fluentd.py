@@ -22,6 +22,7 @@ import msgpack
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from forwarder.sinks import Record, open_sink
+from tests.fluentd_support import FILE_OUTPUT
 from tests.peers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -196,21 +197,7 @@ FLUENTD_CONFIG = """<source>
 # What the shipped receivers do (an ack means "in a file buffer"), or nothing at all (`null`:
 # the receiver's own work out of the picture, leaving in_forward and the sink).
 OUTPUTS = {
-    "file": """<match **>
-  @type file
-  path {out}/${{tag}}
-  append true
-  <format>
-    @type json
-  </format>
-  <buffer tag>
-    @type file
-    path {out}/buffer
-    flush_mode interval
-    flush_interval 1s
-  </buffer>
-</match>
-""",
+    "file": FILE_OUTPUT,
     "null": """<match **>
   @type null
 </match>

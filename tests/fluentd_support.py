@@ -97,7 +97,11 @@ def forwarder(
 
 
 def json_lines(paths: list[Path]) -> list[dict[str, Any]]:
-    return [json.loads(line) for path in paths for line in path.read_text().splitlines() if line]
+    """Every whole line Fluentd wrote; a last line without its newline is still being
+    written (read while out_file appends) and is left for the next read."""
+    return [
+        json.loads(line) for path in paths for line in path.read_text().split("\n")[:-1] if line
+    ]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -115,6 +119,25 @@ def settled_lines(paths: Callable[[], list[Path]], count: int, timeout: float = 
     time.sleep(2.5)  # flush_interval is 1s: a duplicate would have arrived by now
     return json_lines(paths())
 
+
+# What in_forward received, as JSON lines in one file per tag behind a file buffer (an ack
+# then means "in the buffer", as with the shipped receivers). Format with out=DIRECTORY.
+FILE_OUTPUT = """<match **>
+  @type file
+  path {out}/${{tag}}
+  append true
+  <format>
+    @type json
+  </format>
+  <buffer tag>
+    @type file
+    path {out}/buffer
+    flush_mode interval
+    flush_interval 1s
+    flush_at_shutdown true
+  </buffer>
+</match>
+"""
 
 # Fluentd's own v1 config parser, with embedded Ruby ("#{ENV['X']}") kept as written, dumped
 # as JSON: the structure the packaging tests check is the one Fluentd reads.

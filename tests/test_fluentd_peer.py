@@ -16,6 +16,7 @@ import pytest
 
 from tests.fakes.events import make_events
 from tests.fluentd_support import (
+    FILE_OUTPUT,
     FORWARDER,
     SAMPLE,
     fluentd_peer,
@@ -59,21 +60,6 @@ OUTPUT = """<label @FLUENT_LOG>
 <filter **>
   @type fc_meta
 </filter>
-<match **>
-  @type file
-  path {out}/${{tag}}
-  append true
-  <format>
-    @type json
-  </format>
-  <buffer tag>
-    @type file
-    path {out}/buffer
-    flush_mode interval
-    flush_interval 1s
-    flush_at_shutdown true
-  </buffer>
-</match>
 """
 
 
@@ -95,7 +81,7 @@ class Receiver:
             + source(self.ports["tls"], tls)
             + source(self.ports["key"], SECURITY.format())
             + source(self.ports["tls_user"], tls, USER_AUTH.format())
-            + OUTPUT.format(out=self.out)
+            + (OUTPUT + FILE_OUTPUT).format(out=self.out)
         )
         self.peer = fluentd_peer().FluentdPeer(config, peer_workdir(), env=ENV)
 
@@ -277,7 +263,7 @@ def test_kill_9_mid_delivery_of_50000_events_loses_none_and_repeats_at_most_one_
     source_file.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
     port = free_port()
     out = tmp_path / "out"
-    config = source(port) + OUTPUT.format(out=out)
+    config = source(port) + (OUTPUT + FILE_OUTPUT).format(out=out)
     peer = fluentd_peer().FluentdPeer(config, peer_workdir())
 
     def delivered_bytes() -> int:

@@ -655,19 +655,16 @@ def thread_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def test_the_metrics_server_binds_loopback_by_default_and_idle_connections_cannot_pile_up_threads(
-    tmp_path: Path,
-) -> None:
-    events = events_with_one_unmappable(60, seed=72)
-    source = write_jsonl(tmp_path / "in.jsonl", events)
-    out, dead = tmp_path / "out.ndjson", tmp_path / "dl"
-    port = free_port()
-    daemon = start_daemon(
+def metrics_daemon(
+    tmp_path: Path, source: Path, out: Path, dead: Path, metrics_addr: str
+) -> subprocess.Popen:
+    """The daemon on `source` into a file sink, serving metrics and /healthz at `metrics_addr`."""
+    return start_daemon(
         tmp_path,
         "--input",
         str(source),
         "--metrics-addr",
-        f":{port}",
+        metrics_addr,
         "--sink",
         f"file:{out}",
         "--state",
@@ -676,6 +673,16 @@ def test_the_metrics_server_binds_loopback_by_default_and_idle_connections_canno
         str(dead),
         env=cli_env(),
     )
+
+
+def test_the_metrics_server_binds_loopback_by_default_and_idle_connections_cannot_pile_up_threads(
+    tmp_path: Path,
+) -> None:
+    events = events_with_one_unmappable(60, seed=72)
+    source = write_jsonl(tmp_path / "in.jsonl", events)
+    out, dead = tmp_path / "out.ndjson", tmp_path / "dl"
+    port = free_port()
+    daemon = metrics_daemon(tmp_path, source, out, dead, f":{port}")
     idle: list[socket.socket] = []
     try:
         wait_for(lambda: (r := healthz(port)) is not None and r.status_code == 200)
@@ -715,20 +722,7 @@ def test_the_metrics_server_listens_on_an_ipv6_literal(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", events)
     out, dead = tmp_path / "out.ndjson", tmp_path / "dl"
     port = free_port()
-    daemon = start_daemon(
-        tmp_path,
-        "--input",
-        str(source),
-        "--metrics-addr",
-        f"[::1]:{port}",
-        "--sink",
-        f"file:{out}",
-        "--state",
-        str(tmp_path / "s.db"),
-        "--dead-letter",
-        str(dead),
-        env=cli_env(),
-    )
+    daemon = metrics_daemon(tmp_path, source, out, dead, f"[::1]:{port}")
     try:
         response = wait_for(lambda: healthz(port, "[::1]"))
         assert response.status_code == 200

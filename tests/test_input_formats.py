@@ -22,6 +22,14 @@ def _iso(seconds: int, micros: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
 
 
+def _run_once(tmp_path: Path, source: str, *sinks: str, state: str = "s.db") -> list[str]:
+    """`run --once` of `source` (a path or `-`) into `sinks`, with a state in tmp_path."""
+    args = ["run", "--once", "--input", source, "--state", str(tmp_path / state)]
+    for sink in sinks:
+        args += ["--sink", sink]
+    return args
+
+
 def test_input_normalizes_effective_at_keeps_the_fraction_and_repeats_nothing(
     tmp_path: Path,
 ) -> None:
@@ -33,18 +41,7 @@ def test_input_normalizes_effective_at_keeps_the_fraction_and_repeats_nothing(
         exported.append({**event, "effective_at": forms[index % 4]})
     source = write_jsonl(tmp_path / "export.jsonl", exported)
     ecs, ocsf = tmp_path / "ecs.ndjson", tmp_path / "ocsf.ndjson"
-    args = [
-        "run",
-        "--once",
-        "--input",
-        str(source),
-        "--state",
-        str(tmp_path / "s.db"),
-        "--sink",
-        f"file:{ecs}?original=true",
-        "--sink",
-        f"file:{ocsf}?schema=ocsf",
-    ]
+    args = _run_once(tmp_path, str(source), f"file:{ecs}?original=true", f"file:{ocsf}?schema=ocsf")
     first = run_cli(*args, cwd=tmp_path)
     assert first.code == 0, first.stderr
     fractions = ("500", "", "250", "125")
@@ -73,17 +70,7 @@ def test_input_refuses_an_effective_at_that_is_no_time(tmp_path: Path) -> None:
     events[1]["effective_at"] = "last tuesday"
     source = write_jsonl(tmp_path / "bad.jsonl", events)
     out = tmp_path / "out.ndjson"
-    result = run_cli(
-        "run",
-        "--once",
-        "--input",
-        str(source),
-        "--state",
-        str(tmp_path / "s.db"),
-        "--sink",
-        f"file:{out}",
-        cwd=tmp_path,
-    )
+    result = run_cli(*_run_once(tmp_path, str(source), f"file:{out}"), cwd=tmp_path)
     assert result.code == 1, result.stderr
     assert "line 2" in result.stderr and "effective_at" in result.stderr
     assert read_ndjson(out) == []
@@ -98,28 +85,14 @@ def test_original_flag_and_a_bad_original_parameter(tmp_path: Path) -> None:
     assert [orjson.loads(d["raw_data"]) for d in docs] == events
     everywhere = tmp_path / "all.ndjson"
     run = run_cli(
-        "run",
-        "--once",
+        *_run_once(tmp_path, str(source), f"file:{everywhere}?schema=ocsf", state="all.db"),
         "--original",
-        "--input",
-        str(source),
-        "--state",
-        str(tmp_path / "all.db"),
-        "--sink",
-        f"file:{everywhere}?schema=ocsf",
         cwd=tmp_path,
     )
     assert run.code == 0, run.stderr
     assert [orjson.loads(d["raw_data"]) for d in read_ndjson(everywhere)] == events
     bad = run_cli(
-        "run",
-        "--once",
-        "--input",
-        str(source),
-        "--state",
-        str(tmp_path / "s.db"),
-        "--sink",
-        f"file:{tmp_path / 'o.ndjson'}?original=maybe",
+        *_run_once(tmp_path, str(source), f"file:{tmp_path / 'o.ndjson'}?original=maybe"),
         cwd=tmp_path,
     )
     assert bad.code == 2, bad.stderr
@@ -169,9 +142,7 @@ def _a_mix(events: list[dict]) -> bytes:
 
 
 def _sweep(tmp_path: Path, source: str, out: Path) -> list[str]:
-    sink = f"file:{out}"
-    state = str(tmp_path / "s.db")
-    return ["run", "--once", "--input", source, "--schema", "raw", "--sink", sink, "--state", state]
+    return [*_run_once(tmp_path, source, f"file:{out}"), "--schema", "raw"]
 
 
 @pytest.mark.parametrize(
