@@ -16,6 +16,7 @@ import pytest
 
 from tests.fakes.events import EVENT_TYPES, UNKNOWN_TYPES, is_tenant_scoped, make_events
 from tests.fakes.openai_api import FakeOpenAI
+from tests.fakes.rsyslog import Rsyslog
 
 REPO = Path(__file__).resolve().parents[1]
 # Types the endpoint lists without tenant_only (tenant-scoped ones need a stream of their own).
@@ -97,3 +98,12 @@ def recent_events(n: int, *, hours: float = 3, seed: int = 0, **kwargs: Any) -> 
     end = int(time.time()) - 120
     kwargs.setdefault("types", ORG_TYPES)
     return make_events(n, start=end - int(hours * 3600), end=end, seed=seed, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def rsyslog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rsyslog]:
+    """A real rsyslogd on loopback ports for the test module (skips without it, fails
+    under CI)."""
+    peer = Rsyslog(tmp_path_factory.mktemp("rsyslog")).start()
+    yield peer
+    peer.stop()

@@ -198,13 +198,6 @@ def assert_nothing_lost(feed: HostileFeed, received: list[str], letters: list[di
 
 
 @pytest.fixture(scope="module")
-def rsyslog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rsyslog]:
-    peer = Rsyslog(tmp_path_factory.mktemp("rsyslog")).start()
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture(scope="module")
 def moto() -> Iterator[Any]:
     from tests.test_sink_s3 import Moto
 

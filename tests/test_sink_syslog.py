@@ -7,7 +7,6 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,6 @@ pytestmark = pytest.mark.peer
 EPOCH = 1_748_779_200  # 2025-06-01T12:00:00Z
 TRANSPORTS = ["udp", "tcp", "tls", "relp", "relp+tls"]
 SD_ID = re.compile(r'id="((?:[^"\\]|\\.)*)"')
-
-
-@pytest.fixture(scope="module")
-def rsyslog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rsyslog]:
-    peer = Rsyslog(tmp_path_factory.mktemp("rsyslog")).start()
-    yield peer
-    peer.stop()
 
 
 def records(tag: str, count: int, event_type: str = "api_key.created") -> list[Record]:

@@ -32,13 +32,6 @@ SD_ID = re.compile(r'id="([^"]+)"')
 
 
 @pytest.fixture(scope="module")
-def rsyslog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rsyslog]:
-    peer = Rsyslog(tmp_path_factory.mktemp("rsyslog-e2e")).start()
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     try:
         from moto.server import ThreadedMotoServer
