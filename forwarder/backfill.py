@@ -1,6 +1,7 @@
 """Backfill: split `[since, until)` into windows, fetch them concurrently, and deliver and commit
 each window independently, so that re-running the same command resumes where it stopped. A
-window denser than the page budget is split, its untouched older part fetched in parallel."""
+window denser than the page budget is split, its untouched older part fetched in parallel.
+A backfill up to now hands over to the live stream when that has no checkpoint yet."""
 
 from __future__ import annotations
 
@@ -8,21 +9,153 @@ import hashlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from forwarder.config import Settings, stream_targets, warn_insecure
 from forwarder.delivery import Delivery
-from forwarder.errors import ForwarderError, SourceError
-from forwarder.logs import get_logger
+from forwarder.errors import ConfigError, ForwarderError, SourceError, Stopped
+from forwarder.logs import get_logger, redact
+from forwarder.runtime import Runtime, install_stop_handlers
 from forwarder.sources import Source
+from forwarder.sources.openai_api import TenantRefused
 from forwarder.state import BackfillJob, Handover, State, Window, backfill_scope
+from forwarder.timeparse import parse_when
+
+# The ids of the last day go over to the live stream at a hand-over, not just of its
+# --overlap: whatever overlap `run` is given, its first re-read finds them.
+HANDOVER_IDS_SECONDS = 86_400
 
 
-class Interrupted(ForwarderError):
+class BackfillInterrupted(ForwarderError):
     """Stopped before every window was delivered; the same command resumes."""
+
+    def __init__(self) -> None:
+        super().__init__("backfill interrupted; run the same command to resume")
+
+
+@dataclass(frozen=True)
+class BackfillRequest:
+    """What the `backfill` command asks for, as given (`until` None: up to now - lag)."""
+
+    since: str
+    until: str | None = None
+    concurrency: int = 4
+    page_budget: int = 50
+    restart: bool = False
+
+
+@dataclass
+class BackfillReport:
+    """What one stream's backfill did."""
+
+    stream: str
+    since: int = 0
+    until: int = 0
+    already_complete: bool = False  # finished by an earlier run (--restart runs it again)
+    windows: int = 0
+    events: int = 0
+    dead_lettered: int = 0
+    elapsed: float = 0.0
+    handed_over: bool = False  # the live stream now continues where this backfill ended
+    live_kept: bool = False  # it would have, but the live stream has a checkpoint already
+    tenant_refused: str | None = None  # a tenant companion the API refused: not backfilled
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.elapsed if self.elapsed else 0.0
+
+
+def backfill_streams(
+    settings: Settings,
+    request: BackfillRequest,
+    *,
+    stream_given: bool,
+    on_progress: Callable[[Progress, int], None] | None = None,
+) -> Iterator[BackfillReport]:
+    """Backfill every configured stream (or the one --stream names) one after the other, each
+    with a job of its own, and each followed by its tenant companion; a report per stream.
+    A companion whose listing the API refuses is reported, not a failure."""
+    targets = stream_targets(settings, stream_given)
+    warn_insecure(targets)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    for target in targets:
+        try:
+            yield run_backfill(target, request, stop, on_progress)
+        except TenantRefused as exc:
+            if not target.tenant_companion:
+                raise
+            yield BackfillReport(target.stream, tenant_refused=redact(str(exc)))
+
+
+def run_backfill(
+    settings: Settings,
+    request: BackfillRequest,
+    stop: threading.Event,
+    on_progress: Callable[[Progress, int], None] | None = None,
+) -> BackfillReport:
+    """Backfill one stream: find the job these arguments started before (or plan it), deliver
+    its windows, and hand over to the live stream when this backfill runs up to now and the
+    live stream has no checkpoint yet. A backfill with an explicit end fills a gap and never
+    touches the live checkpoint."""
+    try:
+        since = parse_when(request.since)
+        until = parse_when(request.until) if request.until else int(time.time() - settings.lag)
+    except ValueError as exc:
+        raise ConfigError(f"invalid setting since/until: {exc}") from None
+    if until <= since:
+        raise ConfigError("invalid setting until: must be later than --since")
+    arguments = {
+        "since": request.since,
+        "until": request.until,
+        "window": settings.window,
+        "filters": settings.filters(),
+        "input": settings.input,
+        "base_url": settings.base_url,
+    }
+    command = f"backfill --since {request.since}"
+    with Runtime(settings, command, "backfill {stream}", stop=stop) as rt:
+        rt.open()
+        assert rt.source and rt.state and rt.delivery
+        if request.restart:
+            rt.state.delete_job(job_key(rt.stream, arguments))
+        job = find_or_create_job(rt.state, rt.stream, arguments, since, until, int(settings.window))
+        report = BackfillReport(rt.stream, job.since, job.until)
+        if job.finished_at is not None:
+            report.already_complete = True
+            return report
+        handover = None
+        if request.until is None and rt.source.live:
+            keep_from = job.until - max(int(settings.overlap), HANDOVER_IDS_SECONDS)
+            handover = Handover(rt.stream, job.until, keep_from)
+        started = time.monotonic()
+        runner = Backfill(
+            job=job,
+            source=rt.source,
+            delivery=rt.delivery,
+            state=rt.state,
+            batch_size=settings.batch_size,
+            concurrency=request.concurrency,
+            page_budget=request.page_budget,
+            stop=stop,
+            on_progress=on_progress,
+            handover=handover,
+        )
+        try:
+            progress = runner.run()
+        except Stopped:
+            raise BackfillInterrupted() from None
+        report.elapsed = time.monotonic() - started
+        report.windows = progress.windows_done
+        report.events = progress.events
+        report.dead_lettered = rt.delivery.dead_letters.count
+        report.handed_over = progress.handed_over
+        report.live_kept = handover is not None and not progress.handed_over
+        return report
 
 
 def job_key(stream: str, arguments: dict[str, Any]) -> str:
@@ -172,7 +305,7 @@ class Backfill:
         try:
             while outstanding:
                 if self.stop.is_set():
-                    raise Interrupted("backfill interrupted; run the same command to resume")
+                    raise BackfillInterrupted()
                 try:
                     kind, window, payload = self._out.get(timeout=0.2)
                 except queue.Empty:
@@ -184,7 +317,7 @@ class Backfill:
                         else SourceError(f"backfill window {window.start}-{window.end}: {payload}")
                     )
                 if kind == "abandoned":
-                    raise Interrupted("backfill interrupted; run the same command to resume")
+                    raise BackfillInterrupted()
                 if window not in seen:
                     seen[window] = self.state.delivered_ids(self.scope, window.start, window.end)
                     buffers[window] = []

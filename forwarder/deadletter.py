@@ -197,6 +197,42 @@ def read_dead_letters(directory: Path) -> Iterator[tuple[Path, int, dict[str, An
         yield from read_file(path)
 
 
+def summarize(directory: Path) -> dict[str, Any]:
+    """The dead letters of `directory` counted by stream, sink, schema and reason (its text up
+    to the first colon), with the files, the oldest and newest time and every unreadable line
+    (`deadletter list`)."""
+    groups: dict[tuple[str, str, str, str], int] = {}
+    files: set[str] = set()
+    times: list[str] = []
+    bad_lines: list[dict[str, Any]] = []
+    for path, number, letter in read_dead_letters(directory):
+        files.add(path.name)
+        if "unreadable" in letter:
+            bad_lines.append({"file": path.name, "line": number, "problem": letter["unreadable"]})
+        reason = str(letter.get("reason") or "")
+        key = (
+            str(letter.get("stream") or "-"),
+            str(letter.get("sink") or "-"),
+            str(letter.get("schema") or "-"),
+            reason.split(":", 1)[0],
+        )
+        groups[key] = groups.get(key, 0) + 1
+        if letter.get("time"):
+            times.append(str(letter["time"]))
+    return {
+        "directory": str(directory),
+        "total": sum(groups.values()),
+        "files": sorted(files),
+        "oldest": min(times, default=None),
+        "newest": max(times, default=None),
+        "groups": [
+            {"stream": k[0], "sink": k[1], "schema": k[2], "reason": k[3], "count": n}
+            for k, n in sorted(groups.items())
+        ],
+        "bad_lines": bad_lines,
+    }
+
+
 def read_file(path: Path) -> Iterator[tuple[Path, int, dict[str, Any]]]:
     """(file, line number, letter) per line. A line that is not a JSON object (torn by a crash
     mid-append, edited by hand) is kept visible, never dropped: a letter whose `unreadable`

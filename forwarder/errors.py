@@ -40,3 +40,9 @@ class Stopped(ForwarderError):
 
 class DeliveryError(ForwarderError):
     """A sink did not accept a batch within the retry budget."""
+
+
+def one_line(value: object) -> str:
+    """`value` as text on one line: every run of whitespace (line breaks included) becomes
+    one space. Errors are reported as one line, whatever a peer or a library put in them."""
+    return " ".join(str(value).split())

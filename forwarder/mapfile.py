@@ -5,14 +5,49 @@ reported with its place, never skipped silently."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
 
+from forwarder.config import Settings
 from forwarder.effective_at import normalize
+from forwarder.errors import ForwarderError
 from forwarder.eventfile import Found, Reader, Report, contents, where
+from forwarder.files import make_private_dirs
+from forwarder.schemas import build_mappers
 from mappings.registry import MapFunction, MappingError
+
+
+def map_path(settings: Settings, schema: str, input_path: str, output: str, report: Report) -> int:
+    """`map`: the events of the file `input_path` (`-`: stdin) mapped to `schema`, one NDJSON
+    line each, into `output` (`-`: stdout; a file is created owner-only, as the file sink's).
+    Returns how many values could not be mapped, each reported."""
+    mapper = build_mappers(settings, {schema})[schema]
+    source = sys.stdin.buffer if input_path == "-" else _open_input(input_path)
+    target = sys.stdout.buffer if output == "-" else _open_output(output)
+    with source, target:
+        return map_file(source, target, mapper, report)
+
+
+def _open_input(path: str) -> Any:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise ForwarderError(f"input {path}: {exc.strerror or exc}") from None
+
+
+def _open_output(path: str) -> Any:
+    try:
+        # Event data: owner only, as the file sink writes it.
+        make_private_dirs(Path(path).parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        return open(fd, "wb", buffering=1 << 20)
+    except OSError as exc:
+        raise ForwarderError(f"output {path}: {exc.strerror or exc}") from None
 
 
 def map_file(source: BinaryIO, target: BinaryIO, mapper: MapFunction, report: Report) -> int:

@@ -9,13 +9,33 @@ import threading
 from collections.abc import Sequence
 
 from forwarder.collector import Collector
-from forwarder.config import Settings
-from forwarder.delivery import Stopped
-from forwarder.errors import ConfigError, ForwarderError, StateLockedError
-from forwarder.health import Health
+from forwarder.config import Settings, stream_groups, warn_insecure
+from forwarder.errors import ConfigError, ForwarderError, StateLockedError, Stopped
+from forwarder.health import Health, serve_metrics
 from forwarder.logs import get_logger
-from forwarder.runtime import Runtime, SinkPool, start_at, stream_name
+from forwarder.runtime import Runtime, SinkPool, install_stop_handlers, start_at, stream_name
 from forwarder.timeparse import format_when
+
+
+def serve(settings: Settings, *, once: bool, stream_given: bool) -> None:
+    """The `run` command: every configured stream (or the one --stream names) with its tenant
+    companion, until SIGTERM/SIGINT (or one sweep each with `once`), with /metrics and /healthz
+    when `metrics_addr` is set. Raises when a stream failed (--once) or cannot start."""
+    groups = stream_groups(settings, stream_given)
+    warn_insecure([target for group in groups for target in group])
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    health = Health(settings.health_threshold)
+    if settings.metrics_addr:
+        serve_metrics(settings.metrics_addr, health)
+    if len(groups) == 1:  # a stream and its tenant companion, swept one after the other
+        run_stream(groups[0][0], once, stop, health, companions=groups[0][1:])
+        return
+    failures = run_streams(groups, once, stop, health)
+    if failures:
+        names = ", ".join(name for name, _ in failures)
+        first = failures[0][1]
+        raise ForwarderError(f"{len(failures)} of {len(groups)} streams failed ({names}): {first}")
 
 
 def run_stream(

@@ -302,6 +302,10 @@ class State:
         ).fetchone()
         return None if row is None else row[0]
 
+    def sink_positions(self) -> list[tuple[str, str]]:
+        """(sink, committed position) of every sink this state has seen."""
+        return list(self.db.execute("SELECT sink, position FROM sink_positions"))
+
     def set_sink_positions(self, positions: Mapping[str, str | None]) -> None:
         with self._transaction() as db:
             self._write_positions(db, positions)

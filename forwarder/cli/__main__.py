@@ -1,0 +1,5 @@
+"""`python -m forwarder.cli` runs the command-line interface, as `python -m forwarder` does."""
+
+from forwarder.cli import main
+
+main()
