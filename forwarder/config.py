@@ -269,9 +269,16 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if _CONFIG_FILE[0] is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_CONFIG_FILE[0]))
+        if settings_cls.model_config.get("toml_file") is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
+
+    @classmethod
+    def reading(cls, config_file: Path) -> type[Settings]:
+        """These settings with the TOML file `config_file` below flags and environment: a class
+        of its own per load, so that no load ever sees another's file."""
+        config = SettingsConfigDict(toml_file=config_file)
+        return type("FileSettings", (cls,), {"model_config": config, "__module__": __name__})
 
     @field_validator("streams")
     @classmethod
@@ -499,24 +506,17 @@ def listen_address(value: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-# The TOML file named by --config; settings_customise_sources is a classmethod, so the path
-# reaches it here for the duration of one load.
-_CONFIG_FILE: list[Path | None] = [None]
-
-
 def load_settings(config_file: Path | None = None, **cli: Any) -> Settings:
     """Build the settings; `cli` holds only the flags the user actually gave."""
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"invalid setting config: {config_file} is not a readable file")
-    _CONFIG_FILE[0] = config_file
+    settings_cls = Settings if config_file is None else Settings.reading(config_file)
     try:
-        return Settings(**{k: v for k, v in cli.items() if v is not None})
+        return settings_cls(**{k: v for k, v in cli.items() if v is not None})
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
     except ValueError as exc:  # TOML syntax errors and the like
         raise ConfigError(f"invalid config file {config_file}: {_first_line(exc)}") from None
-    finally:
-        _CONFIG_FILE[0] = None
 
 
 def describe_validation_error(exc: ValidationError) -> str:

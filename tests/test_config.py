@@ -137,3 +137,33 @@ def test_when_accepts_iso_dates_unix_seconds_and_spans_ago() -> None:
     assert parse_when("24h", now=1767225600) == 1767225600 - 86400
     with pytest.raises(ValueError, match="is not a time"):
         parse_when("last tuesday")
+
+
+def test_each_load_reads_its_own_config_file_also_from_threads_at_once(tmp_path: Path) -> None:
+    """No load sees another's file: the file is a property of the load, not of the module."""
+    import sys
+    import threading
+
+    files = []
+    for n in range(4):
+        files.append(tmp_path / f"{n}.toml")
+        files[-1].write_text(f'stream = "from-file-{n}"\n')
+    wrong: list[str] = []
+
+    def load(n: int) -> None:
+        for _ in range(40):
+            got = load_settings(files[n] if n < 4 else None).stream
+            if got != (f"from-file-{n}" if n < 4 else "default"):
+                wrong.append(f"load {n} got {got}")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # interleave the loads as much as the interpreter can
+    try:
+        threads = [threading.Thread(target=load, args=(n,)) for n in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == []
