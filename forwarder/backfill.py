@@ -325,10 +325,11 @@ class Backfill:
                 buffer = buffers[window]
                 if kind == "page":
                     self.delivery.take_new(payload, seen[window], buffer)
-                    if len(buffer) >= self.batch_size:
-                        counts[window] += self._commit(buffer)
-                        progress.events += len(buffer)
-                        buffer.clear()
+                    if len(buffer) >= self.batch_size:  # full batches now, the rest waits
+                        full = len(buffer) - len(buffer) % self.batch_size
+                        counts[window] += self._commit(buffer[:full])
+                        progress.events += full
+                        del buffer[:full]
                 elif kind == "done":
                     counts[window] += self._commit(
                         buffer, window_done=(self.job.job, window, counts[window] + len(buffer))
@@ -368,9 +369,16 @@ class Backfill:
                 thread.join(timeout=5)
 
     def _commit(self, batch: list[dict[str, Any]], **changes: Any) -> int:
+        """Deliver and commit `batch` in slices of at most `batch_size` (a page may hold more:
+        a file's pages are 500 events, and a window ends with what its last pages left), the
+        window's `changes` with the last slice."""
         if self.handover is not None:
             changes["keep_ids_from"] = self.handover.keep_from
-        return self.delivery.deliver_and_commit(self.state, self.scope, batch, **changes)
+        total = 0
+        while len(batch) > self.batch_size:
+            head, batch = batch[: self.batch_size], batch[self.batch_size :]
+            total += self.delivery.deliver_and_commit(self.state, self.scope, head)
+        return total + self.delivery.deliver_and_commit(self.state, self.scope, batch, **changes)
 
     @staticmethod
     def _forget(window: Window, *tables: dict) -> None:
