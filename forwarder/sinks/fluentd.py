@@ -20,6 +20,7 @@ from typing import Any
 import msgpack
 from fluent.sender import EventTime
 
+from forwarder.errors import one_line
 from forwarder.sinks.base import Record, Rejection, Sink, SinkConfigError, SinkError, SinkSpec
 
 KNOWN_PARAMS = {
@@ -79,10 +80,6 @@ def _as_bytes(value: Any) -> bytes:
     raise _Retryable(f"invalid HELO field {type(value).__name__}")
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
@@ -96,7 +93,7 @@ def _describe(exc: BaseException) -> str:
         return f"cannot resolve host ({exc.strerror})"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    return _one_line(str(exc)) or type(exc).__name__
+    return one_line(str(exc)) or type(exc).__name__
 
 
 @dataclass(slots=True)
@@ -126,7 +123,7 @@ class _Connection:
             except (ValueError, msgpack.UnpackException) as exc:
                 raise _Retryable(
                     f"invalid msgpack from the server while waiting for {waiting_for}: "
-                    f"{_one_line(str(exc))[:80]}"
+                    f"{one_line(str(exc))[:80]}"
                 ) from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -276,7 +273,7 @@ class FluentdSink(Sink):
                     continue
                 if attempt >= self.retries:
                     raise SinkError(
-                        f"{self._prefix}: {_one_line(reason)} "
+                        f"{self._prefix}: {one_line(reason)} "
                         f"({attempt} attempt{'s' if attempt > 1 else ''}, "
                         f"{len(pending)} chunk(s) unacknowledged)"
                     ) from None
@@ -302,7 +299,7 @@ class FluentdSink(Sink):
             if cause := self._mismatch_of(conn, exc):
                 raise SinkError(f"{self._prefix}: {cause}", permanent=True) from None
             reason = str(exc) if isinstance(exc, _Retryable) else _describe(exc)
-            raise SinkError(f"{self._prefix}: {_one_line(reason)}") from None
+            raise SinkError(f"{self._prefix}: {one_line(reason)}") from None
         finally:
             self._disconnect()
         parts = ["tls" if self._ssl_context is not None else "tcp"]
@@ -335,7 +332,7 @@ class FluentdSink(Sink):
             except (TypeError, ValueError, OverflowError) as exc:
                 self._packer.reset()
                 rejections.append(
-                    Rejection(record, f"cannot encode as msgpack: {_one_line(str(exc))}")
+                    Rejection(record, f"cannot encode as msgpack: {one_line(str(exc))}")
                 )
                 continue
             if parts and size + len(entry) > self.chunk_bytes:
@@ -396,13 +393,13 @@ class FluentdSink(Sink):
                 sock.do_handshake()
         except ssl.SSLCertVerificationError as exc:
             raise _Fatal(
-                f"TLS certificate verification failed: {_one_line(exc.verify_message or str(exc))}"
+                f"TLS certificate verification failed: {one_line(exc.verify_message or str(exc))}"
             ) from None
         except ssl.SSLError as exc:
             # A plain receiver that closed on our ClientHello fails like a broken TLS one.
             if exc.reason in NOT_TLS_REASONS or self._probe(tls=False) in ("helo", "ack"):
                 raise _Fatal(NOT_TLS) from None
-            raise _Retryable(f"TLS handshake failed: {_one_line(exc.reason or str(exc))}") from None
+            raise _Retryable(f"TLS handshake failed: {one_line(exc.reason or str(exc))}") from None
         except TimeoutError:
             raise _Timeout(f"no TLS handshake within {self.connect_timeout:g}s") from None
         except OSError:
@@ -517,7 +514,7 @@ class FluentdSink(Sink):
             raise _Fatal("invalid PONG from the server")
         _, ok, reason, server_hostname, server_digest = pong
         if ok is not True:
-            reason = _one_line(str(reason))[:200] or "no reason"
+            reason = one_line(str(reason))[:200] or "no reason"
             if "password" in reason or "username" in reason:
                 raise _Fatal(f"user name or password rejected by the server ({reason})")
             if "shared_key" in reason:

@@ -10,7 +10,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from forwarder import __version__
+from forwarder import __version__, errors
 from forwarder.sinks.base import SinkError
 
 MAX_TXNR = 999_999_999
@@ -29,7 +29,7 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, socket.timeout | TimeoutError):
         return "timed out"
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return " ".join((text or type(exc).__name__).split())
+    return errors.one_line(text or type(exc).__name__)
 
 
 class RelpSession:

@@ -18,7 +18,7 @@ import httpx
 import orjson
 
 from forwarder import __version__, metrics
-from forwarder.errors import AuthError, SourceError, Stopped
+from forwarder.errors import AuthError, SourceError, Stopped, one_line
 from forwarder.logs import get_logger
 from forwarder.sources import Page, Source
 from forwarder.sources.transport import (
@@ -227,10 +227,10 @@ class OpenAIAuditLogSource(Source):
                     # Retrying cannot change a certificate, as for the sinks: final.
                     raise SourceError(
                         f"OpenAI API {self.base_url}: TLS certificate rejected: "
-                        f"{_one_line(bad.verify_message or bad)}; set ca_file to the CA that "
+                        f"{one_line(bad.verify_message or bad)}; set ca_file to the CA that "
                         "signed it"
                     ) from None
-                problem = f"cannot reach {self.base_url} ({_one_line(exc) or type(exc).__name__})"
+                problem = f"cannot reach {self.base_url} ({one_line(exc) or type(exc).__name__})"
             else:
                 metrics.API_REQUESTS.labels(str(status)).inc()
                 if status == 200:
@@ -322,7 +322,7 @@ class OpenAIAuditLogSource(Source):
 
     def _scrub(self, text: str) -> str:
         text = text.replace(self._key, "[REDACTED]") if self._key else text
-        return _one_line(_KEY_LIKE.sub("sk-[REDACTED]", text))
+        return one_line(_KEY_LIKE.sub("sk-[REDACTED]", text))
 
 
 class TenantRefused(SourceError):
@@ -419,7 +419,3 @@ def parse_reset(text: str) -> float | None:
         return None
     hours, minutes, seconds, millis = (float(g) if g else 0.0 for g in match.groups())
     return hours * 3600 + minutes * 60 + seconds + millis / 1000
-
-
-def _one_line(value: object) -> str:
-    return " ".join(str(value).split())
