@@ -5,11 +5,8 @@ a letter whose content is already in the directory is not written again."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import reprlib
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,15 +15,10 @@ from typing import Any
 
 import orjson
 
+from forwarder.deepjson import DEEP_NESTING, dumps_deep, loads_deep
 from forwarder.errors import StorageError
 from forwarder.files import make_private_dirs
 from forwarder.logs import redact
-
-# An event orjson cannot encode (nested deeper than 254 levels, an integer beyond 64 bits) is
-# kept as JSON text written by the standard library, which recurses in Python: up to this
-# depth, under a raised recursion limit; deeper, only a truncated repr is kept.
-TEXT_MAX_NESTING = 5000
-_RECURSION = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -53,40 +45,25 @@ class DeadLetter:
             fields.update(_event_as_text(self.event))
         return fields
 
-    def to_json(self) -> bytes:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.time))
-        return orjson.dumps({"time": stamp, **self.fields()}, default=repr)
-
 
 def _event_as_text(event: Any) -> dict[str, Any]:
-    """The stored form of an event orjson cannot encode: `event_json` (the whole event as
-    JSON text), or `event_repr` (a truncated repr) when even that is too deep; `event_note`
-    says which."""
-    from forwarder.model import nested_deeper_than
-
-    if not nested_deeper_than(event, TEXT_MAX_NESTING):
-        with _RECURSION:
-            limit = sys.getrecursionlimit()
-            sys.setrecursionlimit(max(limit, 3 * TEXT_MAX_NESTING))
-            try:
-                text = json.dumps(event, default=repr, sort_keys=True)
-            except (TypeError, ValueError, RecursionError):
-                text = None
-            finally:
-                sys.setrecursionlimit(limit)
-        if text is not None:
-            return {
-                "event": None,
-                "event_json": text,
-                "event_note": "orjson cannot encode this event; it is kept whole as JSON text",
-            }
+    """The stored form of an event orjson cannot encode (nested deeper than 254 levels, an
+    integer beyond 64 bits): `event_json` (the whole event as JSON text, written by the
+    standard library), or `event_repr` (a truncated repr) when even that is too deep;
+    `event_note` says which."""
+    text = dumps_deep(event)
+    if text is not None:
+        return {
+            "event": None,
+            "event_json": text,
+            "event_note": "orjson cannot encode this event; it is kept whole as JSON text",
+        }
     short = reprlib.Repr()
     short.maxlevel, short.maxstring, short.maxother = 20, 2000, 200
     return {
         "event": None,
         "event_repr": short.repr(event),
-        "event_note": f"nested deeper than {TEXT_MAX_NESTING} levels; only a truncated "
-        "repr is kept",
+        "event_note": f"nested deeper than {DEEP_NESTING} levels; only a truncated repr is kept",
     }
 
 
@@ -95,15 +72,10 @@ def letter_event(letter: dict[str, Any]) -> Any:
     text = letter.get("event_json")
     if letter.get("event") is not None or not isinstance(text, str):
         return letter.get("event")
-    with _RECURSION:
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(limit, 3 * TEXT_MAX_NESTING))
-        try:
-            return json.loads(text)
-        except (ValueError, RecursionError):
-            return text
-        finally:
-            sys.setrecursionlimit(limit)
+    try:
+        return loads_deep(text)
+    except ValueError:
+        return text
 
 
 def content_hash(fields: dict[str, Any]) -> str:

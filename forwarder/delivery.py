@@ -15,8 +15,8 @@ import orjson
 from forwarder import metrics
 from forwarder.deadletter import DeadLetter, DeadLetters
 from forwarder.errors import DeliveryError, Stopped
+from forwarder.intake import intake_problem
 from forwarder.logs import get_logger
-from forwarder.model import intake_problem
 from forwarder.sinks.base import Record, Sink, SinkError
 from forwarder.state import Commit, State
 from mappings.registry import MapFunction, MappingError

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from forwarder.model import PARSE_MAX_NESTING, deep_recursion, loads_deep
+from forwarder.deepjson import DEEP_NESTING, deep_recursion, loads_deep
 
 Report = Callable[[str, str], None]  # (where: "line 12", "lines 5-9", reason)
 Found = tuple[Any, int, str]  # (value, its first line, its path: "", " data[4]", " [2] data[0]")
@@ -139,7 +139,7 @@ def _values(chunk: bytes, first: int, report: Report) -> Iterator[Found]:
             report(_span(line, text[pos:resume]), f"invalid JSON ({at})")
             pos = resume
             continue
-        except ValueError as exc:  # NaN, Infinity, nested past PARSE_MAX_NESTING
+        except ValueError as exc:  # NaN, Infinity, nested past DEEP_NESTING
             resume = _resume(text, pos)
             report(_span(line, text[pos:resume]), f"invalid JSON ({exc})")
             pos = resume
@@ -211,7 +211,7 @@ def _raw_decode(text: str, pos: int) -> tuple[Any, int]:
         try:
             return _DECODER.raw_decode(text, pos)
         except RecursionError:
-            raise ValueError(f"nested deeper than {PARSE_MAX_NESTING} levels") from None
+            raise ValueError(f"nested deeper than {DEEP_NESTING} levels") from None
 
 
 def _depth(line: bytes) -> int:

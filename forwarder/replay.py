@@ -21,8 +21,8 @@ from forwarder.deadletter import (
     read_file,
 )
 from forwarder.delivery import Delivery
+from forwarder.intake import intake_problem
 from forwarder.logs import get_logger
-from forwarder.model import intake_problem
 from forwarder.runtime import build_sinks
 from forwarder.schemas import build_mappers
 from forwarder.sinks.base import Sink

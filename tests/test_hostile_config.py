@@ -831,11 +831,11 @@ def test_a_stream_name_with_dots_inside_is_kept_in_its_own_directory(tmp_path: P
 
 
 def test_redaction_reaches_text_and_json_logs_and_thread_crashes_in_process(
-    capfd: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """The one redaction place, exercised directly: exception text in text and JSON logs, a
     crashing thread, /healthz last_error and a dead-letter reason."""
-    from forwarder.deadletter import DeadLetter
+    from forwarder.deadletter import DeadLetters
     from forwarder.health import Health
     from forwarder.logs import register_secret, setup_logging
 
@@ -853,7 +853,10 @@ def test_redaction_reaches_text_and_json_logs_and_thread_crashes_in_process(
     thread.join()
     health = Health(60)
     health.failure("default", leak)
-    letter = DeadLetter(0.0, "default", leak, {"id": "audit_log-1"}).to_json().decode()
+    DeadLetters(tmp_path / "dead", "default").add(leak, {"id": "audit_log-1"})
+    (letter_file,) = (tmp_path / "dead").iterdir()
+    letter = letter_file.read_text()
+    assert "audit_log-1" in letter
     captured = capfd.readouterr()
     texts = [captured.out, captured.err, orjson.dumps(health.report()[1]).decode(), letter]
     assert captured.err.count("[REDACTED]") >= 10

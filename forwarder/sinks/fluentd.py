@@ -100,7 +100,6 @@ def _describe(exc: BaseException) -> str:
 class _Chunk:
     chunk_id: str
     message: bytes
-    size: int
 
 
 class _Connection:
@@ -336,15 +335,15 @@ class FluentdSink(Sink):
                 )
                 continue
             if parts and size + len(entry) > self.chunk_bytes:
-                chunks.append(self._chunk(parts, size))
+                chunks.append(self._chunk(parts))
                 parts, size = [], 0
             parts.append(entry)
             size += len(entry)
         if parts:
-            chunks.append(self._chunk(parts, size))
+            chunks.append(self._chunk(parts))
         return chunks, rejections
 
-    def _chunk(self, parts: list[bytes], size: int) -> _Chunk:
+    def _chunk(self, parts: list[bytes]) -> _Chunk:
         entries = b"".join(parts)
         # The id stays the same when the chunk is resent, so a receiver can de-duplicate.
         chunk_id = base64.b64encode(os.urandom(16)).decode("ascii")
@@ -353,7 +352,7 @@ class FluentdSink(Sink):
             entries = gzip.compress(entries, compresslevel=1, mtime=0)
             option["compressed"] = "gzip"
         message = self._packer.pack([self.tag, entries, option])
-        return _Chunk(chunk_id, message, len(parts))
+        return _Chunk(chunk_id, message)
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -530,7 +529,7 @@ class FluentdSink(Sink):
         chunk_id = base64.b64encode(os.urandom(16)).decode("ascii")
         conn.sock.settimeout(self.ack_timeout)
         conn.sock.sendall(self._packer.pack([self.tag, [], {"chunk": chunk_id}]))
-        self._read_ack(conn, {chunk_id: _Chunk(chunk_id, b"", 0)})
+        self._read_ack(conn, {chunk_id: _Chunk(chunk_id, b"")})
 
     def _send_and_wait(self, conn: _Connection, pending: dict[str, _Chunk]) -> None:
         """Send the pending chunks (at most MAX_IN_FLIGHT unacked at a time, so that unread

@@ -15,7 +15,7 @@ from typing import IO, Any
 from forwarder.effective_at import normalize
 from forwarder.errors import SourceError
 from forwarder.eventfile import read_events, where
-from forwarder.model import minimal_problem
+from forwarder.intake import minimal_problem
 from forwarder.sources import Page, Source
 
 PAGE_SIZE = 500

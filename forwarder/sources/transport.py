@@ -17,7 +17,7 @@ import httpcore
 import httpx
 import orjson
 
-from forwarder.model import loads_deep
+from forwarder.deepjson import loads_deep
 
 # How long a blocked socket operation waits before it looks at the stop signal and the
 # deadline again; SIGTERM is then honoured within this (plus a little) even mid-request.
