@@ -44,7 +44,6 @@ class Collector:
         state: State,
         lag: float,
         overlap: float,
-        window: float,
         batch_size: int,
         start_at: Callable[[], int],
         stop: threading.Event | None = None,
@@ -57,7 +56,6 @@ class Collector:
         self.state = state
         self.lag = int(lag)
         self.overlap = int(overlap)
-        self.window = max(1, int(window))  # the file source's unit; the API's span is whole
         self.batch_size = batch_size
         self.start_at = start_at
         self.stop = stop or threading.Event()

@@ -111,7 +111,6 @@ def _collector(rt: Runtime, settings: Settings, stop: threading.Event) -> Collec
         state=rt.state,
         lag=settings.lag,
         overlap=settings.overlap,
-        window=settings.window,
         batch_size=settings.batch_size,
         start_at=functools.partial(start_at, settings, rt.source),
         stop=stop,

@@ -77,7 +77,6 @@ def collector_for(
         state=state,
         lag=LAG,
         overlap=OVERLAP,
-        window=300,
         batch_size=batch_size,
         start_at=lambda: BASE,
     )

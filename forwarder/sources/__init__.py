@@ -1,4 +1,5 @@
-"""Audit-log sources: the OpenAI Admin API and JSONL files. Each yields pages, newest first."""
+"""Audit-log sources: the OpenAI Admin API, whose pages list events newest first, and input
+files (`--input`), whose pages hold the events in file order."""
 
 from __future__ import annotations
 
