@@ -1,7 +1,7 @@
 """The file source of `--input`: a file (or stdin) of whatever `map` reads (events, saved list
 responses, arrays; one per line, pretty-printed or one after the other). The whole input is
 checked before anything is delivered, so a malformed line stops the run with its line number
-and the state untouched."""
+and the state untouched. The API's list filters apply to the file as the API applies them."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ class JsonlSource(Source):
         filters = filters or {}
         self._types = set(filters.get("event_types") or ())
         self._projects = set(filters.get("project_ids") or ())
+        self._actor_ids = set(filters.get("actor_ids") or ())
+        self._actor_emails = set(filters.get("actor_emails") or ())
+        self._resource_ids = set(filters.get("resource_ids") or ())
         self.count = self._validate()
 
     def _open(self) -> IO[bytes]:
@@ -83,11 +86,22 @@ class JsonlSource(Source):
         raise SourceError(f"input {self.label}: {where}: {problem} (changed while read)")
 
     def _wanted(self, event: dict[str, Any]) -> bool:
+        """Whether the API would list `event` under the same filters: each filter given
+        must match one of its values."""
         if self._types and event["type"] not in self._types:
             return False
         if self._projects:
             project = event.get("project")
-            return isinstance(project, dict) and project.get("id") in self._projects
+            if not (isinstance(project, dict) and project.get("id") in self._projects):
+                return False
+        if self._actor_ids or self._actor_emails:
+            ids, emails = actor_keys(event)
+            if self._actor_ids and self._actor_ids.isdisjoint(ids):
+                return False
+            if self._actor_emails and self._actor_emails.isdisjoint(emails):
+                return False
+        if self._resource_ids:
+            return not self._resource_ids.isdisjoint(resource_ids(event.get(event["type"])))
         return True
 
     def pages(self, start: int, end: int | None) -> Iterator[Page]:
@@ -109,3 +123,48 @@ class JsonlSource(Source):
     def close(self) -> None:
         if self._spool is not None:
             self._spool.close()
+
+
+def actor_keys(event: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """(ids, emails) that `actor_ids[]` and `actor_emails[]` match: the user's id and email of
+    a session, and of an API key the key's tracking id and its user's or service account's
+    id (and email)."""
+    ids: set[str] = set()
+    emails: set[str] = set()
+    actor = event.get("actor")
+    if not isinstance(actor, dict):
+        return ids, emails
+    people = []
+    session = actor.get("session")
+    if isinstance(session, dict):
+        people.append(session.get("user"))
+    key = actor.get("api_key")
+    if isinstance(key, dict):
+        ids.add(key.get("id"))
+        people += [key.get("user"), key.get("service_account")]
+    for person in people:
+        if isinstance(person, dict):
+            ids.add(person.get("id"))
+            emails.add(person.get("email"))
+    ids.discard(None)
+    emails.discard(None)
+    return ids, emails
+
+
+def resource_ids(payload: Any, depth: int = 0) -> set[str]:
+    """The ids `resource_ids[]` matches: the payload's `id`, and every `id` or `*_id` string
+    nested in it (a role binding's `resource_id`, a connector's `details.id`), three levels
+    down at most."""
+    found: set[str] = set()
+    if depth > 3:
+        return found
+    if isinstance(payload, dict):
+        for key, value in payload.items():
+            if isinstance(value, str) and (key == "id" or key.endswith("_id")):
+                found.add(value)
+            elif isinstance(value, dict | list):
+                found |= resource_ids(value, depth + 1)
+    elif isinstance(payload, list):
+        for value in payload:
+            found |= resource_ids(value, depth + 1)
+    return found
