@@ -3,7 +3,6 @@ and the stream lock; and owns the stop signal (SIGTERM/SIGINT) they all watch.""
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import re
 import signal
@@ -166,7 +165,6 @@ class Runtime(AbstractContextManager["Runtime"]):
         if self.pool is None:
             self.pool = self._own_pool = SinkPool()
         self.pool.share(self.delivery, self.state)
-        settle_gc()
         return self
 
     def __exit__(
@@ -183,21 +181,6 @@ class Runtime(AbstractContextManager["Runtime"]):
             self.state.close()
         if self.lock is not None:
             self.lock.release()
-
-
-def settle_gc() -> None:
-    """Once a command's long-lived objects (modules, settings, clients) exist, keep them out of
-    the cyclic collector's passes, and let most of a batch's short-lived containers (events,
-    documents) die before a pass looks at them: with the defaults, collections that scanned
-    every batch took a sixth of `run --once --input` (docs/benchmarks.md). Not higher: HTTP
-    responses reach the collector in cycles that hold their body, and a larger first
-    generation keeps more of them alive (a 1M-event backfill: 110 MB peak at 10,000, 145 MB
-    at 50,000). Once per process: a daemon reopens a failed stream, and freezing again would
-    make the garbage of that failure (tracebacks in cycles) permanent."""
-    if gc.get_freeze_count():
-        return
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
 
 
 def install_stop_handlers(stop: threading.Event) -> None:

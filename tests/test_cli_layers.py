@@ -20,7 +20,7 @@ HEAVY_MODULES = ("forwarder.sinks", "forwarder.sources", "forwarder.runtime", "f
 
 # Runs the CLI in process, then reports on stderr which heavy modules it had imported.
 PROBE = f"""
-import json, sys
+import gc, json, sys
 from forwarder.cli import cli
 try:
     cli(sys.argv[1:], prog_name="openai-audit-forwarder")
@@ -30,11 +30,12 @@ heavy = sorted(
     name for name in sys.modules
     if name.split(".")[0] in {HEAVY_PACKAGES!r} or name.startswith({HEAVY_MODULES!r})
 )
-sys.stderr.write("PROBE " + json.dumps({{"code": code, "heavy": heavy}}) + "\\n")
+gc_policy = {{"threshold": gc.get_threshold()[0], "frozen": gc.get_freeze_count() > 0}}
+sys.stderr.write("PROBE " + json.dumps({{"code": code, "heavy": heavy, "gc": gc_policy}}) + "\\n")
 """
 
 
-def probe(tmp_path: Path, *args: str) -> tuple[int, list[str]]:
+def probe(tmp_path: Path, *args: str) -> tuple[int, list[str], dict]:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *args],
         cwd=tmp_path,
@@ -46,7 +47,7 @@ def probe(tmp_path: Path, *args: str) -> tuple[int, list[str]]:
     line = [x for x in done.stderr.splitlines() if x.startswith("PROBE ")]
     assert line, done.stderr
     result = json.loads(line[-1].removeprefix("PROBE "))
-    return result["code"], result["heavy"]
+    return result["code"], result["heavy"], result["gc"]
 
 
 @pytest.mark.parametrize(
@@ -71,18 +72,36 @@ def test_help_map_and_checkpoint_load_no_http_client_sink_or_source(
 ) -> None:
     sample = str(REPO / "samples" / "audit-log.jsonl")
     args = [a.format(sample=sample, tmp=tmp_path) for a in args]
-    code, heavy = probe(tmp_path, *args)
+    code, heavy, _ = probe(tmp_path, *args)
     assert code in (0, None, 1), code  # `checkpoint show` of no state is exit 1, by design
     assert heavy == []
 
 
 def test_the_probe_sees_what_a_run_loads(tmp_path: Path) -> None:
     sample = str(REPO / "samples" / "audit-log.jsonl")
-    code, heavy = probe(
+    code, heavy, _ = probe(
         tmp_path, "run", "--once", "-q", "--input", sample, "--sink", f"file:{tmp_path}/o"
     )
     assert code in (0, None)
     assert "httpx" in heavy and "forwarder.sinks" in heavy and "forwarder.runtime" in heavy
+
+
+@pytest.mark.parametrize("command", ["run", "backfill", "map"])
+def test_every_command_applies_the_one_gc_policy(tmp_path: Path, command: str) -> None:
+    """forwarder/process.py: start-up objects frozen, the first generation at 10,000 (it once
+    sat in a function that returned early, and never ran)."""
+    from forwarder.process import FIRST_GENERATION
+
+    sample = str(REPO / "samples" / "audit-log.jsonl")
+    out = ["--input", sample, "--sink", f"file:{tmp_path}/o"]
+    args = {
+        "run": ["run", "--once", "-q", *out],
+        "backfill": ["backfill", "-q", "--since", "2026-01-01", "--until", "2026-12-01", *out],
+        "map": ["map", sample, "-o", f"{tmp_path}/o"],
+    }[command]
+    code, _, gc_policy = probe(tmp_path, *args)
+    assert code in (0, None)
+    assert gc_policy == {"threshold": FIRST_GENERATION, "frozen": True}
 
 
 def _python_files(*roots: str) -> list[Path]:
