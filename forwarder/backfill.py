@@ -26,7 +26,8 @@ from forwarder.state import BackfillJob, Handover, State, Window, backfill_scope
 from forwarder.timeparse import parse_when
 
 # The ids of the last day go over to the live stream at a hand-over, not just of its
-# --overlap: whatever overlap `run` is given, its first re-read finds them.
+# --overlap: whatever overlap `run` is given, its first re-read finds them, and its first
+# commit prunes the rest.
 HANDOVER_IDS_SECONDS = 86_400
 
 
