@@ -11,6 +11,7 @@ import hmac
 import os
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import Any
 import msgpack
 from fluent.sender import EventTime
 
+from forwarder.retry import sink_retrying
+from forwarder.sinks import waits
 from forwarder.sinks.base import Record, Rejection, Sink, SinkConfigError, SinkError, SinkSpec
 
 KNOWN_PARAMS = {
@@ -109,8 +112,9 @@ class _Chunk:
 class _Connection:
     """One established connection: socket, the stream decoder for replies, and HELO keepalive."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, stop: threading.Event) -> None:
         self.sock = sock
+        self.stop = stop
         self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 20)
         self.keepalive = True
         self.reused = False
@@ -128,18 +132,17 @@ class _Connection:
                     f"invalid msgpack from the server while waiting for {waiting_for}: "
                     f"{_one_line(str(exc))[:80]}"
                 ) from None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _Timeout(f"no {waiting_for} within {timeout:g}s")
-            self.sock.settimeout(remaining)
             try:
-                data = self.sock.recv(65536)
+                data = waits.recv(self.sock, 65536, deadline, self.stop)
             except TimeoutError:
                 raise _Timeout(f"no {waiting_for} within {timeout:g}s") from None
             if not data:
                 raise _Retryable(f"connection closed by the server while waiting for {waiting_for}")
             self.received = True
             self.unpacker.feed(data)
+
+    def send(self, data: bytes, timeout: float) -> None:
+        waits.send_all(self.sock, data, time.monotonic() + timeout, self.stop)
 
     def close(self) -> None:
         _close(self.sock)
@@ -255,38 +258,46 @@ class FluentdSink(Sink):
             return []
         chunks, rejections = self._encode(records)
         pending = {chunk.chunk_id: chunk for chunk in chunks}
-        attempt = 0
-        while pending:
-            attempt += 1
-            conn = None
-            try:
-                conn = self._connect_once()
-                self._send_and_wait(conn, pending)
-            except _Fatal as exc:
-                self._disconnect()
-                raise SinkError(f"{self._prefix}: {exc}", permanent=True) from None
-            except (_Retryable, OSError) as exc:
-                self._disconnect()
-                if cause := self._mismatch_of(conn, exc):
-                    raise SinkError(f"{self._prefix}: {cause}", permanent=True) from None
-                reason = str(exc) if isinstance(exc, _Retryable) else _describe(exc)
-                if conn is not None and conn.reused and attempt == 1:
-                    # The idle connection died (e.g. the receiver restarted): reconnect at once.
-                    attempt = 0
-                    continue
-                if attempt >= self.retries:
-                    raise SinkError(
-                        f"{self._prefix}: {_one_line(reason)} "
-                        f"({attempt} attempt{'s' if attempt > 1 else ''}, "
-                        f"{len(pending)} chunk(s) unacknowledged)"
-                    ) from None
-                time.sleep(min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF))
-            except BaseException:
-                self._disconnect()  # interrupted mid-message: never reuse this stream
-                raise
+        if pending:
+            # Attempts carry `pending` over: a chunk acked once is not sent again.
+            sink_retrying(
+                stop=self.stop,
+                what=self._prefix,
+                attempts=self.retries,
+                backoff=self.backoff,
+                cap=MAX_BACKOFF,
+                give_up=lambda exc, attempts: SinkError(
+                    f"{exc} ({attempts} attempt{'s' if attempts > 1 else ''}, "
+                    f"{len(pending)} chunk(s) unacknowledged)"
+                ),
+            )(self._attempt, pending)
         if self._conn is not None and not self._conn.keepalive:
             self._disconnect()
         return rejections
+
+    def _attempt(self, pending: dict[str, _Chunk]) -> None:
+        """Send what is pending and collect its acks; a failure is a `SinkError` (permanent
+        when retrying cannot help)."""
+        conn = None
+        try:
+            conn = self._connect_once()
+            self._send_and_wait(conn, pending)
+        except _Fatal as exc:
+            self._disconnect()
+            raise SinkError(f"{self._prefix}: {exc}", permanent=True) from None
+        except (_Retryable, OSError) as exc:
+            self._disconnect()
+            if cause := self._mismatch_of(conn, exc):
+                raise SinkError(f"{self._prefix}: {cause}", permanent=True) from None
+            if conn is not None and conn.reused:
+                # The idle connection died (e.g. the receiver restarted): reconnect at once,
+                # which is no backoff; the new connection is not reused, so this happens once.
+                return self._attempt(pending)
+            reason = str(exc) if isinstance(exc, _Retryable) else _describe(exc)
+            raise SinkError(f"{self._prefix}: {_one_line(reason)}") from None
+        except BaseException:
+            self._disconnect()  # interrupted mid-message: never reuse this stream
+            raise
 
     def check(self) -> str:
         self._disconnect()
@@ -364,7 +375,7 @@ class FluentdSink(Sink):
         if self._conn is not None:
             self._conn.reused = True
             return self._conn
-        sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        sock = waits.connect(self.host, self.port, self.connect_timeout, self.stop)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._ssl_context is not None:
@@ -372,7 +383,7 @@ class FluentdSink(Sink):
                     sock, server_hostname=self.host, do_handshake_on_connect=False
                 )
                 self._tls_handshake(sock)
-            conn = _Connection(sock)
+            conn = _Connection(sock, self.stop)
             if self._shared_key is not None:
                 self._handshake(conn, self._shared_key)
         except BaseException:
@@ -382,18 +393,18 @@ class FluentdSink(Sink):
         return conn
 
     def _tls_handshake(self, sock: ssl.SSLSocket) -> None:
-        deadline = time.monotonic() + self.connect_timeout
-        sock.settimeout(min(FIRST_REPLY_WAIT, self.connect_timeout))
+        started = time.monotonic()
+        deadline = started + self.connect_timeout
+        first = started + min(FIRST_REPLY_WAIT, self.connect_timeout)
         try:
             try:
-                sock.do_handshake()
+                waits.sliced(sock, sock.do_handshake, first, self.stop)
             except TimeoutError:
                 # No ServerHello yet: a plain in_forward without <security> stays silent
                 # forever. Ask it on a second connection; else go on waiting (a slow server).
                 if self._probe(tls=False) in ("helo", "ack"):
                     raise _Fatal(NOT_TLS) from None
-                sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                sock.do_handshake()
+                waits.sliced(sock, sock.do_handshake, max(deadline, first), self.stop)
         except ssl.SSLCertVerificationError as exc:
             raise _Fatal(
                 f"TLS certificate verification failed: {_one_line(exc.verify_message or str(exc))}"
@@ -425,16 +436,19 @@ class FluentdSink(Sink):
         wait = min(FIRST_REPLY_WAIT, self.connect_timeout)
         sock: socket.socket | None = None
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=wait)
+            sock = waits.connect(self.host, self.port, wait, self.stop)
             if tls:
                 assert self._ssl_context is not None
-                sock = self._ssl_context.wrap_socket(sock, server_hostname=self.host)
-            conn = _Connection(sock)
+                sock = self._ssl_context.wrap_socket(
+                    sock, server_hostname=self.host, do_handshake_on_connect=False
+                )
+                waits.sliced(sock, sock.do_handshake, time.monotonic() + wait, self.stop)
+            conn = _Connection(sock, self.stop)
             with contextlib.suppress(_Timeout):
                 first = conn.read(time.monotonic() + min(0.3, wait), "HELO", wait)
                 return "helo" if _is_helo(first) else ""
             chunk_id = base64.b64encode(os.urandom(16)).decode("ascii")
-            sock.sendall(msgpack.packb([self.tag, [], {"chunk": chunk_id}]))
+            conn.send(msgpack.packb([self.tag, [], {"chunk": chunk_id}]), wait)
             reply = conn.read(time.monotonic() + wait, "ack", wait)
             if _is_helo(reply):
                 return "helo"
@@ -452,8 +466,12 @@ class FluentdSink(Sink):
         context.verify_mode = ssl.CERT_NONE
         wait = min(FIRST_REPLY_WAIT, self.connect_timeout)
         try:
-            with socket.create_connection((self.host, self.port), timeout=wait) as raw:
-                _close(context.wrap_socket(raw, server_hostname=self.host))
+            with waits.connect(self.host, self.port, wait, self.stop) as raw:
+                sock = context.wrap_socket(
+                    raw, server_hostname=self.host, do_handshake_on_connect=False
+                )
+                waits.sliced(sock, sock.do_handshake, time.monotonic() + wait, self.stop)
+                _close(sock)
                 return True
         except (OSError, ValueError):
             return False
@@ -510,8 +528,7 @@ class FluentdSink(Sink):
             self._username,
             _sha512_hex(auth_salt, self._username, self._password) if auth_salt else "",
         ]
-        conn.sock.settimeout(self.connect_timeout)
-        conn.sock.sendall(self._packer.pack(ping))
+        conn.send(self._packer.pack(ping), max(deadline - time.monotonic(), 0.001))
         pong = conn.read(deadline, "PONG", self.connect_timeout)
         if not (isinstance(pong, list) and len(pong) == 5 and pong[0] == "PONG"):
             raise _Fatal("invalid PONG from the server")
@@ -531,8 +548,7 @@ class FluentdSink(Sink):
         """Send an empty Forward message and want its ack: proves the receiver takes events
         from us as configured (a HELO means it wants a shared key)."""
         chunk_id = base64.b64encode(os.urandom(16)).decode("ascii")
-        conn.sock.settimeout(self.ack_timeout)
-        conn.sock.sendall(self._packer.pack([self.tag, [], {"chunk": chunk_id}]))
+        conn.send(self._packer.pack([self.tag, [], {"chunk": chunk_id}]), self.ack_timeout)
         self._read_ack(conn, {chunk_id: _Chunk(chunk_id, b"", 0)})
 
     def _send_and_wait(self, conn: _Connection, pending: dict[str, _Chunk]) -> None:
@@ -540,8 +556,7 @@ class FluentdSink(Sink):
         acks cannot stall the server), then collect the acks; acked chunks leave `pending`."""
         in_flight = 0
         for chunk in list(pending.values()):
-            conn.sock.settimeout(self.ack_timeout)
-            conn.sock.sendall(chunk.message)
+            conn.send(chunk.message, self.ack_timeout)
             in_flight += 1
             if in_flight > MAX_IN_FLIGHT:
                 self._read_ack(conn, pending)
