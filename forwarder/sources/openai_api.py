@@ -24,12 +24,14 @@ from forwarder.sources import Page, Source
 from forwarder.sources.transport import (
     BodyTooLarge,
     GuardedBackend,
+    GuardedTransport,
     Interrupted,
     Malformed,
     certificate_error,
-    guard_client,
+    environment_proxy,
     parse_list_body,
     read_capped,
+    ssl_context,
 )
 from forwarder.timeparse import out_of_range
 
@@ -81,7 +83,6 @@ class OpenAIAuditLogSource(Source):
         self.timeout = timeout
         self.max_response_size = max_response_size
         self._told_concatenated = False
-        verify: bool | str = str(ca_file) if ca_file and verify_tls else verify_tls
         self._backend = GuardedBackend(self.stop)
         self.client = httpx.Client(
             base_url=self.base_url,
@@ -91,10 +92,13 @@ class OpenAIAuditLogSource(Source):
                 "Accept": "application/json",
             },
             timeout=httpx.Timeout(timeout),
-            verify=verify,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            transport=GuardedTransport(
+                self._backend,
+                ssl_context=ssl_context(verify_tls, str(ca_file) if ca_file else None),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+                proxy=environment_proxy(httpx.URL(self.base_url)),
+            ),
         )
-        guard_client(self.client, self._backend)
         self.log = get_logger()
         self._retrying = retrying(
             stop=self.stop,
