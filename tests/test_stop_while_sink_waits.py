@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from forwarder.errors import Stopped
+from forwarder.sinks import Record, open_sink
 from tests.conftest import CliResult, cli_env, recent_events, write_jsonl
 from tests.fakes.forward_server import ForwardServer
 from tests.fakes.hostile_api import wait_for
@@ -157,3 +159,27 @@ def test_sigterm_while_a_relp_peer_never_answers_exits_at_once_committing_nothin
         peer.close()
     assert_stopped_cleanly(result, took, tmp_path)
     assert peer.opened == (1 if open_session else 0)
+
+
+def test_a_tcp_syslog_write_into_a_full_window_wakes_on_stop() -> None:
+    """A receiver that accepts and never reads: the send blocks once the socket buffers are
+    full; the stop signal ends it with `Stopped` (nothing is retried, the stream is closed)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+    sink = open_sink(f"syslog+tcp://127.0.0.1:{listener.getsockname()[1]}?timeout={LONG_WAIT}")
+    stop = threading.Event()
+    sink.bind_stop(stop)
+    big = "x" * 60_000
+    records = [Record(f"evt_{i}", "login.failed", 1, {"i": i, "pad": big}) for i in range(400)]
+    try:
+        threading.Timer(0.5, stop.set).start()
+        started = time.monotonic()
+        with pytest.raises(Stopped):
+            sink.write(records)  # 24 MB: far more than loopback buffers hold
+        assert time.monotonic() - started < STOP_WITHIN
+    finally:
+        sink.close()
+        listener.close()
+        for conn in accepted:
+            conn.close()
