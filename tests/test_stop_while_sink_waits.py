@@ -6,11 +6,8 @@ Every wait of a sink wakes on the stop signal (forwarder/sinks/waits.py), within
 from __future__ import annotations
 
 import contextlib
-import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,9 +17,8 @@ import pytest
 
 from forwarder.errors import Stopped
 from forwarder.sinks import Record, open_sink
-from tests.conftest import CliResult, cli_env, recent_events, write_jsonl
+from tests.conftest import CliResult, cli_env, recent_events, sigterm_run, write_jsonl
 from tests.fakes.forward_server import ForwardServer
-from tests.fakes.hostile_api import wait_for
 
 # The sinks wait up to 30 s for an ack here; a stop must not wait for that. SLICE is 0.25 s,
 # the rest is the interpreter starting to exit on a loaded machine.
@@ -97,25 +93,9 @@ def sigterm_while(
     the seconds from the signal to the exit."""
     events = write_jsonl(tmp_path / "in.jsonl", recent_events(40, hours=1, seed=71))
     args = ["run", *command, "--input", str(events), "--sink", sink_url, "--schema", "raw"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "forwarder", *args, "--state", str(tmp_path / "s.db")],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    return sigterm_run(
+        *args, "--state", str(tmp_path / "s.db"), cwd=tmp_path, env=cli_env(), ready=waiting
     )
-    try:
-        assert wait_for(lambda: waiting() or proc.poll() is not None, 60), "the sink never waited"
-        assert proc.poll() is None, proc.communicate()
-        signalled = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-        took = time.monotonic() - signalled
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    return CliResult(proc.returncode, stdout.decode(), stderr.decode()), took
 
 
 def assert_stopped_cleanly(result: CliResult, took: float, tmp_path: Path) -> None:

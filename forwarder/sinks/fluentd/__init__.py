@@ -56,46 +56,24 @@ class FluentdSink(Sink):
         self,
         spec: SinkSpec,
         *,
-        host: str,
-        port: int,
-        tag: str,
-        ssl_context: ssl.SSLContext | None,
-        shared_key: str | None,
-        username: str,
-        password: str,
-        self_hostname: str,
+        transport: ForwardTransport,
         compress: bool,
-        ack_timeout: float,
-        connect_timeout: float,
         retries: int,
         backoff: float,
         chunk_bytes: int,
     ) -> None:
         super().__init__(spec)
-        self.host = host
-        self.port = port
-        self.tag = tag
-        self._ssl_context = ssl_context
-        self._shared_key = shared_key
-        self._username = username
+        self._transport = transport
+        self.host = transport.host
+        self.port = transport.port
+        self.tag = transport.tag
         self.compress = compress
         self.retries = retries
         self.backoff = backoff
         self.chunk_bytes = chunk_bytes
         self._conn: Connection | None = None
         self._packer = msgpack.Packer(use_bin_type=True)
-        self._transport = ForwardTransport(
-            host=host,
-            port=port,
-            tag=tag,
-            ssl_context=ssl_context,
-            shared_key=shared_key,
-            username=username,
-            password=password,
-            self_hostname=self_hostname,
-            connect_timeout=connect_timeout,
-            ack_timeout=ack_timeout,
-        )
+        host, port = self.host, self.port
         self._prefix = f"fluentd [{host}]:{port}" if ":" in host else f"fluentd {host}:{port}"
 
     def bind_stop(self, stop: threading.Event) -> None:
@@ -135,8 +113,7 @@ class FluentdSink(Sink):
             raise SinkConfigError(
                 f"sink {spec.display}: user authentication needs shared_key_env as well"
             )
-        return cls(
-            spec,
+        transport = ForwardTransport(
             host=host,
             port=port,
             tag=tag,
@@ -145,9 +122,13 @@ class FluentdSink(Sink):
             username=username or "",
             password=password or "",
             self_hostname=spec.take("self_hostname") or socket.gethostname(),
-            compress=spec.choice_param("compress", "none", ("none", "gzip")) == "gzip",
-            ack_timeout=spec.float_param("ack_timeout", 30.0, minimum=0.001),
             connect_timeout=spec.float_param("timeout", 10.0, minimum=0.001),
+            ack_timeout=spec.float_param("ack_timeout", 30.0, minimum=0.001),
+        )
+        return cls(
+            spec,
+            transport=transport,
+            compress=spec.choice_param("compress", "none", ("none", "gzip")) == "gzip",
             retries=spec.int_param("retries", 3, minimum=1),
             backoff=spec.float_param("backoff", 0.5),
             chunk_bytes=spec.int_param("chunk_bytes", 4 << 20, minimum=1024),
@@ -206,7 +187,7 @@ class FluentdSink(Sink):
         conn = None
         try:
             conn = self._connect_once()
-            if self._shared_key is None:
+            if not self._transport.shared_key:
                 self._transport.check_without_key(conn)
         except Fatal as exc:
             raise SinkError(f"{self._prefix}: {exc}", permanent=True) from None
@@ -218,10 +199,10 @@ class FluentdSink(Sink):
             raise SinkError(f"{self._prefix}: {one_line(reason)}") from None
         finally:
             self._disconnect()
-        parts = ["tls" if self._ssl_context is not None else "tcp"]
-        if self._shared_key is not None:
+        parts = ["tls" if self._transport.tls else "tcp"]
+        if self._transport.shared_key:
             parts.append("shared key ok")
-        if self._username:
+        if self._transport.user_auth:
             parts.append("user auth ok")
         return f"{self.spec.scheme}://{self.host}:{self.port}: connected ({', '.join(parts)})"
 

@@ -186,6 +186,19 @@ class ForwardTransport:
         self.stop = threading.Event()
         self._packer = msgpack.Packer(use_bin_type=True)
 
+    @property
+    def tls(self) -> bool:
+        return self._ssl_context is not None
+
+    @property
+    def shared_key(self) -> bool:
+        """Whether connections authenticate with a shared key (HELO/PING/PONG)."""
+        return self._shared_key is not None
+
+    @property
+    def user_auth(self) -> bool:
+        return bool(self._username)
+
     def connect(self) -> Connection:
         """A new connection, TLS and shared-key handshakes done."""
         sock = waits.connect(self.host, self.port, self.connect_timeout, self.stop)
