@@ -16,7 +16,7 @@ from forwarder.deadletter import DeadLetter, DeadLetters
 from forwarder.errors import DeliveryError, Stopped
 from forwarder.logs import get_logger
 from forwarder.model import intake_problem
-from forwarder.retry import Backoff, retrying, sink_failure_is_passing
+from forwarder.retry import retrying, sink_failure_is_passing
 from forwarder.sinks.base import Record, Sink, SinkError
 from forwarder.state import Commit, State
 from mappings.registry import MapFunction, MappingError
@@ -213,7 +213,8 @@ class Delivery:
             stop=self.stop,
             what=f"sink {sink.name}",
             passing=sink_failure_is_passing,
-            wait=Backoff(BACKOFF_BASE, self.backoff_cap, budget=self.retry_timeout),
+            base=BACKOFF_BASE,
+            cap=self.backoff_cap,
             within=self.retry_timeout,
             describe=lambda exc: f"sink {sink.name}: {exc}",
             counter=metrics.SINK_RETRIES.labels(self.stream, sink.name),

@@ -52,13 +52,20 @@ class Backoff(wait_base):
     Never more than `cap`; with `budget` seconds, never past the budget's end, so that the last
     attempt comes at the end rather than a backoff before it."""
 
-    def __init__(self, base: float, cap: float, budget: float | None = None) -> None:
+    def __init__(
+        self,
+        base: float,
+        cap: float,
+        budget: float | None = None,
+        failures: Callable[[RetryCallState], int] = lambda state: state.attempt_number,
+    ) -> None:
         self.base = base
         self.cap = cap
         self.budget = budget
+        self.failures = failures  # n: attempts so far, or those in a row without progress
 
     def __call__(self, retry_state: RetryCallState) -> float:
-        exponent = min(retry_state.attempt_number - 1, _MAX_EXPONENT)
+        exponent = min(self.failures(retry_state) - 1, _MAX_EXPONENT)
         high = min(self.cap, self.base * 2.0**exponent)
         wait = random.uniform(high / 2, high)
         outcome = retry_state.outcome
@@ -86,8 +93,10 @@ def retrying(
     stop: threading.Event,
     what: str,
     passing: Callable[[BaseException], bool],
-    wait: Backoff,
+    base: float,
+    cap: float,
     attempts: int | None = None,
+    progress: Callable[[], int] | None = None,
     within: float | None = None,
     describe: Callable[[BaseException], str] = str,
     counter: _Counter | None = None,
@@ -95,13 +104,18 @@ def retrying(
     log_extra: Mapping[str, Any] | None = None,
 ) -> Retrying:
     """A retrier for one layer. `passing(exc)` says whether a failure is worth another attempt
-    (the layer's one classifier); the budget is `attempts` in all, or `within` seconds from the
-    first attempt, or both, whichever ends first. Each retry logs `describe(exc)` as a warning
-    and counts on `counter`; after the last attempt `give_up(exc, attempts)` is raised (the last
-    failure itself without it). `what` names the layer in a `Stopped`."""
+    (the layer's one classifier); it waits `Backoff(base, cap)`. The budget is `attempts` (in
+    all; with `progress`, in a row without progress, which also restarts the backoff), or
+    `within` seconds from the first attempt, or both, whichever ends first. Each retry logs
+    `describe(exc)` as a warning and counts on `counter`; after the last attempt
+    `give_up(exc, attempts)` is raised (the last failure itself without it). `what` names the
+    layer in a `Stopped`."""
+    failures = FailuresInARow(progress) if progress is not None else None
     budget: stop_base = stop_when_event_set(stop)
     if attempts is not None:
-        budget = budget | stop_after_attempt(attempts)
+        budget = budget | (
+            stop_after_failures(attempts, failures) if failures else stop_after_attempt(attempts)
+        )
     if within is not None:
         budget = budget | stop_after_delay(within)
     log = get_logger()
@@ -131,11 +145,39 @@ def retrying(
     return Retrying(
         sleep=sleep_until_stopped(stop, what),
         stop=budget,
-        wait=wait,
+        wait=Backoff(base, cap, within, failures) if failures else Backoff(base, cap, within),
         retry=retry_if_exception(passing),
         before_sleep=before_sleep,
         retry_error_callback=last_failure,
     )
+
+
+class FailuresInARow:
+    """How many attempts in a row have failed without progress: `progress()` grows whenever an
+    attempt got something through (RELP's acknowledged messages), and the count starts again
+    from the attempt that moved it. Asked once or more per failed attempt, in order."""
+
+    def __init__(self, progress: Callable[[], int]) -> None:
+        self.progress = progress
+        self._seen = progress()
+        self._before = 0  # attempts before the run of failures that counts
+
+    def __call__(self, retry_state: RetryCallState) -> int:
+        if (now := self.progress()) != self._seen:
+            self._seen = now
+            self._before = retry_state.attempt_number - 1
+        return retry_state.attempt_number - self._before
+
+
+class stop_after_failures(stop_base):
+    """Stop once `failures(state)` reaches `attempts`."""
+
+    def __init__(self, attempts: int, failures: Callable[[RetryCallState], int]) -> None:
+        self.attempts = attempts
+        self.failures = failures
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.failures(retry_state) >= self.attempts
 
 
 def sink_failure_is_passing(exc: BaseException) -> bool:
@@ -151,15 +193,19 @@ def sink_retrying(
     backoff: float,
     cap: float,
     give_up: Callable[[BaseException, int], BaseException],
+    progress: Callable[[], int] | None = None,
 ) -> Retrying:
     """A sink's own small budget of attempts (its `retries=`/`backoff=` parameters), for the
     state only the sink can carry between attempts (Fluentd's unacknowledged chunks, RELP's
-    unacknowledged messages); `Delivery` owns the deadline and the metric around it."""
+    unacknowledged messages); `Delivery` owns the deadline and the metric around it. With
+    `progress`, the attempts that count are those in a row without progress."""
     return retrying(
         stop=stop,
         what=what,
         passing=sink_failure_is_passing,
-        wait=Backoff(backoff, cap),
+        base=backoff,
+        cap=cap,
         attempts=attempts,
+        progress=progress,
         give_up=give_up,
     )

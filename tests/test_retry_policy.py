@@ -314,7 +314,8 @@ def test_a_retrier_copy_without_waits_keeps_the_budget() -> None:
         stop=threading.Event(),
         what="x",
         passing=lambda exc: True,
-        wait=Backoff(60.0, 60.0),
+        base=60.0,
+        cap=60.0,
         attempts=4,
     ).copy(wait=wait_none())
     with pytest.raises(ValueError, match="boom"):  # no give_up: the last failure itself
@@ -372,3 +373,55 @@ def test_no_module_sleeps_outside_the_retry_policy_but_the_state_wal_poll() -> N
         if re.search(r"\btime\.sleep\(|\bfrom time import .*\bsleep\b", path.read_text())
     }
     assert sleepers == {"forwarder/state.py"}
+
+
+def test_with_progress_the_budget_counts_only_attempts_in_a_row_without_it() -> None:
+    """RELP's `retries=`: failures in a row without a message acknowledged (sink-syslog.md)."""
+    acknowledged = [0]
+    calls: list[float] = []
+
+    def attempt() -> None:
+        calls.append(time.monotonic())
+        if len(calls) <= 6:
+            acknowledged[0] += 1  # each of the first six attempts gets something through
+        raise SinkError("reset")
+
+    retrier = sink_retrying(
+        stop=threading.Event(),
+        what="s",
+        attempts=2,
+        backoff=0,
+        cap=0,
+        give_up=lambda exc, n: SinkError(f"{exc} after {n}"),
+        progress=lambda: acknowledged[0],
+    )
+    with pytest.raises(SinkError, match="reset after 7"):
+        retrier(attempt)
+    assert len(calls) == 7  # six with progress, then two in a row without (the 6th counts)
+
+
+def test_progress_restarts_the_backoff() -> None:
+    acknowledged = [0]
+    calls: list[float] = []
+
+    def attempt() -> None:
+        calls.append(time.monotonic())
+        if len(calls) <= 3:
+            acknowledged[0] += 1
+        raise SinkError("reset")
+
+    slept: list[float] = []
+    retrier = sink_retrying(
+        stop=threading.Event(),
+        what="s",
+        attempts=4,
+        backoff=1.0,
+        cap=100.0,
+        give_up=lambda exc, n: exc,
+        progress=lambda: acknowledged[0],
+    ).copy(sleep=slept.append)
+    with pytest.raises(SinkError):
+        retrier(attempt)
+    assert len(calls) == 6  # 3 with progress; the 3rd starts the run of 4 failures
+    highs = [1.0, 1.0, 1.0, 2.0, 4.0]  # back to the first step after each bit of progress
+    assert all(high / 2 <= wait <= high for wait, high in zip(slept, highs, strict=True)), slept

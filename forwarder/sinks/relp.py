@@ -124,6 +124,7 @@ class _Unacknowledged:
         self.count = count
         self.todo: deque[int] = deque(range(count))
         self.inflight: dict[int, int] = {}  # txnr -> index into the messages
+        self.acknowledged = 0
 
     def __len__(self) -> int:
         return len(self.todo) + len(self.inflight)
@@ -137,8 +138,9 @@ class _Unacknowledged:
 class RelpClient:
     """Delivers batches of syslog messages over RELP with up to `window` unacknowledged in
     flight; on any failure reconnects and resends what is unacknowledged (so a receiver may
-    see a message twice, never zero times), in at most `retries` + 1 attempts (the policy of
-    `forwarder.retry`). Every wait lasts at most `timeout` and wakes on `stop`."""
+    see a message twice, never zero times), giving up after `retries` + 1 attempts in a row
+    that got no message acknowledged (the policy of `forwarder.retry`). Every wait lasts at
+    most `timeout` and wakes on `stop`."""
 
     def __init__(
         self,
@@ -196,6 +198,7 @@ class RelpClient:
                 f"{exc} ({len(owed)} of {owed.count} messages not acknowledged after "
                 f"{attempts} attempts)"
             ),
+            progress=lambda: owed.acknowledged,
         )(self._attempt, messages, owed)
 
     def _attempt(self, messages: Sequence[bytes], owed: _Unacknowledged) -> None:
@@ -244,6 +247,7 @@ class RelpClient:
                         text = data.decode(errors="replace").splitlines()[0][:200]
                         raise RelpError(f"server answered {text!r}")
                     del inflight[txnr]
+                    owed.acknowledged += 1
                 elif command == b"serverclose":
                     raise RelpError("server closed the session")
                 else:

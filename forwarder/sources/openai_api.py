@@ -19,7 +19,7 @@ import orjson
 from forwarder import __version__, metrics
 from forwarder.errors import AuthError, SourceError, Stopped
 from forwarder.logs import get_logger
-from forwarder.retry import Backoff, retrying
+from forwarder.retry import retrying
 from forwarder.sources import Page, Source
 from forwarder.sources.transport import (
     BodyTooLarge,
@@ -104,7 +104,8 @@ class OpenAIAuditLogSource(Source):
             stop=self.stop,
             what="the OpenAI API",
             passing=api_failure_is_passing,
-            wait=Backoff(backoff_base, backoff_cap),
+            base=backoff_base,
+            cap=backoff_cap,
             attempts=retries + 1,
             describe=lambda exc: f"OpenAI API: {self._problem(exc)}",
             counter=metrics.API_RETRIES.labels(stream),
