@@ -1,7 +1,8 @@
 """The OpenAI Admin API source: `GET /organization/audit_logs` with `after` cursor paging inside
-a fixed window, filters, and retries (jittered exponential backoff honouring `retry-after`
-and `x-ratelimit-reset-*`) within a bounded budget. Each request has a total deadline, a cap on
-its body and yields to the stop signal (see `transport`). The key never appears in any message."""
+a fixed window, filters, and retries by the policy of `forwarder.retry` within a bounded budget
+(this module says which failures may pass, and reads the server's `retry-after` and
+`x-ratelimit-reset-*` wait). Each request has a total deadline, a cap on its body and yields to
+the stop signal (see `transport`). The key never appears in any message."""
 
 from __future__ import annotations
 
