@@ -375,17 +375,24 @@ def test_no_module_sleeps_outside_the_retry_policy_but_the_state_wal_poll() -> N
     assert sleepers == {"forwarder/state.py"}
 
 
-def test_with_progress_the_budget_counts_only_attempts_in_a_row_without_it() -> None:
-    """RELP's `retries=`: failures in a row without a message acknowledged (sink-syslog.md)."""
-    acknowledged = [0]
+def progressing(attempts_with_progress: int) -> tuple[Any, list[float], list[int]]:
+    """An attempt that always fails, the first `attempts_with_progress` times after getting
+    something through; its calls, and the progress count."""
     calls: list[float] = []
+    acknowledged = [0]
 
     def attempt() -> None:
         calls.append(time.monotonic())
-        if len(calls) <= 6:
-            acknowledged[0] += 1  # each of the first six attempts gets something through
+        if len(calls) <= attempts_with_progress:
+            acknowledged[0] += 1
         raise SinkError("reset")
 
+    return attempt, calls, acknowledged
+
+
+def test_with_progress_the_budget_counts_only_attempts_in_a_row_without_it() -> None:
+    """RELP's `retries=`: failures in a row without a message acknowledged (sink-syslog.md)."""
+    attempt, calls, acknowledged = progressing(6)
     retrier = sink_retrying(
         stop=threading.Event(),
         what="s",
@@ -401,15 +408,7 @@ def test_with_progress_the_budget_counts_only_attempts_in_a_row_without_it() -> 
 
 
 def test_progress_restarts_the_backoff() -> None:
-    acknowledged = [0]
-    calls: list[float] = []
-
-    def attempt() -> None:
-        calls.append(time.monotonic())
-        if len(calls) <= 3:
-            acknowledged[0] += 1
-        raise SinkError("reset")
-
+    attempt, calls, acknowledged = progressing(3)
     slept: list[float] = []
     retrier = sink_retrying(
         stop=threading.Event(),
