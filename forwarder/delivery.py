@@ -4,7 +4,6 @@ and dead-letter what cannot be mapped or what a sink refuses for good."""
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -17,10 +16,14 @@ from forwarder.deadletter import DeadLetter, DeadLetters
 from forwarder.errors import DeliveryError, Stopped
 from forwarder.intake import intake_problem
 from forwarder.logs import get_logger
+from forwarder.retry import retrying, sink_failure_is_passing
 from forwarder.sinks.base import Record, Sink, SinkError
 from forwarder.state import Commit, State
 from mappings.registry import MapFunction, MappingError
 
+__all__ = ["Delivery", "Stopped", "close_sinks"]  # Stopped: where the CLI and service take it
+
+BACKOFF_BASE = 0.5  # seconds before the first retry of a sink
 # The document of a record that only NDJSON sinks read: `Record.line` holds it.
 _SERIALIZED: dict[str, Any] = {}
 
@@ -43,6 +46,8 @@ class Delivery:
         self.stream = stream
         self.retry_timeout = retry_timeout
         self.stop = stop or threading.Event()
+        for sink in self.sinks:
+            sink.bind_stop(self.stop)  # every wait of a sink wakes on it
         self.backoff_cap = backoff_cap
         self.log = get_logger()
         # Held by the caller around deliver() and its commit; shared by streams that share
@@ -200,34 +205,28 @@ class Delivery:
             append(Record(event["id"], event["type"], event["effective_at"], doc, line))
         return records
 
-    def _retry(self, sink: Sink, action: Any) -> Any:
-        deadline = time.monotonic() + self.retry_timeout
-        attempt = 0
-        while True:
-            try:
-                return action()
-            except SinkError as exc:
-                if exc.permanent:
-                    raise DeliveryError(f"sink {sink.name}: {exc}") from None
-                attempt += 1
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DeliveryError(
-                        f"sink {sink.name}: {exc} (gave up after {attempt} attempts)"
-                    ) from None
-                wait = min(self.backoff_cap, 0.5 * 2 ** min(attempt - 1, 10), remaining)
-                wait = random.uniform(wait / 2, wait)
-                metrics.SINK_RETRIES.labels(sink.name).inc()
-                self.log.warning(
-                    "sink %s: %s; retry %d in %.1fs",
-                    sink.name,
-                    exc,
-                    attempt,
-                    wait,
-                    extra={"sink": sink.name, "stream": self.stream},
-                )
-                if self.stop.wait(wait):
-                    raise Stopped(f"stopped while sink {sink.name} was down") from None
+    def _retry(self, sink: Sink, action: Callable[[], Any]) -> Any:
+        """`action()` on `sink`, retried by the policy (`forwarder.retry`) for up to
+        `retry_timeout` seconds while the sink's failure may pass; `DeliveryError` then, or at
+        once for a permanent one; `Stopped` when the stop signal comes first."""
+        retrier = retrying(
+            stop=self.stop,
+            what=f"sink {sink.name}",
+            passing=sink_failure_is_passing,
+            base=BACKOFF_BASE,
+            cap=self.backoff_cap,
+            within=self.retry_timeout,
+            describe=lambda exc: f"sink {sink.name}: {exc}",
+            counter=metrics.SINK_RETRIES.labels(self.stream, sink.name),
+            give_up=lambda exc, attempts: DeliveryError(
+                f"sink {sink.name}: {exc} (gave up after {attempts} attempts)"
+            ),
+            log_extra={"sink": sink.name, "stream": self.stream},
+        )
+        try:
+            return retrier(action)
+        except SinkError as exc:  # permanent: retrying cannot help
+            raise DeliveryError(f"sink {sink.name}: {exc}") from None
 
 
 def close_sinks(sinks: Iterable[Sink]) -> None:

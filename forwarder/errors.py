@@ -16,7 +16,16 @@ class ConfigError(ForwarderError):
 
 
 class SourceError(ForwarderError):
-    """The audit-log source failed (API refused, unreachable, malformed input)."""
+    """The audit-log source failed (API refused, unreachable, malformed input). `status` is the
+    HTTP status of the API's answer, if the failure is one; `retry_after` the seconds the API
+    asked to wait before the next attempt (`retry-after` and `x-ratelimit-reset-*` headers)."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
 
 
 class AuthError(SourceError):

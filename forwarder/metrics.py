@@ -27,11 +27,15 @@ API_REQUESTS = Counter(
     ["status"],
     registry=REGISTRY,
 )
-API_RETRIES = Counter("oaf_api_retries", "Audit-log API requests retried", registry=REGISTRY)
+API_RETRIES = Counter(
+    "oaf_api_retries", "Audit-log API requests retried", ["stream"], registry=REGISTRY
+)
 API_RATE_LIMITED = Counter(
     "oaf_api_rate_limited", "Audit-log API responses with status 429", registry=REGISTRY
 )
-SINK_RETRIES = Counter("oaf_sink_retries", "Batches retried per sink", ["sink"], registry=REGISTRY)
+SINK_RETRIES = Counter(
+    "oaf_sink_retries", "Batches retried per sink", ["stream", "sink"], registry=REGISTRY
+)
 SWEEP_DURATION = Histogram(
     "oaf_sweep_duration_seconds", "Duration of one sweep", ["stream"], registry=REGISTRY
 )

@@ -48,6 +48,7 @@ def build_source(settings: Settings, stop: threading.Event) -> Source:
         ca_file=settings.ca_file,
         stop=stop,
         max_response_size=settings.max_response_size,
+        stream=stream_name(settings),
     )
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import orjson
 import pytest
 
 from tests.fakes.events import EVENT_TYPES, UNKNOWN_TYPES, is_tenant_scoped, make_events
+from tests.fakes.hostile_api import wait_for
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.rsyslog import Rsyslog
 
@@ -63,6 +65,38 @@ def run_cli(
         done.stdout.decode("utf-8", "replace"),
         done.stderr.decode("utf-8", "replace"),
     )
+
+
+def sigterm_run(
+    *args: str,
+    cwd: Path,
+    env: dict[str, str],
+    ready: Callable[[], Any],
+    settle: float = 0.0,
+) -> tuple[CliResult, float]:
+    """Start `python -m forwarder ARGS`, wait until `ready()` holds (60 s at most; the process
+    must still run then), `settle` seconds more, send SIGTERM; the result and the seconds
+    from the signal to the exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "forwarder", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert wait_for(lambda: ready() or proc.poll() is not None, 60), "not ready in 60 s"
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(settle)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+        took = time.monotonic() - signalled
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return CliResult(proc.returncode, stdout.decode(), stderr.decode()), took
 
 
 def raw_file_sink(tmp_path: Path) -> tuple[Path, list[str]]:

@@ -5,7 +5,6 @@ key appears in no output channel."""
 
 from __future__ import annotations
 
-import signal
 import ssl
 import subprocess
 import sys
@@ -26,9 +25,10 @@ from tests.conftest import (
     read_ndjson,
     recent_events,
     run_cli,
+    sigterm_run,
 )
 from tests.fakes.events import make_events
-from tests.fakes.hostile_api import HostileAPI, wait_for
+from tests.fakes.hostile_api import HostileAPI
 from tests.test_errors_and_secrets import assert_one_line_error, state_snapshot
 
 OLD_EVENTS = 40  # delivered by the priming sweep
@@ -247,25 +247,13 @@ def sigterm_while_hanging(
     page's events wait in the batch), send SIGTERM; the result and the seconds from the
     signal to the exit."""
     api.misbehave(mode, after=1)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "forwarder", *args],
+    return sigterm_run(
+        *args,
         cwd=tmp_path,
         env=api_env(api, AUDIT_FORWARDER_REQUEST_TIMEOUT="10m", AUDIT_FORWARDER_PAGE_SIZE="10"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        ready=lambda: any(m == mode for m, _ in api.requests),
+        settle=1.0,  # well inside the request: a byte or two dripped, or none
     )
-    try:
-        assert wait_for(lambda: any(m == mode for m, _ in api.requests), 60), "no request came"
-        time.sleep(1.0)  # well inside the request: a byte or two dripped, or none
-        signalled = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-        took = time.monotonic() - signalled
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    return CliResult(proc.returncode, stdout.decode(), stderr.decode()), took
 
 
 @pytest.mark.parametrize(

@@ -182,7 +182,7 @@ def test_metrics_count_what_happened_and_healthz_fails_when_the_api_stays_unreac
         assert values['oaf_api_requests_total{status="503"}'] == counts[503] == 2
         assert values['oaf_api_requests_total{status="200"}'] == counts[200]
         assert values["oaf_api_rate_limited_total"] == 3
-        assert values["oaf_api_retries_total"] == 5
+        assert values['oaf_api_retries_total{stream="default"}'] == 5
         assert values['oaf_events_collected_total{stream="default"}'] == len(events)
         assert len(read_ndjson(out)) == len(events)
         assert values['oaf_checkpoint_lag_seconds{stream="default"}'] < 300

@@ -303,3 +303,16 @@ def test_cef_extensions_are_found_in_each_schemas_mapped_document(schema: str) -
         "api key created",
         "3",
     ]
+
+
+def test_relp_retries_count_failures_in_a_row_without_progress(
+    records: list[Record], server_factory: Callable[..., ScriptedRelpServer]
+) -> None:
+    """Every connection answers its 3rd message with an error: each attempt gets two messages
+    acknowledged, so retries=1 (two failures in a row without progress) never runs out."""
+    server = server_factory(lambda conn, n: b"500 busy" if n == 3 else b"200 OK")
+    sink = open_sink(f"syslog+relp://127.0.0.1:{server.port}?retries=1&window=1")
+    assert sink.write(records) == []
+    sink.close()
+    assert len(server.received) == len(records)
+    assert server.connections == 10

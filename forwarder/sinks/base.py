@@ -4,6 +4,7 @@ receiver has accepted it (or raises), so that the collector may commit its check
 from __future__ import annotations
 
 import math
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -219,6 +220,13 @@ class Sink(ABC):
 
     def __init__(self, spec: SinkSpec) -> None:
         self.spec = spec
+        self.stop = threading.Event()
+
+    def bind_stop(self, stop: threading.Event) -> None:
+        """The stop signal every wait of this sink wakes on, ending it with `Stopped` (a sink
+        never sleeps or waits past it). `Delivery` binds its own; unbound (as in `check`), a
+        sink waits only as long as its timeouts."""
+        self.stop = stop
 
     @property
     def name(self) -> str:

@@ -260,7 +260,10 @@ class S3Sink(Sink):
         if self._client is not None:
             return
         config = Config(
-            retries={"max_attempts": 3, "mode": "standard"},
+            # One attempt per request: `Delivery` retries the batch (its keys are derived from
+            # its content, so a retry overwrites) with the one policy, whose sleep wakes on the
+            # stop signal; botocore's own retries would multiply that and sleep through SIGTERM.
+            retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=10,
             read_timeout=60,
             user_agent_extra="openai-audit-forwarder",

@@ -8,11 +8,14 @@ import os
 import select
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 
 import orjson
 
+from forwarder.retry import sink_retrying
+from forwarder.sinks import waits
 from forwarder.sinks.base import Record, Rejection, Sink, SinkConfigError, SinkError, SinkSpec
 from forwarder.sinks.cef import CefBody
 from forwarder.sinks.relp import RelpClient, RelpError, one_line
@@ -24,6 +27,9 @@ APP_NAME = "openai-audit-forwarder"
 DEFAULT_MAX_SIZE = {"udp": 8192, "tcp": 65536, "tls": 65536, "relp": 65536}
 # The largest UDP payload over IPv4 (65535 - 8 byte UDP header - 20 byte IP header).
 UDP_MAX_SIZE = 65507
+# Backoff between a stream sink's own attempts (reconnect and resend), seconds.
+STREAM_BACKOFF = 0.25
+MAX_BACKOFF = 5.0
 
 COMMON = {"facility", "hostname", "app_name", "format", "max_size", "sd_id", "cef_doc"}
 TLS_PARAMS = {"ca_file", "verify", "cert_file", "key_file", "server_name"}
@@ -72,8 +78,13 @@ class SyslogSink(Sink):
         self._relp: RelpClient | None = None
         if transport == "relp":
             self._relp = RelpClient(
-                self._connect, label=self._label, window=window, retries=retries
+                self._connect, label=self._label, window=window, retries=retries, timeout=timeout
             )
+
+    def bind_stop(self, stop: threading.Event) -> None:
+        super().bind_stop(stop)
+        if self._relp is not None:
+            self._relp.stop = stop
 
     @classmethod
     def from_spec(cls, spec: SinkSpec) -> SyslogSink:
@@ -128,23 +139,31 @@ class SyslogSink(Sink):
         """A connected stream socket (TLS handshake done); SinkError with one line if not."""
         where = f"{self._label}"
         try:
-            sock = socket.create_connection((self._host, self._port), timeout=self._timeout)
+            sock = waits.connect(self._host, self._port, self._timeout, self.stop)
         except OSError as exc:
             raise SinkError(f"{where}: cannot connect: {one_line(exc)}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         if self._tls is None:
             return sock
+        # wrap_socket takes the file descriptor over: from here on, closing `tls` closes it.
+        tls = self._tls.wrap_socket(
+            sock, server_hostname=self._server_name, do_handshake_on_connect=False
+        )
         try:
-            return self._tls.wrap_socket(sock, server_hostname=self._server_name)
+            waits.sliced(tls, tls.do_handshake, time.monotonic() + self._timeout, self.stop)
+            return tls
         except ssl.SSLCertVerificationError as exc:
-            sock.close()
+            tls.close()
             reason = exc.verify_message or one_line(exc)
             message = f"{where}: TLS certificate rejected: {reason}"
             raise SinkError(message, permanent=True) from None
         except (ssl.SSLError, OSError) as exc:
-            sock.close()
+            tls.close()
             raise SinkError(f"{where}: TLS handshake failed: {one_line(exc)}") from None
+        except BaseException:
+            tls.close()
+            raise
 
     def _udp_socket(self) -> socket.socket:
         try:
@@ -272,28 +291,34 @@ class SyslogSink(Sink):
         return rejections
 
     def _send_stream(self, payload: bytes) -> None:
-        """sendall the whole batch; on failure reconnect and resend it (the receiver may get
-        part of it twice). TCP cannot tell whether the receiver read what the kernel took."""
-        failures = 0
-        while True:
-            try:
-                if self._sock is not None and self._peer_closed(self._sock):
-                    self.close()
-                if self._sock is None:
-                    self._sock = self._connect()
-                self._sock.sendall(payload)
-                return
-            except (OSError, SinkError) as exc:
+        """Send the whole batch; after a failure reconnect and resend it (the receiver may get
+        part of it twice), in at most `retries` + 1 attempts. TCP cannot tell whether the
+        receiver read what the kernel took."""
+        sink_retrying(
+            stop=self.stop,
+            what=self._label,
+            attempts=self._retries + 1,
+            backoff=STREAM_BACKOFF,
+            cap=MAX_BACKOFF,
+            give_up=lambda exc, attempts: SinkError(f"{exc} (after {attempts} attempts)"),
+        )(self._send_stream_once, payload)
+
+    def _send_stream_once(self, payload: bytes) -> None:
+        try:
+            if self._sock is not None and self._peer_closed(self._sock):
                 self.close()
-                if isinstance(exc, SinkError) and exc.permanent:
-                    raise
-                failures += 1
-                if failures > self._retries:
-                    reason = str(exc) if isinstance(exc, SinkError) else one_line(exc)
-                    if not reason.startswith(self._label):
-                        reason = f"{self._label}: send failed: {reason}"
-                    raise SinkError(f"{reason} (after {failures} attempts)") from None
-                time.sleep(min(0.25 * 2 ** (failures - 1), 5.0))
+            if self._sock is None:
+                self._sock = self._connect()
+            waits.send_all(self._sock, payload, time.monotonic() + self._timeout, self.stop)
+        except SinkError:
+            self.close()
+            raise
+        except OSError as exc:
+            self.close()
+            raise SinkError(f"{self._label}: send failed: {one_line(exc)}") from None
+        except BaseException:
+            self.close()  # stopped mid-batch: never reuse this stream
+            raise
 
     def check(self) -> str:
         where = f"{self.spec.scheme} {self._host}:{self._port}"
@@ -302,7 +327,7 @@ class SyslogSink(Sink):
             self._udp_socket().close()
             return f"{where}: address resolved ({size}; UDP cannot confirm delivery)"
         if self._relp is not None:
-            probe = RelpClient(self._connect, label=self._label, retries=0)
+            probe = RelpClient(self._connect, label=self._label, retries=0, timeout=self._timeout)
             try:
                 probe.open()
             except RelpError as exc:

@@ -1,11 +1,11 @@
 """The OpenAI Admin API source: `GET /organization/audit_logs` with `after` cursor paging inside
-a fixed window, filters, and retries (jittered exponential backoff honouring `retry-after`
-and `x-ratelimit-reset-*`) within a bounded budget. Each request has a total deadline, a cap on
-its body and yields to the stop signal (see `transport`). The key never appears in any message."""
+a fixed window, filters, and retries by the policy of `forwarder.retry` within a bounded budget
+(this module says which failures may pass, and reads the server's `retry-after` and
+`x-ratelimit-reset-*` wait). Each request has a total deadline, a cap on its body and yields to
+the stop signal (see `transport`). The key never appears in any message."""
 
 from __future__ import annotations
 
-import random
 import re
 import threading
 import time
@@ -20,16 +20,19 @@ import orjson
 from forwarder import __version__, metrics
 from forwarder.errors import AuthError, SourceError, Stopped, one_line
 from forwarder.logs import get_logger
+from forwarder.retry import retrying
 from forwarder.sources import Page, Source
 from forwarder.sources.transport import (
     BodyTooLarge,
     GuardedBackend,
+    GuardedTransport,
     Interrupted,
     Malformed,
     certificate_error,
-    guard_client,
+    environment_proxy,
     parse_list_body,
     read_capped,
+    ssl_context,
 )
 from forwarder.timeparse import out_of_range
 
@@ -39,7 +42,6 @@ TENANT_SCOPED_TYPES = {"role.bound_to_resource", "role.unbound_from_resource"}
 # Pages in a row that bring no event new to the listing before paging is given up: a real
 # listing never has one (each page is older than the last); a cycling server never stops.
 MAX_IDLE_PAGES = 3
-_REFUSED_STATUS = re.compile(r"\bHTTP (\d{3})\b")
 _KEY_LIKE = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
 AUDIT_LOG_SCOPE = "api.audit_logs.read"
 _MISSING_SCOPES = re.compile(r"missing scopes?:\s*(.*)", re.IGNORECASE)
@@ -68,7 +70,9 @@ class OpenAIAuditLogSource(Source):
         backoff_cap: float = 60.0,
         stop: threading.Event | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+        stream: str = "default",
     ) -> None:
+        self.stream = stream  # the label of this source's metrics
         self.base_url = base_url.rstrip("/")
         self._key = admin_key
         self.filters = filters or {}
@@ -80,7 +84,6 @@ class OpenAIAuditLogSource(Source):
         self.timeout = timeout
         self.max_response_size = max_response_size
         self._told_concatenated = False
-        verify: bool | str = str(ca_file) if ca_file and verify_tls else verify_tls
         self._backend = GuardedBackend(self.stop)
         self.client = httpx.Client(
             base_url=self.base_url,
@@ -90,11 +93,28 @@ class OpenAIAuditLogSource(Source):
                 "Accept": "application/json",
             },
             timeout=httpx.Timeout(timeout),
-            verify=verify,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            transport=GuardedTransport(
+                self._backend,
+                ssl_context=ssl_context(verify_tls, str(ca_file) if ca_file else None),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+                proxy=environment_proxy(httpx.URL(self.base_url)),
+            ),
         )
-        guard_client(self.client, self._backend)
         self.log = get_logger()
+        self._retrying = retrying(
+            stop=self.stop,
+            what="the OpenAI API",
+            passing=api_failure_is_passing,
+            base=backoff_base,
+            cap=backoff_cap,
+            attempts=retries + 1,
+            describe=lambda exc: f"OpenAI API: {self._problem(exc)}",
+            counter=metrics.API_RETRIES.labels(stream),
+            give_up=lambda exc, attempts: SourceError(
+                f"OpenAI API: giving up after {attempts} attempts; last: {self._problem(exc)}"
+            ),
+            log_extra={"stream": stream},
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -200,72 +220,72 @@ class OpenAIAuditLogSource(Source):
         return f"OpenAI API {self.base_url}: admin key accepted{seen}"
 
     def _get(self, params: list) -> dict[str, Any]:
-        attempt = 0
-        while True:
-            delay: float | None = None
-            if self.stop.is_set():
-                raise Stopped("stopped before a request to the OpenAI API") from None
-            try:
-                status, headers, content = self._exchange(params)
-            except Interrupted:
-                raise Stopped("stopped during a request to the OpenAI API") from None
-            except Malformed as exc:
-                metrics.API_REQUESTS.labels("malformed").inc()
-                problem = str(exc)
-            except BodyTooLarge:
-                metrics.API_REQUESTS.labels("too_large").inc()
-                problem = (
-                    f"response body larger than max_response_size ({self.max_response_size} "
-                    "bytes decoded)"
-                )
-            except httpx.TimeoutException:
-                metrics.API_REQUESTS.labels("timeout").inc()
-                problem = f"request took longer than request_timeout ({self.timeout:g}s)"
-            except httpx.TransportError as exc:
-                metrics.API_REQUESTS.labels("error").inc()
-                if bad := certificate_error(exc):
-                    # Retrying cannot change a certificate, as for the sinks: final.
-                    raise SourceError(
-                        f"OpenAI API {self.base_url}: TLS certificate rejected: "
-                        f"{one_line(bad.verify_message or bad)}; set ca_file to the CA that "
-                        "signed it"
-                    ) from None
-                problem = f"cannot reach {self.base_url} ({one_line(exc) or type(exc).__name__})"
-            else:
-                metrics.API_REQUESTS.labels(str(status)).inc()
-                if status == 200:
-                    try:
-                        body, documents = parse_list_body(content)
-                    except Malformed as exc:
-                        problem = str(exc)
-                    else:
-                        if documents > 1:
-                            self._tell_concatenated(documents)
-                        return body
-                elif status in (401, 403):
-                    raise AuthError(self._auth_message(status, content)) from None
-                elif status in RETRY_STATUSES:
-                    if status == 429:
-                        metrics.API_RATE_LIMITED.inc()
-                    problem = f"HTTP {status} {self._error_text(content)}"
-                    delay = retry_delay_from_headers(headers)
-                else:
-                    raise SourceError(
-                        f"OpenAI API refused the request: HTTP {status} {self._error_text(content)}"
-                    ) from None
-            if attempt >= self.retries:
+        """One page, retried by the policy (`forwarder.retry`) while the failure may pass."""
+        return self._retrying(self._attempt, params)
+
+    def _attempt(self, params: list) -> dict[str, Any]:
+        """One request and its parsed body. A failure is raised as it happened (`Malformed`,
+        `BodyTooLarge`, an httpx timeout or transport error, or a `SourceError` with the HTTP
+        `status`) for `api_failure_is_passing` to judge; a rejected certificate becomes a
+        final `SourceError` here, a stop `Stopped`."""
+        if self.stop.is_set():
+            raise Stopped("stopped before a request to the OpenAI API") from None
+        try:
+            status, headers, content = self._exchange(params)
+        except Interrupted:
+            raise Stopped("stopped during a request to the OpenAI API") from None
+        except Malformed:
+            metrics.API_REQUESTS.labels("malformed").inc()
+            raise
+        except BodyTooLarge:
+            metrics.API_REQUESTS.labels("too_large").inc()
+            raise
+        except httpx.TimeoutException:
+            metrics.API_REQUESTS.labels("timeout").inc()
+            raise
+        except httpx.TransportError as exc:
+            metrics.API_REQUESTS.labels("error").inc()
+            if bad := certificate_error(exc):
+                # Retrying cannot change a certificate, as for the sinks: final.
                 raise SourceError(
-                    f"OpenAI API: giving up after {attempt + 1} attempts; last: {problem}"
+                    f"OpenAI API {self.base_url}: TLS certificate rejected: "
+                    f"{one_line(bad.verify_message or bad)}; set ca_file to the CA that "
+                    "signed it"
                 ) from None
-            backoff = min(self.backoff_cap, self.backoff_base * 2**attempt)
-            backoff = random.uniform(backoff / 2, backoff)  # jitter against thundering herds
-            wait = max(delay, backoff / 4) if delay is not None else backoff
-            wait = min(wait, self.backoff_cap)
-            attempt += 1
-            metrics.API_RETRIES.inc()
-            self.log.warning("OpenAI API: %s; retry %d in %.2fs", problem, attempt, wait)
-            if self.stop.wait(wait):
-                raise Stopped("stopped while waiting to retry the OpenAI API") from None
+            raise
+        metrics.API_REQUESTS.labels(str(status)).inc()
+        if status == 200:
+            body, documents = parse_list_body(content)
+            if documents > 1:
+                self._tell_concatenated(documents)
+            return body
+        if status in (401, 403):
+            raise AuthError(self._auth_message(status, content), status=status) from None
+        if status in RETRY_STATUSES:
+            if status == 429:
+                metrics.API_RATE_LIMITED.inc()
+            raise SourceError(
+                f"HTTP {status} {self._error_text(content)}".rstrip(),
+                status=status,
+                retry_after=retry_delay_from_headers(headers),
+            ) from None
+        raise SourceError(
+            f"OpenAI API refused the request: HTTP {status} {self._error_text(content)}",
+            status=status,
+        ) from None
+
+    def _problem(self, exc: BaseException) -> str:
+        """A passing failure in one line, for the retry warning and the final error."""
+        if isinstance(exc, BodyTooLarge):
+            return (
+                f"response body larger than max_response_size ({self.max_response_size} "
+                "bytes decoded)"
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return f"request took longer than request_timeout ({self.timeout:g}s)"
+        if isinstance(exc, httpx.TransportError):
+            return f"cannot reach {self.base_url} ({one_line(exc) or type(exc).__name__})"
+        return str(exc)
 
     def _exchange(self, params: list) -> tuple[int, httpx.Headers, bytes]:
         """One request within its deadline: status, headers and the (capped) decoded body."""
@@ -330,16 +350,21 @@ class TenantRefused(SourceError):
     listing, or the key may not read it."""
 
     def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status=status)
 
 
 def refusal_status(exc: SourceError) -> int | None:
     """400, 403 or 404 when `exc` is the API refusing the request for good, else None."""
-    status = getattr(exc, "status", None)
-    if status is None and (match := _REFUSED_STATUS.search(str(exc))):
-        status = int(match.group(1))
-    return status if status in (400, 403, 404) else None
+    return exc.status if exc.status in (400, 403, 404) else None
+
+
+def api_failure_is_passing(exc: BaseException) -> bool:
+    """The source's classifier: what another attempt may cure. An answer with a status in
+    `RETRY_STATUSES`, a timeout, a transport error (a rejected certificate arrives here as a
+    final `SourceError`), a malformed or oversized body. 401/403 and other statuses are final."""
+    if isinstance(exc, SourceError):
+        return exc.status in RETRY_STATUSES
+    return isinstance(exc, Malformed | BodyTooLarge | httpx.TransportError)
 
 
 class _ListingProgress:

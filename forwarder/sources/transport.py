@@ -1,13 +1,18 @@
 """Guards for the API source's HTTP: a total deadline per request, a stop signal that cuts a
 request in flight within a fraction of a second, a cap on a response's decoded size, and the
-parsing of a body that holds several JSON documents back to back."""
+parsing of a body that holds several JSON documents back to back. The guarded sockets reach
+httpx through public seams only: httpcore's pool takes them as its `network_backend`, and
+`GuardedTransport` is the `httpx.BaseTransport` over that pool (with the proxy the environment
+names, which httpx would otherwise pick)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import ssl
 import threading
 import time
+import urllib.request
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -18,6 +23,7 @@ import httpx
 import orjson
 
 from forwarder.deepjson import loads_deep
+from forwarder.errors import ConfigError
 
 # How long a blocked socket operation waits before it looks at the stop signal and the
 # deadline again; SIGTERM is then honoured within this (plus a little) even mid-request.
@@ -166,18 +172,173 @@ class GuardedStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
-def guard_client(client: httpx.Client, backend: GuardedBackend) -> None:
-    """Give the connection pools of `client` (direct, and any proxy from the environment) the
-    guarded sockets. httpx has no parameter for httpcore's network backend, hence the
-    attributes; checked, so that an upgrade that moves them fails loudly, not silently."""
-    transports = [client._transport, *client._mounts.values()]
-    for transport in transports:
-        if transport is None:
+class GuardedTransport(httpx.BaseTransport):
+    """httpx's transport over httpcore's connection pool (or its HTTP proxy pool) with the
+    guarded sockets of `backend`: httpx takes no network backend, httpcore does
+    (`network_backend=`), so this joins the two with their public APIs only. The request and
+    response mapping and the exception names follow httpx's own `HTTPTransport`."""
+
+    def __init__(
+        self,
+        backend: GuardedBackend,
+        *,
+        ssl_context: ssl.SSLContext,
+        limits: httpx.Limits,
+        proxy: httpx.Proxy | None = None,
+    ) -> None:
+        common: dict[str, Any] = {
+            "ssl_context": ssl_context,
+            "max_connections": limits.max_connections,
+            "max_keepalive_connections": limits.max_keepalive_connections,
+            "keepalive_expiry": limits.keepalive_expiry,
+            "network_backend": backend,
+        }
+        self._pool: httpcore.ConnectionPool
+        if proxy is None:
+            self._pool = httpcore.ConnectionPool(**common)
+        elif proxy.url.scheme in ("http", "https"):
+            self._pool = httpcore.HTTPProxy(
+                proxy_url=httpcore.URL(
+                    scheme=proxy.url.raw_scheme,
+                    host=proxy.url.raw_host,
+                    port=proxy.url.port,
+                    target=proxy.url.raw_path,
+                ),
+                proxy_auth=proxy.raw_auth,
+                proxy_headers=proxy.headers.raw,
+                proxy_ssl_context=proxy.ssl_context,
+                **common,
+            )
+        else:
+            raise ValueError(f"proxy scheme {proxy.url.scheme!r} is not http or https")
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.SyncByteStream)
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _httpx_errors():
+            response = self._pool.handle_request(core_request)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_ResponseBody(response.stream),
+            extensions=response.extensions,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _ResponseBody(httpx.SyncByteStream):
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _httpx_errors():
+            yield from self._stream
+
+    def close(self) -> None:
+        if hasattr(self._stream, "close"):
+            self._stream.close()
+
+
+# httpcore's exceptions and the httpx ones they become; the most specific match wins.
+_ERRORS: dict[type[Exception], type[httpx.HTTPError]] = {
+    httpcore.TimeoutException: httpx.TimeoutException,
+    httpcore.ConnectTimeout: httpx.ConnectTimeout,
+    httpcore.ReadTimeout: httpx.ReadTimeout,
+    httpcore.WriteTimeout: httpx.WriteTimeout,
+    httpcore.PoolTimeout: httpx.PoolTimeout,
+    httpcore.NetworkError: httpx.NetworkError,
+    httpcore.ConnectError: httpx.ConnectError,
+    httpcore.ReadError: httpx.ReadError,
+    httpcore.WriteError: httpx.WriteError,
+    httpcore.ProxyError: httpx.ProxyError,
+    httpcore.UnsupportedProtocol: httpx.UnsupportedProtocol,
+    httpcore.ProtocolError: httpx.ProtocolError,
+    httpcore.LocalProtocolError: httpx.LocalProtocolError,
+    httpcore.RemoteProtocolError: httpx.RemoteProtocolError,
+}
+
+
+@contextmanager
+def _httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        mapped: type[httpx.HTTPError] | None = None
+        for core, ours in _ERRORS.items():
+            if isinstance(exc, core) and (mapped is None or issubclass(ours, mapped)):
+                mapped = ours
+        if mapped is None:
+            raise  # ours (Interrupted, BodyTooLarge) or a bug: as it is
+        raise mapped(str(exc)) from exc
+
+
+def ssl_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
+    """The TLS context of the API client: `ca_file`'s CAs, or httpx's defaults (certifi, or
+    SSL_CERT_FILE / SSL_CERT_DIR from the environment); no verification with `verify` false."""
+    if verify and ca_file:
+        return ssl.create_default_context(cafile=ca_file)
+    return httpx.create_ssl_context(verify=verify)
+
+
+def environment_proxy(url: httpx.URL) -> httpx.Proxy | None:
+    """The proxy the environment names for `url`, as httpx and curl read it: HTTPS_PROXY or
+    HTTP_PROXY by the URL's scheme, else ALL_PROXY (any case; a value without a scheme is
+    http://), unless NO_PROXY lists the host (`*`, the host, or a domain it is under)."""
+    proxies = urllib.request.getproxies()
+    if _bypassed(url.host, proxies.get("no", "")):
+        return None
+    value = proxies.get(url.scheme) or proxies.get("all")
+    if not value:
+        return None
+    proxy = httpx.Proxy(value if "://" in value else f"http://{value}")
+    if proxy.url.scheme not in ("http", "https"):
+        raise ConfigError(
+            f"invalid setting proxy: the environment names a {proxy.url.scheme}:// proxy for "
+            f"{url.scheme}:// requests; only http:// and https:// proxies are supported"
+        )
+    return proxy
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    """Whether NO_PROXY lists `host`: `*`; the host itself or a domain above it (a leading
+    `.` or `*.` allowed, a port ignored); an IP address, or a network that holds it."""
+    host = host.lower().strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in no_proxy.lower().split(","):
+        entry = entry.strip()
+        if entry == "*":
+            return True
+        if "/" in entry and address is not None:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                pass
             continue
-        pool = getattr(transport, "_pool", None)
-        if not isinstance(pool, httpcore.ConnectionPool) or not hasattr(pool, "_network_backend"):
-            raise RuntimeError("this httpx/httpcore version does not take a network backend")
-        pool._network_backend = backend
+        if entry.startswith("["):  # [v6]:port
+            entry = entry[1:].partition("]")[0]
+        elif entry.count(":") == 1:
+            entry = entry.partition(":")[0]
+        entry = entry.lstrip("*.")
+        if entry and (host == entry or host.endswith("." + entry)):
+            return True
+    return False
 
 
 def read_capped(response: httpx.Response, cap: int) -> bytes:
