@@ -58,9 +58,7 @@ def delivered(tmp_path: Path) -> Counter[str]:
 
 
 def dead_lettered(tmp_path: Path) -> Counter[str]:
-    return Counter(
-        letter["event"]["id"] for _, _, letter in read_dead_letters(tmp_path / "dl")
-    )
+    return Counter(letter["event"]["id"] for _, _, letter in read_dead_letters(tmp_path / "dl"))
 
 
 def checkpoint(tmp_path: Path, stream: str = "default") -> dict[str, Any] | None:

@@ -129,6 +129,12 @@ class OpenAIAuditLogSource(Source):
             body = self._list(self._params(start, end, after, self.page_size), first=after is None)
             kept = self._in_window(body["data"], start, end)
             window = _window_text(start, end)
+            last = next_cursor(body) if body["has_more"] else None
+            if last is not None and (last in cursors or last == after):
+                raise SourceError(
+                    f"OpenAI API: the page cursor {last!r} came back while listing {window}; "
+                    "paging stopped, the watermark stays"
+                )
             try:
                 new = progress.advance(kept)
             except OutOfOrder as exc:
@@ -139,15 +145,8 @@ class OpenAIAuditLogSource(Source):
                 ) from None
             if kept:
                 yield kept
-            if not body["has_more"]:
+            if last is None:  # no more pages (check_list_page: has_more comes with a cursor)
                 return
-            last = next_cursor(body)
-            assert last is not None  # check_list_page
-            if last in cursors or last == after:
-                raise SourceError(
-                    f"OpenAI API: the page cursor {last!r} came back while listing {window}; "
-                    "paging stopped, the watermark stays"
-                )
             cursors.add(last)
             idle = 0 if new else idle + 1
             if idle >= MAX_IDLE_PAGES:
@@ -359,7 +358,9 @@ class _ListingProgress:
     to newest first. A new event is older than every event before it, or in the oldest second
     so far with an id not yet seen there; only that second's ids are kept, so memory stays
     small. An event newer than the oldest so far breaks the order (`OutOfOrder`): the
-    collector's progress marker assumes it, so such a listing must not be trusted at all.
+    collector's progress marker assumes it, so such a listing must not be trusted at all;
+    unless the last page or this one listed it already (a page repeated is no news, and a
+    server that repeats pages is stopped by the idle count instead).
 
     Only events the collector can accept count (an id, a type and a time inside the window):
     one with an absurd time (`effective_at: 1000`) would otherwise be "the oldest so far",
@@ -370,10 +371,12 @@ class _ListingProgress:
         self.end = end
         self.oldest: int | None = None
         self.ids_at_oldest: set[str] = set()
+        self.last_page: set[str] = set()
 
     def advance(self, page: list[Any]) -> bool:
         new = False
         start, end = self.start, self.end
+        listed: set[str] = set()
         for event in page:
             if minimal_problem(event) is not None:
                 continue
@@ -384,10 +387,13 @@ class _ListingProgress:
                 self.oldest, self.ids_at_oldest = at, {event_id}
                 new = True
             elif at > self.oldest:
-                raise OutOfOrder(at, self.oldest)
+                if event_id not in self.last_page and event_id not in listed:
+                    raise OutOfOrder(at, self.oldest)
             elif event_id not in self.ids_at_oldest:
                 self.ids_at_oldest.add(event_id)
                 new = True
+            listed.add(event_id)
+        self.last_page = listed
         return new
 
 
