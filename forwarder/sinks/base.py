@@ -251,6 +251,12 @@ class Sink(ABC):
         """A position to commit with the state after a successful write (None: nothing)."""
         return None
 
+    def follow(self) -> bool:
+        """Before each batch: notice that the destination moved (a file rotated, truncated,
+        or SIGHUP) and point at where it is now. True when `position()` changed: the caller
+        commits it before `write`, so that a crash in between cuts the right tail."""
+        return False
+
     @abstractmethod
     def check(self) -> str:
         """Connect and verify without sending events; return a short description of what was
