@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import socket
 import sqlite3
@@ -523,11 +524,17 @@ def backfill_scope(job: str) -> str:
 
 class StreamLock:
     """An exclusive, process-wide lock on one stream (flock: released by the kernel even on
-    SIGKILL). The lock file says who holds it, so the refusal can name the holder."""
+    SIGKILL). The lock file says who holds it, so the refusal can name the holder.
+
+    One lock file per state file and stream, however they are named: beside the state's real
+    path (a symbolic link to it, or another spelling of its path, takes the same lock), named
+    after a hash of the stream's exact name (`org:1` and `org_1` are two streams)."""
 
     def __init__(self, state_path: Path, name: str) -> None:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        self.path = state_path.with_name(f"{state_path.name}.{safe}.lock")
+        real = state_path.resolve()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        self.path = real.with_name(f"{real.name}.{safe}-{digest}.lock")
         self.name = name
         self._fd: int | None = None
 
