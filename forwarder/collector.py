@@ -30,6 +30,10 @@ SEEN_LIMIT = 20_000
 # its own overlap, while the partner has not listed that part yet: a partner further behind
 # (a tenant listing refused for days) may see events of a server that ignores tenant_only twice.
 PARTNER_KEEP = 86_400
+# A stream that starts this much later than now - lag is told that it waits (a --lag of years).
+LAG_WARNING = 3600
+# Streams warned in this process that a wider --overlap repeats events.
+_WARNED_OVERLAP: set[str] = set()
 
 
 @dataclass
@@ -116,6 +120,16 @@ class Collector:
         # A fresh stream starts exactly at start_at; afterwards the overlap is re-read.
         watermark = self.start_at() if committed is None else committed
         read_from = watermark - self.overlap if committed is not None else watermark
+        self._warn_of_repeats(read_from if committed is not None else None)
+        if watermark > until + LAG_WARNING:
+            self.log.warning(
+                "nothing to collect before %s: the stream starts at %s, later than now minus "
+                "--lag (%s)",
+                format_when(watermark + self.lag),
+                format_when(watermark),
+                format_when(until),
+                extra={"stream": self.stream},
+            )
         if watermark < until:
             result.events += self._walk(read_from, watermark, until, until)
             result.windows += 1
@@ -179,6 +193,25 @@ class Collector:
             self.log.info("delivered %d events", total, extra=log_extra)
         return total
 
+    def _warn_of_repeats(self, read_from: int | None) -> None:
+        """A re-read reaching further back than the ids kept (--overlap widened since the
+        last run) delivers the events in between again: say so, once per process."""
+        kept_from = self.state.ids_kept_from(self.stream)
+        if read_from is None or kept_from is None or read_from >= kept_from:
+            return
+        if self.stream in _WARNED_OVERLAP:
+            return
+        _WARNED_OVERLAP.add(self.stream)
+        self.log.warning(
+            "--overlap %s re-reads from %s, but delivered ids are kept only from %s (the "
+            "overlap of an earlier run): events between are delivered again, once; from now "
+            "on their ids are kept for the wider overlap",
+            _duration_text(self.overlap),
+            format_when(read_from),
+            format_when(kept_from),
+            extra={"stream": self.stream},
+        )
+
     def _repeat(self, event: Any, done_from: int, end: int) -> bool:
         """An event listed again in the part already complete (a server that pages badly):
         delivered before, unless the state has never seen it."""
@@ -191,6 +224,7 @@ class Collector:
         committed = self.state.watermark(self.stream)
         watermark = self.start_at() if committed is None else committed
         read_from = watermark - self.overlap if committed is not None else watermark
+        self._warn_of_repeats(read_from if committed is not None else None)
         seen = self.state.delivered_ids(self.scope, read_from)
         batch: list[dict[str, Any]] = []
         newest = None
@@ -332,3 +366,10 @@ class _ListedTwice:
             partner,
             extra={"stream": stream},
         )
+
+
+def _duration_text(seconds: int) -> str:
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
