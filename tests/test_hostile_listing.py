@@ -258,3 +258,19 @@ def test_a_server_that_ignores_tenant_only_delivers_each_event_once_with_one_war
         assert len(warned) == 1, text
         assert "delivered by stream default already" in warned[0]
         assert "each is delivered once" in warned[0]
+
+
+def test_a_page_in_ascending_order_breaks_the_listing_and_a_repeated_page_does_not() -> None:
+    from forwarder.sources.openai_api import OutOfOrder, _ListingProgress
+
+    start = int(time.time()) - 3600
+    page = [{"id": f"e{i}", "type": "login.failed", "effective_at": start + i} for i in range(5)]
+    with pytest.raises(OutOfOrder):
+        _ListingProgress(start, None).advance(page)  # oldest first inside one page
+    newest_first = page[::-1]
+    progress = _ListingProgress(start, None)
+    assert progress.advance(newest_first)
+    assert not progress.advance(newest_first)  # the same page again: no news, no break
+    # An absurd time is no event of the window: it neither counts nor breaks the order.
+    absurd = {"id": "x", "type": "login.failed", "effective_at": 1000}
+    assert not progress.advance([absurd, newest_first[-1]])
