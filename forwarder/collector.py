@@ -144,7 +144,7 @@ class Collector:
         move the watermark to `span_end` (None: leave it). While the listing runs, the part
         [done_from, span_end) known to be complete is committed after each batch."""
         seen = self.state.delivered_ids(self.scope, read_from, end)
-        twice = _ListedTwice(self, read_from, end)
+        twice = _ListedTwice(self, read_from, start, end)
         seen |= twice.ids
         batch: list[dict[str, Any]] = []
         oldest: int | None = None  # the oldest time listed so far
@@ -180,7 +180,7 @@ class Collector:
                     self.state.set_live_span(self.stream, LiveSpan(start, span_end, done_from))
                 if len(seen) > SEEN_LIMIT:
                     seen = self.state.delivered_ids(self.scope, read_from, done_from)
-                    twice = _ListedTwice(self, read_from, done_from, twice.counted)
+                    twice = _ListedTwice(self, read_from, start, done_from, twice.counted)
                     seen |= twice.ids
             if self.stop.is_set():
                 self.log.info("stop requested: window left open", extra=log_extra)
@@ -328,23 +328,36 @@ class _ListedTwice:
     warned: set[str] = set()  # streams warned about, in this process
 
     def __init__(
-        self, collector: Collector, start: int, end: int, counted: set[str] | None = None
+        self,
+        collector: Collector,
+        read_from: int,
+        start: int,
+        end: int,
+        counted: set[str] | None = None,
     ) -> None:
         self.collector = collector
         scope = collector.partner_scope
-        self.ids = collector.state.delivered_ids(scope, start, end) if scope else set()
+        self.ids = collector.state.delivered_ids(scope, read_from, end) if scope else set()
+        self.start = start
         self.counted: set[str] = set() if counted is None else counted
-        self.found = 0
+
+    @property
+    def found(self) -> int:
+        return len(self.counted)
 
     def count(self, page: list[Any]) -> None:
+        """Count the events of `page` the partner delivered, in the span's new part only
+        (the re-read overlap before it was counted by the sweep that first listed it)."""
         if not self.ids:
             return
-        ids, counted = self.ids, self.counted
+        ids, start, counted = self.ids, self.start, self.counted
         for event in page:
             event_id = event.get("id") if isinstance(event, dict) else None
-            if isinstance(event_id, str) and event_id in ids and event_id not in counted:
+            if not isinstance(event_id, str) or event_id not in ids:
+                continue
+            at = event.get("effective_at")
+            if type(at) is int and at >= start:
                 counted.add(event_id)
-                self.found += 1
 
     def report(self) -> None:
         if not self.found:
