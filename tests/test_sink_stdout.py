@@ -120,3 +120,22 @@ def test_a_reader_that_goes_away_fails_the_run_at_once_with_one_line_and_commits
     again = run_cli(*command(tmp_path, source)[3:], cwd=tmp_path, env=env)
     assert again.code == 0, again.stderr
     assert sorted(ids_of(again.stdout.encode())) == sorted(every_id)  # each once
+
+
+def test_a_closed_stdout_is_refused_and_nothing_is_written_into_the_file_that_took_fd_1(
+    tmp_path: Path,
+) -> None:
+    """With fd 1 closed at start, the first file opened (the stream lock) gets fd 1: a write
+    to fd 1 would land events in it."""
+    source, _ = input_file(tmp_path)
+    args = " ".join(f"'{arg}'" for arg in command(tmp_path, source))
+    done = subprocess.run(
+        ["sh", "-c", f"exec {args} >&-"], cwd=tmp_path, env=cli_env(), capture_output=True
+    )
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.decode().splitlines() if line.startswith(ERROR)]
+    assert errors == [f"{ERROR}sink stdout:: stdout is closed: nothing to write to"]
+    assert committed_ids(tmp_path) == set()
+    for path in tmp_path.iterdir():  # no event landed in the state, its lock or anything else
+        if path.name != "events.jsonl" and path.is_file():
+            assert b"audit_log-" not in path.read_bytes(), path.name

@@ -52,17 +52,21 @@ class StdoutSink(Sink):
                     raise
 
             parts, rejections = encode_each(records, pack, "msgpack")
+        if sys.__stdout__ is None:  # fd 1 was closed at start: it may name another file now
+            raise SinkError("stdout is closed: nothing to write to", permanent=True)
         write_all(STDOUT_FD, b"".join(parts))
         return rejections
 
     def check(self) -> str:
+        if sys.__stdout__ is None:
+            raise SinkError("stdout is closed: nothing to write to", permanent=True)
         return f"stdout: {self.format}"
 
 
 def write_all(fd: int, data: bytes) -> None:
     """Write every byte of `data` to `fd`, however many writes it takes; `SinkError` if not
     (permanent for a reader that went away)."""
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         sys.stdout.flush()  # anything Python buffered goes first, in order
     view = memoryview(data)
     try:
@@ -80,4 +84,6 @@ def write_all(fd: int, data: bytes) -> None:
                 "committed",
                 permanent=True,
             ) from None
+        if exc.errno == errno.EBADF:
+            raise SinkError("stdout is closed: nothing to write to", permanent=True) from None
         raise SinkError(f"stdout: write failed ({exc.strerror or exc})") from None
