@@ -285,3 +285,23 @@ def test_no_batch_is_written_while_a_rotation_holds_the_marker(tmp_path: Path) -
     sink.write(records(1, start=1))
     sink.close()
     assert path.read_bytes().count(b"\n") == 2
+
+
+def test_a_batch_is_not_written_while_another_process_holds_the_files_flock(
+    tmp_path: Path,
+) -> None:
+    import fcntl
+
+    from forwarder.sinks.base import SinkError
+
+    path = tmp_path / "out.ndjson"
+    sink = open_sink(f"file:{path}")
+    sink.restore(None)
+    holder = os.open(path, os.O_RDONLY)  # as prerotate's `flock FILE true`, held longer
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    with pytest.raises(SinkError, match="locked by another process"):
+        sink.write(records(1))
+    os.close(holder)
+    sink.write(records(1))
+    sink.close()
+    assert path.read_bytes().count(b"\n") == 1

@@ -71,6 +71,7 @@ class FileSink(Sink):
         self.marker = Path(f"{path}{ROTATING_SUFFIX}")
         self._name = f"file:{path.resolve()}"  # asked for at every commit: resolved once
         self._fd: int | None = None
+        self._opened = 0
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
         self._offset = 0
         self._generation = _reopen_generation[0]
@@ -121,6 +122,7 @@ class FileSink(Sink):
             os.close(fd)
             raise SinkError(f"file {self.path}: another process is writing it")
         self._fd = fd
+        self._opened += 1  # file descriptor numbers are reused: this tells opens apart
         self._identity = (info.st_dev, info.st_ino)
         self._offset = info.st_size
         self._generation = _reopen_generation[0]
@@ -178,27 +180,34 @@ class FileSink(Sink):
         file descriptor to write."""
         while True:
             assert self._fd is not None
-            fd = self._fd
+            fd, opened = self._fd, self._opened
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                # Not waiting here: logrotate's prerotate holds it for an instant, and the
+                # retry of the batch waits; a writer that holds it for long is refused.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SinkError(
+                    f"file {self.path}: locked by another process (a rotation in progress, or "
+                    "another writer); retried"
+                ) from None
             except OSError as exc:
                 raise SinkError(f"file {self.path}: cannot lock ({exc.strerror or exc})") from None
             try:
                 self._refuse_while_rotating()
                 self._follow()
             except BaseException:
-                self._unlock(fd)
+                self._unlock(fd, opened)
                 raise
-            if self._fd == fd:
+            if self._opened == opened:
                 break
             # Reopened: closing the old file dropped its lock; lock the new one, look again.
         try:
             yield fd
         finally:
-            self._unlock(fd)
+            self._unlock(fd, opened)
 
-    def _unlock(self, fd: int) -> None:
-        if fd == self._fd:
+    def _unlock(self, fd: int, opened: int) -> None:
+        if self._opened == opened and fd == self._fd:  # else closed already: lock gone
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
