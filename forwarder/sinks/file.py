@@ -63,7 +63,9 @@ def request_reopen() -> None:
 class FileSink(Sink):
     ndjson_lines = True
 
-    def __init__(self, spec: SinkSpec, path: Path, fsync: bool, follow_symlinks: bool) -> None:
+    def __init__(
+        self, spec: SinkSpec, path: Path, fsync: bool, follow_symlinks: bool = False
+    ) -> None:
         super().__init__(spec)
         self.path = path
         self.fsync = fsync
