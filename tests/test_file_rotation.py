@@ -187,7 +187,9 @@ def test_sighup_reopens_the_file_sink_and_never_stops_the_daemon(tmp_path: Path)
             assert wait_for(lambda: out.exists() and out.read_bytes().count(b"\n") == 50, 30)
             os.rename(out, tmp_path / "audit.ndjson.1")
             daemon.send_signal(signal.SIGHUP)
-            late = make_events(5, start=now - 50, end=now - 40, seed=4, types=ORG_TYPES)
+            late = make_events(
+                5, start=now - 200, end=now - 100, seed=4, types=ORG_TYPES
+            )  # overlap
             fake.add_events([dict(e, id=f"{e['id']}-late") for e in late])
             assert wait_for(lambda: out.exists() and out.read_bytes().count(b"\n") == 5, 30)
             assert daemon.poll() is None  # still running
