@@ -253,22 +253,27 @@ class Backfill:
                 self._put(("abandoned", window, None))
                 return
             self._put(("page", window, page))
+            # As the live collector's progress marker: a page counts once the next one came
+            # in newest-first order after it (the source checks the order).
+            confirmed = oldest
             times = [
-                e["effective_at"]
+                at
                 for e in page
-                if isinstance(e, dict) and isinstance(e.get("effective_at"), int)
+                if isinstance(e, dict)
+                and type(at := e.get("effective_at")) is int
+                and window.start <= at < window.end
             ]
             if times:
                 oldest = min(times) if oldest is None else min(oldest, *times)
             # Too dense: hand the older, untouched part back to be split and fetched in
-            # parallel. Events of the second `oldest` may be half fetched, so it stays in
+            # parallel. Events of the second `confirmed` may be half fetched, so it stays in
             # the remainder; the ids already delivered there are skipped.
             if (
                 pages >= self.page_budget
-                and oldest is not None
-                and window.start < oldest < window.end - 1
+                and confirmed is not None
+                and window.start < confirmed < window.end - 1
             ):
-                self._put(("split", window, oldest))
+                self._put(("split", window, confirmed))
                 return
         self._put(("done", window, None))
 

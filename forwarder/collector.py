@@ -14,6 +14,7 @@ from typing import Any
 
 from forwarder import metrics
 from forwarder.delivery import Delivery
+from forwarder.errors import ForwarderError
 from forwarder.logs import get_logger
 from forwarder.sources import Source
 from forwarder.sources.openai_api import TenantRefused
@@ -25,6 +26,14 @@ TENANT_RETRY_SECONDS = 3600.0
 # Ids remembered in memory during one listing before they are reloaded from the state, limited
 # to the part of the span not yet complete: memory follows a batch, not the span.
 SEEN_LIMIT = 20_000
+# How far back a stream keeps its delivered ids for its partner (see `_ListedTwice`) beyond
+# its own overlap, while the partner has not listed that part yet: a partner further behind
+# (a tenant listing refused for days) may see events of a server that ignores tenant_only twice.
+PARTNER_KEEP = 86_400
+# A stream that starts this much later than now - lag is told that it waits (a --lag of years).
+LAG_WARNING = 3600
+# Streams warned in this process that a wider --overlap repeats events.
+_WARNED_OVERLAP: set[str] = set()
 
 
 @dataclass
@@ -48,6 +57,7 @@ class Collector:
         start_at: Callable[[], int],
         stop: threading.Event | None = None,
         tenant_companion: bool = False,
+        partner: str | None = None,
     ) -> None:
         self.stream = stream
         self.scope = live_scope(stream)
@@ -60,6 +70,10 @@ class Collector:
         self.start_at = start_at
         self.stop = stop or threading.Event()
         self.tenant_companion = tenant_companion
+        # The stream that lists the other half of this organization's events (a stream and
+        # its tenant companion): an event both listings return is delivered once.
+        self.partner = partner
+        self.partner_scope = live_scope(partner) if partner else None
         self.log = get_logger()
 
     def sweep(self, now: float | None = None) -> SweepResult:
@@ -104,6 +118,16 @@ class Collector:
         # A fresh stream starts exactly at start_at; afterwards the overlap is re-read.
         watermark = self.start_at() if committed is None else committed
         read_from = watermark - self.overlap if committed is not None else watermark
+        self._warn_of_repeats(read_from if committed is not None else None)
+        if watermark > until + LAG_WARNING:
+            self.log.warning(
+                "nothing to collect before %s: the stream starts at %s, later than now minus "
+                "--lag (%s)",
+                format_when(watermark + self.lag),
+                format_when(watermark),
+                format_when(until),
+                extra={"stream": self.stream},
+            )
         if watermark < until:
             result.events += self._walk(read_from, watermark, until, until)
             result.windows += 1
@@ -118,8 +142,14 @@ class Collector:
         move the watermark to `span_end` (None: leave it). While the listing runs, the part
         [done_from, span_end) known to be complete is committed after each batch."""
         seen = self.state.delivered_ids(self.scope, read_from, end)
+        twice = _ListedTwice(self, read_from, start, end)
+        seen |= twice.ids
         batch: list[dict[str, Any]] = []
         oldest: int | None = None  # the oldest time listed so far
+        # The oldest time of the pages before the last one: the progress marker trusts a page
+        # only once the next one came in newest-first order after it (the source checks it),
+        # so a server that lists oldest first never gets its first page taken as progress.
+        confirmed: int | None = None
         done_from = end
         total = 0
         log_extra = {
@@ -128,6 +158,7 @@ class Collector:
         }
         for page in self.source.pages(read_from, end) if read_from < end else ():
             fresh = [e for e in page if not self._repeat(e, done_from, end)]
+            twice.count(fresh)
             self.delivery.take_new(fresh, seen, batch)
             # Only in-window times count: the source passes absurd ones on, for dead letters.
             times = [
@@ -135,26 +166,49 @@ class Collector:
                 for e in fresh
                 if type(at := e.get("effective_at")) is int and read_from <= at < end
             ]
+            confirmed = oldest
             if times:
                 oldest = min(times) if oldest is None else min(oldest, *times)
             if len(batch) >= self.batch_size or self.stop.is_set():
                 total += self._deliver(batch)
                 batch = []
-                if oldest is not None and span_end is not None and oldest + 1 < done_from:
+                if confirmed is not None and span_end is not None and confirmed + 1 < done_from:
                     # Everything listed is delivered: only the oldest second may go on.
-                    done_from = oldest + 1
+                    done_from = confirmed + 1
                     self.state.set_live_span(self.stream, LiveSpan(start, span_end, done_from))
                 if len(seen) > SEEN_LIMIT:
                     seen = self.state.delivered_ids(self.scope, read_from, done_from)
+                    twice = _ListedTwice(self, read_from, start, done_from, twice.counted)
+                    seen |= twice.ids
             if self.stop.is_set():
                 self.log.info("stop requested: window left open", extra=log_extra)
                 return total
         total += self._deliver(batch, span_end)
+        twice.report()
         if span_end is not None and self.state.live_span(self.stream) is not None:
             self.state.set_live_span(self.stream, None)
         if total:
             self.log.info("delivered %d events", total, extra=log_extra)
         return total
+
+    def _warn_of_repeats(self, read_from: int | None) -> None:
+        """A re-read reaching further back than the ids kept (--overlap widened since the
+        last run) delivers the events in between again: say so, once per process."""
+        kept_from = self.state.ids_kept_from(self.stream)
+        if read_from is None or kept_from is None or read_from >= kept_from:
+            return
+        if self.stream in _WARNED_OVERLAP:
+            return
+        _WARNED_OVERLAP.add(self.stream)
+        self.log.warning(
+            "--overlap %s re-reads from %s, but delivered ids are kept only from %s (the "
+            "overlap of an earlier run): events between are delivered again, once; from now "
+            "on their ids are kept for the wider overlap",
+            _duration_text(self.overlap),
+            format_when(read_from),
+            format_when(kept_from),
+            extra={"stream": self.stream},
+        )
 
     def _repeat(self, event: Any, done_from: int, end: int) -> bool:
         """An event listed again in the part already complete (a server that pages badly):
@@ -168,6 +222,7 @@ class Collector:
         committed = self.state.watermark(self.stream)
         watermark = self.start_at() if committed is None else committed
         read_from = watermark - self.overlap if committed is not None else watermark
+        self._warn_of_repeats(read_from if committed is not None else None)
         seen = self.state.delivered_ids(self.scope, read_from)
         batch: list[dict[str, Any]] = []
         newest = None
@@ -207,8 +262,22 @@ class Collector:
             self.scope,
             batch,
             watermark=(self.stream, watermark) if watermark is not None else None,
-            prune_before=watermark - self.overlap if watermark is not None else None,
+            prune_before=self._prune_point(watermark) if watermark is not None else None,
         )
+
+    def _prune_point(self, watermark: int) -> int:
+        """Delivered ids older than this are forgotten: those before the overlap, unless the
+        partner stream has still to list them (up to `PARTNER_KEEP` more)."""
+        keep_from = watermark - self.overlap
+        if self.partner is None:
+            return keep_from
+        try:
+            partner_watermark = self.state.watermark(self.partner)
+        except ForwarderError:  # the partner's own sweep reports its broken watermark
+            return keep_from
+        if partner_watermark is None:
+            return keep_from - PARTNER_KEEP
+        return max(keep_from - PARTNER_KEEP, min(keep_from, partner_watermark - self.overlap))
 
     # Tenant listing refused ------------------------------------------------------------
 
@@ -245,3 +314,73 @@ class Collector:
         if self.state.tenant_refusal(self.stream) is not None:
             self.state.set_tenant_refusal(self.stream, None)
             self.log.info("tenant listing accepted again", extra={"stream": self.stream})
+
+
+class _ListedTwice:
+    """The events of a listing that the partner stream (a stream and its tenant companion)
+    delivered already: a server that ignores `tenant_only` lists every event in both. Which
+    types are tenant-scoped is partly our inference, so no event is dropped for its type:
+    an id check costs a lookup, a wrong guess about a type would cost the event. Counted in
+    `oaf_events_listed_twice_total`, with one warning per stream and process."""
+
+    warned: set[str] = set()  # streams warned about, in this process
+
+    def __init__(
+        self,
+        collector: Collector,
+        read_from: int,
+        start: int,
+        end: int,
+        counted: set[str] | None = None,
+    ) -> None:
+        self.collector = collector
+        scope = collector.partner_scope
+        self.ids = collector.state.delivered_ids(scope, read_from, end) if scope else set()
+        self.start = start
+        self.counted: set[str] = set() if counted is None else counted
+
+    @property
+    def found(self) -> int:
+        return len(self.counted)
+
+    def count(self, page: list[Any]) -> None:
+        """Count the events of `page` the partner delivered, in the span's new part only
+        (the re-read overlap before it was counted by the sweep that first listed it)."""
+        if not self.ids:
+            return
+        ids, start, counted = self.ids, self.start, self.counted
+        for event in page:
+            event_id = event.get("id") if isinstance(event, dict) else None
+            if not isinstance(event_id, str) or event_id not in ids:
+                continue
+            at = event.get("effective_at")
+            if type(at) is int and at >= start:
+                counted.add(event_id)
+
+    def report(self) -> None:
+        if not self.found:
+            return
+        stream = self.collector.stream
+        metrics.EVENTS_LISTED_TWICE.labels(stream).inc(self.found)
+        message = (
+            "%d events listed here were delivered by stream %s already (the API listed them "
+            "with and without tenant_only); each is delivered once"
+        )
+        partner = (self.collector.partner_scope or "").partition(":")[2]
+        if stream in self.warned:
+            self.collector.log.info(message, self.found, partner, extra={"stream": stream})
+            return
+        self.warned.add(stream)
+        self.collector.log.warning(
+            message + "; counted in oaf_events_listed_twice_total, not warned again",
+            self.found,
+            partner,
+            extra={"stream": stream},
+        )
+
+
+def _duration_text(seconds: int) -> str:
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -7,6 +7,7 @@ import ipaddress
 import math
 import os
 import re
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -35,7 +36,7 @@ from pydantic_settings import (
 
 from forwarder.errors import ConfigError
 from forwarder.logs import get_logger, redact, register_secret
-from forwarder.timeparse import parse_duration, parse_when
+from forwarder.timeparse import MAX_AHEAD, format_when, parse_duration, parse_when
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SCHEMAS_HINT = "ecs, ocsf, raw or a registered mapper"
@@ -123,6 +124,18 @@ def _env(*names: str) -> AliasChoices:
 STREAM_NAME = r"^[A-Za-z0-9_.:@-]{1,64}$"
 
 
+def check_start_at(value: str) -> str:
+    """A time a stream with no checkpoint starts at: not in the future (beyond the API's one
+    day of clock skew), where it would collect nothing, silently, until that day."""
+    when = parse_when(value)
+    if when > time.time() + MAX_AHEAD:
+        raise ValueError(
+            f"{value!r} is in the future ({format_when(when)}); a stream starts at a past time "
+            "(e.g. 24h, 7d or 2026-01-01)"
+        )
+    return value
+
+
 def check_stream_name(name: str) -> str:
     """A stream name becomes part of paths and keys through `{stream}` in sink URLs: no path
     separator (the pattern) and no `.` or `..`, which would leave the sink's directory."""
@@ -159,6 +172,11 @@ class StreamSettings(BaseModel):
     @classmethod
     def _check_base_url(cls, value: str | None) -> str | None:
         return None if value is None else validate_base_url(value)
+
+    @field_validator("start_at")
+    @classmethod
+    def _check_start_at(cls, value: str | None) -> str | None:
+        return None if value is None else check_start_at(value)
 
 
 class Settings(BaseSettings):
@@ -223,8 +241,7 @@ class Settings(BaseSettings):
     @field_validator("start_at")
     @classmethod
     def _check_start_at(cls, value: str) -> str:
-        parse_when(value)
-        return value
+        return check_start_at(value)
 
     @field_validator("base_url")
     @classmethod

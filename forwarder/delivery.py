@@ -96,7 +96,7 @@ class Delivery:
         other `changes` in one transaction. Returns the number of events committed."""
         with self.batch_lock:
             try:
-                self.deliver(batch)
+                self.deliver(batch, moved=state.set_sink_positions)
                 state.commit(
                     Commit(
                         scope=scope,
@@ -124,9 +124,15 @@ class Delivery:
                     "sink %s: cannot cut the uncommitted batch: %s", sink.name, exc
                 )
 
-    def deliver(self, events: list[dict[str, Any]]) -> None:
+    def deliver(
+        self,
+        events: list[dict[str, Any]],
+        moved: Callable[[dict[str, str | None]], None] | None = None,
+    ) -> None:
         """Return once every sink acknowledged `events`; raise `DeliveryError` when a sink
-        stays down past the retry budget, `Stopped` when told to stop before that."""
+        stays down past the retry budget, `Stopped` when told to stop before that. `moved`
+        commits the position of a sink whose destination moved (a file rotated) before the
+        batch is written there."""
         if not events:
             return
         letters: list[DeadLetter] = []
@@ -140,7 +146,7 @@ class Delivery:
             records = rendered[sink.mapping]
             if not records:
                 continue
-            rejections = self._retry(sink, lambda s=sink, r=records: s.write(r))
+            rejections = self._retry(sink, lambda s=sink, r=records: _write(s, r, moved))
             metrics.EVENTS_DELIVERED.labels(self.stream, sink.name).inc(
                 len(records) - len(rejections or ())
             )
@@ -227,6 +233,17 @@ class Delivery:
             return retrier(action)
         except SinkError as exc:  # permanent: retrying cannot help
             raise DeliveryError(f"sink {sink.name}: {exc}") from None
+
+
+def _write(
+    sink: Sink,
+    records: list[Record],
+    moved: Callable[[dict[str, str | None]], None] | None,
+) -> Sequence[Any]:
+    """One attempt at a sink: follow its destination (committing a move), then write."""
+    if sink.follow() and moved is not None:
+        moved({sink.name: sink.position()})
+    return sink.write(records)
 
 
 def close_sinks(sinks: Iterable[Sink]) -> None:

@@ -38,7 +38,16 @@ def redact(text: str) -> str:
     for secret in sorted(_SECRETS, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, REDACTED)
-    return strip_url_credentials(_KEY_TOKEN.sub(REDACTED, text))
+    return strip_url_credentials(_KEY_TOKEN.sub(_redact_key_token, text))
+
+
+def _redact_key_token(match: re.Match[str]) -> str:
+    """A key, or a key masked by the API (`sk-adm****wxyz`), is redacted; a hint that names a
+    key's shape (`sk-admin-...`) is not a key and stays readable."""
+    token = match.group()
+    if "*" in token or sum(char.isalnum() for char in token) >= 16:
+        return REDACTED
+    return token
 
 
 def strip_url_credentials(text: str) -> str:

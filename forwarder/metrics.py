@@ -62,3 +62,10 @@ TENANT_LISTING_REFUSED = Gauge(
     ["stream"],
     registry=REGISTRY,
 )
+EVENTS_LISTED_TWICE = Counter(
+    "oaf_events_listed_twice",
+    "Events a stream's listing returned that its tenant companion (or the stream of a tenant "
+    "companion) delivered already: the API ignored tenant_only; each is delivered once",
+    ["stream"],
+    registry=REGISTRY,
+)

@@ -20,6 +20,7 @@ from forwarder.errors import ConfigError
 from forwarder.logs import get_logger, register_secret
 from forwarder.schemas import build_mappers
 from forwarder.sinks import Sink, SinkConfigError, open_sink
+from forwarder.sinks.file import request_reopen
 from forwarder.sources import Source
 from forwarder.sources.jsonl import JsonlSource
 from forwarder.sources.openai_api import OpenAIAuditLogSource
@@ -185,7 +186,12 @@ class Runtime(AbstractContextManager["Runtime"]):
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
-    """First SIGTERM/SIGINT: finish or drop the batch in flight, then exit. Second: now."""
+    """First SIGTERM/SIGINT: finish or drop the batch in flight, then exit. Second: now.
+    SIGHUP (logrotate's postrotate) reopens every file sink before its next batch."""
+
+    def reopen(signum: int, frame: Any) -> None:
+        request_reopen()
+        get_logger().info("received SIGHUP: file sinks reopen their files before the next batch")
 
     def handler(signum: int, frame: Any) -> None:
         if stop.is_set():
@@ -197,3 +203,4 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGHUP, reopen)

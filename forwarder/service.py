@@ -60,12 +60,14 @@ def run_stream(
                     shared = SinkPool()
                     stack.callback(shared.close)
                 sweeps = []
-                for target in (settings, *companions):
+                group = (settings, *companions)
+                for target in group:
                     rt = stack.enter_context(
                         Runtime(target, command, "stream {stream}", stop=stop, pool=shared)
                     )
                     rt.open()
-                    sweeps.append((rt, _collector(rt, target, stop)))
+                    partner = _partner(target, group)
+                    sweeps.append((rt, _collector(rt, target, stop, partner)))
                     health.register(rt.stream)
                 while True:
                     for rt, collector in sweeps:
@@ -102,7 +104,15 @@ def run_stream(
                 return
 
 
-def _collector(rt: Runtime, settings: Settings, stop: threading.Event) -> Collector:
+def _partner(target: Settings, group: Sequence[Settings]) -> str | None:
+    """The other stream of a stream and its tenant companion (its ids count as delivered)."""
+    others = [other.stream for other in group if other is not target]
+    return others[0] if len(group) == 2 and group[1].tenant_companion else None
+
+
+def _collector(
+    rt: Runtime, settings: Settings, stop: threading.Event, partner: str | None = None
+) -> Collector:
     assert rt.source and rt.state and rt.delivery
     return Collector(
         stream=rt.stream,
@@ -115,6 +125,7 @@ def _collector(rt: Runtime, settings: Settings, stop: threading.Event) -> Collec
         start_at=functools.partial(start_at, settings, rt.source),
         stop=stop,
         tenant_companion=settings.tenant_companion,
+        partner=partner,
     )
 
 

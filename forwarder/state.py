@@ -7,15 +7,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
+import hashlib
 import os
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
 
@@ -25,12 +28,21 @@ from forwarder.logs import get_logger
 from forwarder.timeparse import out_of_range
 
 _OPENING = threading.Lock()
+T = TypeVar("T")
+
+# `PRAGMA user_version` of the state this version writes. A state of a higher one was written
+# by a newer version and is refused: its layout or meaning may differ. (0: written before the
+# version was recorded; read and upgraded.)
+SCHEMA_VERSION = 1
+# Columns added after the first layout, with their declaration: added to an older state.
+ADDED_COLUMNS = {("streams", "ids_from"): "INTEGER"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
     stream TEXT PRIMARY KEY,
     watermark INTEGER NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    ids_from INTEGER
 );
 CREATE TABLE IF NOT EXISTS delivered (
     scope TEXT NOT NULL,
@@ -131,6 +143,22 @@ class Commit:
     keep_ids_from: int | None = None  # a finished window keeps its ids from here on (Handover)
 
 
+def _reported(method: Callable[..., T]) -> Callable[..., T]:
+    """A read of the state that meets a corrupt page (or a state of another layout) ends with
+    one line naming the state, not an internal error; a passing fault is a StorageError."""
+
+    @functools.wraps(method)
+    def read(self: State, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and is_passing_fault(exc):
+                raise StorageError(f"state {self.path}: cannot read ({exc})") from None
+            raise state_unusable(self.path, exc) from None
+
+    return read
+
+
 class State:
     """Access to the state database. Not shared across threads: one connection per State."""
 
@@ -144,6 +172,8 @@ class State:
         except (OSError, sqlite3.Error) as exc:
             if is_passing_fault(exc):
                 raise StorageError(f"state {path}: cannot open ({exc})") from None
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise state_unusable(path, exc) from None
             raise ConfigError(f"invalid setting state: cannot open {path} ({exc})") from None
 
     @staticmethod
@@ -169,9 +199,18 @@ class State:
                         db.close()
                         raise
                     time.sleep(0.05)
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(SCHEMA)
-            _migrate_delivered(db)
+            try:
+                db.execute("PRAGMA synchronous=FULL")
+                _check_version(db, path)
+                db.executescript(SCHEMA)
+                _migrate_delivered(db)
+                _add_columns(db)
+                _check_layout(db, path)
+                if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            except BaseException:
+                db.close()
+                raise
             return db
         finally:
             os.umask(old_umask)
@@ -190,16 +229,19 @@ class State:
                     self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             # Disk full, a read-only or failing disk: nothing was committed, and the next
-            # sweep (or run) repeats the batch. Anything else is a bug and stays one.
+            # sweep (or run) repeats the batch. A corrupt page: one line, and a stop.
             if self.db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self.db.execute("ROLLBACK")
-            raise StorageError(f"state {self.path}: cannot commit ({exc})") from None
+            if isinstance(exc, sqlite3.OperationalError) and is_passing_fault(exc):
+                raise StorageError(f"state {self.path}: cannot commit ({exc})") from None
+            raise state_unusable(self.path, exc) from None
 
     # Watermarks --------------------------------------------------------------------------
 
+    @_reported
     def watermark(self, stream: str) -> int | None:
         """The committed watermark. One outside 2020 .. now + 1 day (an older version could
         store the time of an absurd event) stops the stream with how to repair it."""
@@ -214,6 +256,7 @@ class State:
             )
         return int(row[0])
 
+    @_reported
     def streams(self) -> list[tuple[str, int, float]]:
         return list(self.db.execute("SELECT stream, watermark, updated_at FROM streams"))
 
@@ -228,12 +271,20 @@ class State:
                 db.execute(
                     "INSERT INTO streams(stream, watermark, updated_at) VALUES (?,?,?) "
                     "ON CONFLICT(stream) DO UPDATE SET watermark=excluded.watermark, "
-                    "updated_at=excluded.updated_at",
+                    "updated_at=excluded.updated_at, ids_from=NULL",
                     (stream, watermark, time.time()),
                 )
 
+    @_reported
+    def ids_kept_from(self, stream: str) -> int | None:
+        """Where the delivered ids this stream remembers begin (its last prune point), if
+        recorded: a re-read that starts earlier finds no ids there, and repeats its events."""
+        row = self.db.execute("SELECT ids_from FROM streams WHERE stream=?", (stream,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     # Live spans in progress and refused tenant listings --------------------------------
 
+    @_reported
     def live_span(self, stream: str) -> LiveSpan | None:
         row = self.db.execute(
             "SELECT start, end, done_from FROM live_spans WHERE stream=?", (stream,)
@@ -253,6 +304,7 @@ class State:
                     (stream, span.start, span.end, span.done_from, time.time()),
                 )
 
+    @_reported
     def tenant_refusal(self, stream: str) -> tuple[float, str] | None:
         """(when, the API's message) of the last refusal of this stream's tenant listing."""
         row = self.db.execute(
@@ -260,6 +312,7 @@ class State:
         ).fetchone()
         return None if row is None else (float(row[0]), str(row[1]))
 
+    @_reported
     def tenant_refusals(self) -> list[tuple[str, float, str]]:
         return list(self.db.execute("SELECT stream, refused_at, message FROM tenant_refusals"))
 
@@ -277,6 +330,7 @@ class State:
 
     # Delivered ids -----------------------------------------------------------------------
 
+    @_reported
     def delivered_ids(self, scope: str, start: int, end: int | None = None) -> set[str]:
         if end is None:
             rows = self.db.execute(
@@ -289,6 +343,7 @@ class State:
             )
         return {row[0] for row in rows}
 
+    @_reported
     def count_delivered(self, scope: str) -> int:
         return self.db.execute("SELECT count(*) FROM delivered WHERE scope=?", (scope,)).fetchone()[
             0
@@ -296,6 +351,7 @@ class State:
 
     # Sinks -------------------------------------------------------------------------------
 
+    @_reported
     def sink_position(self, sink: str) -> str | None:
         row = self.db.execute(
             "SELECT position FROM sink_positions WHERE sink=?", (sink,)
@@ -335,11 +391,13 @@ class State:
             self._write_positions(db, commit.sink_positions)
             if commit.watermark is not None:
                 stream, watermark = commit.watermark
+                # ids_from: where the delivered ids this stream keeps begin (see ids_kept_from).
                 db.execute(
-                    "INSERT INTO streams(stream, watermark, updated_at) VALUES (?,?,?) "
+                    "INSERT INTO streams(stream, watermark, updated_at, ids_from) VALUES (?,?,?,?) "
                     "ON CONFLICT(stream) DO UPDATE SET watermark=excluded.watermark, "
-                    "updated_at=excluded.updated_at",
-                    (stream, watermark, time.time()),
+                    "updated_at=excluded.updated_at, "
+                    "ids_from=coalesce(excluded.ids_from, streams.ids_from)",
+                    (stream, watermark, time.time(), commit.prune_before),
                 )
             if commit.prune_before is not None:
                 db.execute(
@@ -383,6 +441,7 @@ class State:
 
     # Backfill ----------------------------------------------------------------------------
 
+    @_reported
     def find_job(self, job: str) -> BackfillJob | None:
         row = self.db.execute(
             "SELECT job, stream, since, until, window, finished_at FROM backfill_jobs WHERE job=?",
@@ -408,6 +467,7 @@ class State:
             db.execute("DELETE FROM backfill_jobs WHERE job=?", (job,))
             db.execute("DELETE FROM delivered WHERE scope=?", (backfill_scope(job),))
 
+    @_reported
     def windows(self, job: str) -> list[tuple[Window, str, int]]:
         """(window, status, events) of a job, newest first."""
         rows = self.db.execute(
@@ -434,13 +494,15 @@ class State:
                         (live_scope(handover.stream), scope, handover.keep_from),
                     )
                     db.execute(
-                        "INSERT INTO streams(stream, watermark, updated_at) VALUES (?,?,?)",
-                        (handover.stream, handover.watermark, time.time()),
+                        "INSERT INTO streams(stream, watermark, updated_at, ids_from) "
+                        "VALUES (?,?,?,?)",
+                        (handover.stream, handover.watermark, time.time(), handover.keep_from),
                     )
                     handed_over = True
             db.execute("DELETE FROM delivered WHERE scope=?", (scope,))
         return handed_over
 
+    @_reported
     def jobs(self) -> list[tuple[str, str, int, int, float | None, int, int, int]]:
         """(job, stream, since, until, finished_at, windows, done, events) per job."""
         return list(
@@ -490,6 +552,63 @@ def watermark_problem(watermark: int) -> str | None:
     return out_of_range(watermark, time.time() + 1)
 
 
+def state_unusable(path: Path, exc: sqlite3.DatabaseError) -> ConfigError:
+    """The one line for a state this version cannot use: corrupt, or of another layout."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.IntegrityError) and any(
+        mark in text for mark in ("no such column", "no such table", "has no column", "NOT NULL")
+    ):
+        return ConfigError(
+            f"invalid setting state: {path} does not have the layout this version writes "
+            f"({text}): written by another version, or altered; restore it from a backup, or "
+            "move it away and start over with 'checkpoint set WHEN'"
+        )
+    return ConfigError(
+        f"invalid setting state: {path} is corrupt ({text}): restore it from a backup, or "
+        "move it away and start over with 'checkpoint set WHEN'"
+    )
+
+
+def _check_version(db: sqlite3.Connection, path: Path) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"invalid setting state: {path} was written by a newer version of "
+            f"openai-audit-forwarder (state schema {version}, this version reads up to "
+            f"{SCHEMA_VERSION}): upgrade, or use another --state"
+        )
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Columns later versions added, added to a state of an earlier one (once)."""
+    for (table, column), declaration in ADDED_COLUMNS.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+
+def _check_layout(db: sqlite3.Connection, path: Path) -> None:
+    """Every table and column this version uses is there (a state of another layout fails
+    here with one line, not later with an internal error)."""
+    expected = sqlite3.connect(":memory:")
+    try:
+        expected.executescript(SCHEMA)
+        tables = [
+            row[0] for row in expected.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        for table in tables:
+            want = {row[1] for row in expected.execute(f"PRAGMA table_info({table})")}
+            have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            missing = sorted(want - have)
+            if missing:
+                raise state_unusable(
+                    path, sqlite3.OperationalError(f"table {table} has no column {missing[0]}")
+                )
+    finally:
+        expected.close()
+
+
 def _migrate_delivered(db: sqlite3.Connection) -> None:
     """Rewrite a `delivered` table of the first layout (keyed by id, with a second index by
     time) into the time-ordered one, once. Keyed by time, a batch of inserts fills a few
@@ -527,11 +646,17 @@ def backfill_scope(job: str) -> str:
 
 class StreamLock:
     """An exclusive, process-wide lock on one stream (flock: released by the kernel even on
-    SIGKILL). The lock file says who holds it, so the refusal can name the holder."""
+    SIGKILL). The lock file says who holds it, so the refusal can name the holder.
+
+    One lock file per state file and stream, however they are named: beside the state's real
+    path (a symbolic link to it, or another spelling of its path, takes the same lock), named
+    after a hash of the stream's exact name (`org:1` and `org_1` are two streams)."""
 
     def __init__(self, state_path: Path, name: str) -> None:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        self.path = state_path.with_name(f"{state_path.name}.{safe}.lock")
+        real = state_path.resolve()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        self.path = real.with_name(f"{real.name}.{safe}-{digest}.lock")
         self.name = name
         self._fd: int | None = None
 

@@ -95,6 +95,9 @@ CHECKED_BY = {
     "Dockerfile": "hadolint + HEALTHCHECK checks",
     "Dockerfile.dockerignore": "COPY sources kept",
     ".gitignore": "git",
+    # packaging/logrotate/: run by Debian's logrotate in tests/test_file_rotation.py.
+    "openai-audit-forwarder": "logrotate, 20 rotations under a steady flow",
+    "openai-audit-forwarder-copytruncate": "logrotate, 20 rotations under a steady flow",
 }
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from forwarder.logs import strip_url_credentials
+from forwarder.logs import REDACTED, strip_url_credentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +118,9 @@ class SinkSpec:
     def reject_unknown(self, known: set[str]) -> None:
         unknown = sorted(set(self.params) - known - {"schema", "original"})
         if unknown:
+            # Without the parameters' values: an unknown one may be a secret (shared_key=).
             raise SinkConfigError(
-                f"sink {self.display}: unknown parameter {unknown[0]!r} "
+                f"sink {safe_url(self.url)}: unknown parameter {unknown[0]!r} "
                 f"(allowed: {', '.join(sorted(known | {'schema', 'original'}))})"
             )
 
@@ -180,20 +181,36 @@ class SinkSpec:
         return self.host, self.port
 
 
+def safe_url(url: str) -> str:
+    """`url` fit for an error message about it: without user info, however odd the password
+    (a `/`, `?` or `#` in it leaves the URL unparsable, so the last `@` ends it), and without
+    parameter values (an unknown parameter may be a secret)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        rest = REDACTED + rest[rest.rindex("@") :]
+    base, question, query = f"{scheme}{sep}{rest}".partition("?")
+    if question:
+        names = [part.split("=", 1)[0] for part in query.split("#")[0].split("&") if part]
+        base += "?" + "&".join(f"{name}=..." for name in names)
+    return base
+
+
 def parse_sink_url(url: str, default_schema: str = "ecs") -> SinkSpec:
     """Split a sink URL into its parts. `file:PATH` and `stdout:` have no authority."""
     parts = urlsplit(url)
     if not parts.scheme:
-        raise SinkConfigError(f"sink {url!r}: missing scheme (e.g. file:PATH, stdout:, s3://...)")
+        raise SinkConfigError(
+            f"sink {safe_url(url)!r}: missing scheme (e.g. file:PATH, stdout:, s3://...)"
+        )
     params: dict[str, str] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key in params:
-            raise SinkConfigError(f"sink {url!r}: parameter {key!r} given twice")
+            raise SinkConfigError(f"sink {safe_url(url)!r}: parameter {key!r} given twice")
         params[key] = value
     try:
         port = parts.port
     except ValueError:
-        raise SinkConfigError(f"sink {url!r}: invalid port") from None
+        raise SinkConfigError(f"sink {safe_url(url)!r}: invalid port") from None
     # file:relative/path, file:/abs/path and file:///abs/path all name a path.
     path = unquote(parts.path)
     spec = SinkSpec(
@@ -258,6 +275,12 @@ class Sink(ABC):
     def position(self) -> str | None:
         """A position to commit with the state after a successful write (None: nothing)."""
         return None
+
+    def follow(self) -> bool:
+        """Before each batch: notice that the destination moved (a file rotated, truncated,
+        or SIGHUP) and point at where it is now. True when `position()` changed: the caller
+        commits it before `write`, so that a crash in between cuts the right tail."""
+        return False
 
     @abstractmethod
     def check(self) -> str:

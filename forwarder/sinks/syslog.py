@@ -30,6 +30,9 @@ UDP_MAX_SIZE = 65507
 # Backoff between a stream sink's own attempts (reconnect and resend), seconds.
 STREAM_BACKOFF = 0.25
 MAX_BACKOFF = 5.0
+# How long a new TCP/TLS connection is watched before its first batch: a peer that accepts and
+# closes at once (a load balancer without a backend, a port that wants TLS) shows it by then.
+SETTLE_SECONDS = 0.25
 
 COMMON = {"facility", "hostname", "app_name", "format", "max_size", "sd_id", "cef_doc"}
 TLS_PARAMS = {"ca_file", "verify", "cert_file", "key_file", "server_name"}
@@ -216,6 +219,16 @@ class SyslogSink(Sink):
         finally:
             sock.settimeout(self._timeout)
 
+    def _settle(self, sock: socket.socket) -> None:
+        """Watch a new connection for `SETTLE_SECONDS`: a peer that closes it at once would
+        take a batch into the void (TCP has no acks). SinkError if it did."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while (remaining := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([sock], [], [], remaining)
+            # Readable and not closed: TLS housekeeping (session tickets), read and dropped.
+            if readable and self._peer_closed(sock):
+                raise SinkError(f"{self._label}: the peer closed the connection at once")
+
     # -- writing -----------------------------------------------------------------------
 
     def _messages(
@@ -309,7 +322,11 @@ class SyslogSink(Sink):
                 self.close()
             if self._sock is None:
                 self._sock = self._connect()
+                self._settle(self._sock)
             waits.send_all(self._sock, payload, time.monotonic() + self._timeout, self.stop)
+            # A close the peer made while the batch was sent: it may not have read it.
+            if self._peer_closed(self._sock):
+                raise SinkError(f"{self._label}: the peer closed the connection")
         except SinkError:
             self.close()
             raise
@@ -340,6 +357,7 @@ class SyslogSink(Sink):
             return f"{where}: RELP session opened ({software}{tls}; {size})"
         sock = self._connect()
         try:
+            self._settle(sock)
             if isinstance(sock, ssl.SSLSocket):
                 verified = "verified" if self._tls and self._tls.verify_mode else "NOT verified"
                 detail = f"{sock.version()} handshake, certificate {verified}"

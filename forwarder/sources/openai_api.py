@@ -19,6 +19,7 @@ import orjson
 
 from forwarder import __version__, metrics
 from forwarder.errors import AuthError, SourceError, Stopped, one_line
+from forwarder.intake import minimal_problem
 from forwarder.logs import get_logger
 from forwarder.retry import retrying
 from forwarder.sources import Page, Source
@@ -30,11 +31,12 @@ from forwarder.sources.transport import (
     Malformed,
     certificate_error,
     environment_proxy,
+    next_cursor,
     parse_list_body,
     read_capped,
     ssl_context,
 )
-from forwarder.timeparse import out_of_range
+from forwarder.timeparse import format_when, out_of_range
 
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 # Listed by the API only with tenant_only=true (and then only they are).
@@ -141,30 +143,30 @@ class OpenAIAuditLogSource(Source):
         `MAX_IDLE_PAGES` pages in a row bring no event new to this listing."""
         after: str | None = None
         cursors: set[str] = set()
-        progress = _ListingProgress()
+        progress = _ListingProgress(start, end)
         idle = 0
         while True:
             body = self._list(self._params(start, end, after, self.page_size), first=after is None)
-            data = body.get("data")
-            if not isinstance(data, list):
-                raise SourceError("OpenAI API: response has no 'data' list")
-            kept = self._in_window(data, start, end)
-            new = progress.advance(kept)
-            if kept:
-                yield kept
-            if not body.get("has_more"):
-                return
-            last = body.get("last_id") or (
-                data[-1].get("id") if data and isinstance(data[-1], dict) else None
-            )
+            kept = self._in_window(body["data"], start, end)
             window = _window_text(start, end)
-            if not isinstance(last, str) or not last:
-                raise SourceError("OpenAI API: has_more without a usable last_id")
-            if last in cursors or last == after:
+            last = next_cursor(body) if body["has_more"] else None
+            if last is not None and (last in cursors or last == after):
                 raise SourceError(
                     f"OpenAI API: the page cursor {last!r} came back while listing {window}; "
                     "paging stopped, the watermark stays"
                 )
+            try:
+                new = progress.advance(kept)
+            except OutOfOrder as exc:
+                raise SourceError(
+                    f"OpenAI API: listed an event of {format_when(exc.newer)} after one of "
+                    f"{format_when(exc.older)} in {window}, not newest first; paging stopped, "
+                    "the watermark stays"
+                ) from None
+            if kept:
+                yield kept
+            if last is None:  # no more pages (check_list_page: has_more comes with a cursor)
+                return
             cursors.add(last)
             idle = 0 if new else idle + 1
             if idle >= MAX_IDLE_PAGES:
@@ -367,29 +369,56 @@ def api_failure_is_passing(exc: BaseException) -> bool:
     return isinstance(exc, Malformed | BodyTooLarge | httpx.TransportError)
 
 
-class _ListingProgress:
-    """Tells whether a page brings an event new to this listing. The API lists newest first,
-    so a new event is older than every event before it, or in the oldest second so far with
-    an id not yet seen there; only that second's ids are kept, so memory stays small."""
+class OutOfOrder(Exception):
+    """A listing returned an event newer than one it listed before: not newest first."""
 
-    def __init__(self) -> None:
+    def __init__(self, newer: int, older: int) -> None:
+        super().__init__(f"{newer} after {older}")
+        self.newer = newer
+        self.older = older
+
+
+class _ListingProgress:
+    """Tells whether a page brings an event new to this listing, and that the listing keeps
+    to newest first. A new event is older than every event before it, or in the oldest second
+    so far with an id not yet seen there; only that second's ids are kept, so memory stays
+    small. An event newer than the oldest so far breaks the order (`OutOfOrder`): the
+    collector's progress marker assumes it, so such a listing must not be trusted at all;
+    unless the last page or this one listed it already (a page repeated is no news, and a
+    server that repeats pages is stopped by the idle count instead).
+
+    Only events the collector can accept count (an id, a type and a time inside the window):
+    one with an absurd time (`effective_at: 1000`) would otherwise be "the oldest so far",
+    and every real event after it would look old, stopping the stream for one bad event."""
+
+    def __init__(self, start: int, end: int | None) -> None:
+        self.start = start
+        self.end = end
         self.oldest: int | None = None
         self.ids_at_oldest: set[str] = set()
+        self.last_page: set[str] = set()
 
     def advance(self, page: list[Any]) -> bool:
         new = False
+        start, end = self.start, self.end
+        listed: set[str] = set()
         for event in page:
-            if not isinstance(event, dict):
+            if minimal_problem(event) is not None:
                 continue
-            at, event_id = event.get("effective_at"), event.get("id")
-            if type(at) is not int or not isinstance(event_id, str):
+            at, event_id = event["effective_at"], event["id"]
+            if at < start or (end is not None and at >= end):
                 continue
             if self.oldest is None or at < self.oldest:
                 self.oldest, self.ids_at_oldest = at, {event_id}
                 new = True
-            elif at == self.oldest and event_id not in self.ids_at_oldest:
+            elif at > self.oldest:
+                if event_id not in self.last_page and event_id not in listed:
+                    raise OutOfOrder(at, self.oldest)
+            elif event_id not in self.ids_at_oldest:
                 self.ids_at_oldest.add(event_id)
                 new = True
+            listed.add(event_id)
+        self.last_page = listed
         return new
 
 

@@ -386,12 +386,34 @@ def parse_list_body(content: bytes) -> tuple[dict[str, Any], int]:
     else:
         if not isinstance(body, dict):
             raise Malformed("a 200 response that is not a JSON object")
-        return body, 1
+        return check_list_page(body), 1
     if not all(isinstance(d, dict) and isinstance(d.get("data"), list) for d in documents):
         raise Malformed("a 200 response of several JSON documents that are not all lists")
     merged = dict(documents[-1])
     merged["data"] = [event for document in documents for event in document["data"]]
-    return merged, len(documents)
+    return check_list_page(merged), len(documents)
+
+
+def check_list_page(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` if it is a list page that says where the listing goes on: a `data` list, a
+    boolean `has_more`, and with `has_more` a cursor. Else `Malformed`, retried like
+    malformed JSON: a page without `has_more` ending the listing would move the watermark
+    over every event not yet listed."""
+    if not isinstance(body.get("data"), list):
+        raise Malformed("a 200 response without a 'data' list")
+    if not isinstance(body.get("has_more"), bool):
+        raise Malformed("a 200 response without a boolean 'has_more'")
+    if body["has_more"] and next_cursor(body) is None:
+        raise Malformed("a 200 response with has_more but no cursor (no last_id, no event id)")
+    return body
+
+
+def next_cursor(body: dict[str, Any]) -> str | None:
+    """The `after` cursor of the next page: `last_id`, or the last event's id without one."""
+    last = body.get("last_id")
+    if last is None and body["data"] and isinstance(body["data"][-1], dict):
+        last = body["data"][-1].get("id")
+    return last if isinstance(last, str) and last else None
 
 
 def _loads(content: bytes) -> Any:

@@ -11,6 +11,14 @@ Semantics the fake pins down (where the API reference is silent, the choice is n
   without `tenant_only`, or for a non-tenant type with it → 400, param `event_types[]`.
 - Unknown query parameters → 400 (so that a client's typo cannot silently widen a query).
 - Auth is checked first, then a fault may be injected, then the query is validated.
+
+Hostile modes (`set_faults`), each a server that breaks one of these rules: `ignore_tenant_only`
+lists every event whatever `tenant_only` says (and accepts any type with it); `oldest_first`
+lists its pages oldest first, each page newest first inside (its `after` cursors lead to
+newer events); `malformed_page` answers pages
+that continue a listing (with `after`) with a malformed body: "no_has_more" (the key left out),
+"data_null" (`"data": null`) or "more_without_cursor" (`has_more: true`, no events, no
+`last_id`), `malformed_count` times (None: every time).
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ _KNOWN_PARAMS = frozenset(
 )
 
 Params = dict[str, list[str]]
+MALFORMED_PAGES = ("no_has_more", "data_null", "more_without_cursor")
 
 
 class ApiError(Exception):
@@ -214,7 +223,7 @@ class _Query:
         "up",
     )
 
-    def __init__(self, params: Params, max_limit: int) -> None:
+    def __init__(self, params: Params, max_limit: int, *, any_type: bool = False) -> None:
         for name in params:
             if name not in _KNOWN_PARAMS:
                 raise ApiError(400, f"Unrecognized query parameter: {name}", param=name)
@@ -247,7 +256,7 @@ class _Query:
         self.tenant_only = tenant.lower() == "true"
         types = params.get("event_types[]")
         self.event_types = frozenset(types) if types else None
-        for t in self.event_types or ():
+        for t in () if any_type else self.event_types or ():
             if is_tenant_scoped(t) != self.tenant_only:
                 raise ApiError(
                     400,
@@ -363,6 +372,10 @@ class FakeOpenAI:
         self._requests: list[tuple[int, Params]] = []
         self._counts: Counter[int] = Counter()
         self._tenant_cache: dict[str, bool] = {}
+        self._ignore_tenant_only = False
+        self._oldest_first = False
+        self._malformed_page: str | None = None
+        self._malformed_count: int | None = None
         #: Stored events the last list request examined (pins down O(page) paging in tests).
         self.last_scanned = 0
         self.add_events(events)
@@ -417,9 +430,23 @@ class FakeOpenAI:
         rate_5xx: float | None = None,
         latency: float | None = None,
         retry_after: float | None = None,
+        ignore_tenant_only: bool | None = None,
+        oldest_first: bool | None = None,
+        malformed_page: str | None = None,
+        malformed_count: int | None = None,
     ) -> None:
-        """Change fault injection; None leaves a setting as it is."""
+        """Change fault injection; None leaves a setting as it is (`malformed_page=""` ends
+        the malformed pages; see the module docstring for the hostile modes)."""
+        if malformed_page and malformed_page not in MALFORMED_PAGES:
+            raise ValueError(f"malformed_page must be one of {', '.join(MALFORMED_PAGES)}")
         with self._lock:
+            if ignore_tenant_only is not None:
+                self._ignore_tenant_only = ignore_tenant_only
+            if oldest_first is not None:
+                self._oldest_first = oldest_first
+            if malformed_page is not None:
+                self._malformed_page = malformed_page or None
+                self._malformed_count = malformed_count
             if rate_429 is not None:
                 self._rate_429 = rate_429
             if rate_5xx is not None:
@@ -556,7 +583,7 @@ class FakeOpenAI:
     def _matches(self, q: _Query, i: int) -> bool:
         st = self._store
         ev_type = st.types[i]
-        if self._tenant(ev_type) != q.tenant_only:
+        if self._tenant(ev_type) != q.tenant_only and not self._ignore_tenant_only:
             return False
         if q.event_types is not None and ev_type not in q.event_types:
             return False
@@ -579,7 +606,7 @@ class FakeOpenAI:
 
     def list_page(self, params: Params) -> bytes:
         """The response body for one list request (raises ApiError for a bad one)."""
-        q = _Query(params, self.max_limit)
+        q = _Query(params, self.max_limit, any_type=self._ignore_tenant_only)
         with self._lock:
             st = self._store
             a = bisect_left(st.ts, q.lo)  # first position inside the window
@@ -598,7 +625,22 @@ class FakeOpenAI:
                     )
             page: list[int] = []
             has_more = False
-            if q.before is None:
+            last_of_page: int | None = None
+            if self._oldest_first and q.before is None:
+                i = first = a if pos is None else max(a, pos + 1)
+                while i <= b - 1:
+                    if self._matches(q, i):
+                        if len(page) == q.limit:
+                            has_more = True
+                            break
+                        page.append(i)
+                    i += 1
+                scanned = i - first
+                # Each page newest first inside, the pages oldest first: the order breaks
+                # only from one page to the next.
+                last_of_page = page[-1] if page else None
+                page.reverse()
+            elif q.before is None:
                 i = b - 1 if pos is None else min(b - 1, pos - 1)
                 first = i
                 while i >= a:
@@ -623,8 +665,15 @@ class FakeOpenAI:
                 page.reverse()
             self.last_scanned = scanned
             blobs = [st.blobs[i] for i in page]
+            # Oldest first: the next (newer) page starts after the newest of this one.
+            cursor_blob = st.blobs[last_of_page] if last_of_page is not None else None
+            malformed = self._take_malformed(cursor is not None)
         first_id = _blob_id(blobs[0]) if blobs else None
         last_id = _blob_id(blobs[-1]) if blobs else None
+        if cursor_blob is not None:
+            last_id = _blob_id(cursor_blob)
+        if malformed is not None:
+            return _malformed_body(malformed, blobs, first_id, last_id, has_more)
         return b"".join(
             (
                 b'{"object":"list","data":[',
@@ -638,6 +687,16 @@ class FakeOpenAI:
                 b"}",
             )
         )
+
+    def _take_malformed(self, continues: bool) -> str | None:
+        """The malformed answer due for this page, if any (called under the lock)."""
+        if self._malformed_page is None or not continues:
+            return None
+        if self._malformed_count is not None:
+            if self._malformed_count <= 0:
+                return None
+            self._malformed_count -= 1
+        return self._malformed_page
 
     def control(
         self, method: str, target: str, payload: bytes
@@ -718,6 +777,20 @@ class FakeOpenAI:
     @property
     def latency(self) -> float:
         return self._latency
+
+
+def _malformed_body(
+    kind: str, blobs: list[bytes], first_id: str | None, last_id: str | None, has_more: bool
+) -> bytes:
+    """A list body broken the way `kind` says (see MALFORMED_PAGES)."""
+    data = b"[" + b",".join(blobs) + b"]"
+    cursors = b'"first_id":' + orjson.dumps(first_id) + b',"last_id":' + orjson.dumps(last_id)
+    more = b"true" if has_more else b"false"
+    if kind == "no_has_more":
+        return b'{"object":"list","data":' + data + b"," + cursors + b"}"
+    if kind == "data_null":
+        return b'{"object":"list","data":null,' + cursors + b',"has_more":' + more + b"}"
+    return b'{"object":"list","data":[],"first_id":null,"last_id":null,"has_more":true}'
 
 
 class _Server(ThreadingHTTPServer):
