@@ -48,6 +48,8 @@ class Delivery:
         # Held by the caller around deliver() and its commit; shared by streams that share
         # sinks (see runtime.SinkPool), so each commit records positions of committed batches.
         self.batch_lock: threading.Lock = threading.Lock()
+        # Told "sink NAME: reason" before each retry of a sink (the daemon's /healthz).
+        self.on_retry: Callable[[str], None] | None = None
 
     def open(self, committed: Callable[[str], str | None]) -> dict[str, str | None]:
         """Open every sink, hand it its committed position (read only once the sink is open, so
@@ -217,7 +219,9 @@ class Delivery:
                     ) from None
                 wait = min(self.backoff_cap, 0.5 * 2 ** min(attempt - 1, 10), remaining)
                 wait = random.uniform(wait / 2, wait)
-                metrics.SINK_RETRIES.labels(sink.name).inc()
+                metrics.SINK_RETRIES.labels(self.stream, sink.name).inc()
+                if self.on_retry is not None:
+                    self.on_retry(f"sink {sink.name}: {exc}; retry {attempt} in {wait:.1f}s")
                 self.log.warning(
                     "sink %s: %s; retry %d in %.1fs",
                     sink.name,

@@ -8,6 +8,7 @@ import hashlib
 import re
 import signal
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ def build_source(settings: Settings, stop: threading.Event) -> Source:
         ca_file=settings.ca_file,
         stop=stop,
         max_response_size=settings.max_response_size,
+        stream=stream_name(settings),
     )
 
 
@@ -118,6 +120,7 @@ class SinkPool:
                     retry_timeout=delivery.retry_timeout,
                     stop=delivery.stop,
                 )
+                opener.on_retry = delivery.on_retry
                 adopted = opener.open(state.sink_position)
                 if adopted:
                     state.set_sink_positions(adopted)
@@ -144,6 +147,7 @@ class Runtime(AbstractContextManager["Runtime"]):
     lock: StreamLock | None = None
     stream: str = "default"
     pool: SinkPool | None = None
+    on_retry: Callable[[str], None] | None = None  # see Delivery.on_retry
     _own_pool: SinkPool | None = None
 
     def open(self) -> Runtime:
@@ -163,6 +167,7 @@ class Runtime(AbstractContextManager["Runtime"]):
             retry_timeout=settings.sink_retry_timeout,
             stop=self.stop,
         )
+        self.delivery.on_retry = self.on_retry
         if self.pool is None:
             self.pool = self._own_pool = SinkPool()
         self.pool.share(self.delivery, self.state)

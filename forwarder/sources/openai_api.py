@@ -68,7 +68,9 @@ class OpenAIAuditLogSource(Source):
         backoff_cap: float = 60.0,
         stop: threading.Event | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+        stream: str = "default",
     ) -> None:
+        self.stream = stream  # the label of this source's metrics
         self.base_url = base_url.rstrip("/")
         self._key = admin_key
         self.filters = filters or {}
@@ -184,7 +186,7 @@ class OpenAIAuditLogSource(Source):
         ]
         if len(kept) < len(data):
             dropped = len(data) - len(kept)
-            metrics.EVENTS_OUT_OF_WINDOW.inc(dropped)
+            metrics.EVENTS_OUT_OF_WINDOW.labels(self.stream).inc(dropped)
             self.log.debug(
                 "OpenAI API: dropped %d events outside the requested window %s",
                 dropped,
@@ -210,19 +212,19 @@ class OpenAIAuditLogSource(Source):
             except Interrupted:
                 raise Stopped("stopped during a request to the OpenAI API") from None
             except Malformed as exc:
-                metrics.API_REQUESTS.labels("malformed").inc()
+                metrics.API_REQUESTS.labels(self.stream, "malformed").inc()
                 problem = str(exc)
             except BodyTooLarge:
-                metrics.API_REQUESTS.labels("too_large").inc()
+                metrics.API_REQUESTS.labels(self.stream, "too_large").inc()
                 problem = (
                     f"response body larger than max_response_size ({self.max_response_size} "
                     "bytes decoded)"
                 )
             except httpx.TimeoutException:
-                metrics.API_REQUESTS.labels("timeout").inc()
+                metrics.API_REQUESTS.labels(self.stream, "timeout").inc()
                 problem = f"request took longer than request_timeout ({self.timeout:g}s)"
             except httpx.TransportError as exc:
-                metrics.API_REQUESTS.labels("error").inc()
+                metrics.API_REQUESTS.labels(self.stream, "error").inc()
                 if bad := certificate_error(exc):
                     # Retrying cannot change a certificate, as for the sinks: final.
                     raise SourceError(
@@ -232,7 +234,7 @@ class OpenAIAuditLogSource(Source):
                     ) from None
                 problem = f"cannot reach {self.base_url} ({_one_line(exc) or type(exc).__name__})"
             else:
-                metrics.API_REQUESTS.labels(str(status)).inc()
+                metrics.API_REQUESTS.labels(self.stream, str(status)).inc()
                 if status == 200:
                     try:
                         body, documents = parse_list_body(content)
@@ -246,7 +248,7 @@ class OpenAIAuditLogSource(Source):
                     raise AuthError(self._auth_message(status, content)) from None
                 elif status in RETRY_STATUSES:
                     if status == 429:
-                        metrics.API_RATE_LIMITED.inc()
+                        metrics.API_RATE_LIMITED.labels(self.stream).inc()
                     problem = f"HTTP {status} {self._error_text(content)}"
                     delay = retry_delay_from_headers(headers)
                 else:
@@ -262,7 +264,7 @@ class OpenAIAuditLogSource(Source):
             wait = max(delay, backoff / 4) if delay is not None else backoff
             wait = min(wait, self.backoff_cap)
             attempt += 1
-            metrics.API_RETRIES.inc()
+            metrics.API_RETRIES.labels(self.stream).inc()
             self.log.warning("OpenAI API: %s; retry %d in %.2fs", problem, attempt, wait)
             if self.stop.wait(wait):
                 raise Stopped("stopped while waiting to retry the OpenAI API") from None
