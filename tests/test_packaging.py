@@ -306,7 +306,8 @@ def test_kubernetes_pods_name_image_volumes_probes_and_secret_consistently() -> 
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                 if probe in container:
                     get = container[probe]["httpGet"]
-                    assert get["path"] == "/healthz"
+                    # /livez: a restart cannot end a sink outage (/healthz fails during one).
+                    assert get["path"] == "/livez"
                     assert get["port"] in declared or get["port"] in declared.values(), where
             for env in container.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
@@ -1208,7 +1209,7 @@ def test_dockerfile_runs_the_console_script_as_non_root_with_state_on_a_volume()
 def _healthcheck_command() -> tuple[list[str], int]:
     (health,) = [a for op, a in _dockerfile(DOCKERFILE) if op == "HEALTHCHECK"]
     command = json.loads(health[health.index("CMD") + 3 :].strip())
-    port = int(re.search(r"http://127\.0\.0\.1:(\d+)/healthz", command[-1]).group(1))  # type: ignore[union-attr]
+    port = int(re.search(r"http://127\.0\.0\.1:(\d+)/livez", command[-1]).group(1))  # type: ignore[union-attr]
     return command, port
 
 
@@ -1230,7 +1231,7 @@ class _Health(http.server.BaseHTTPRequestHandler):
     status = 200
 
     def do_GET(self) -> None:
-        self.send_response(self.status if self.path == "/healthz" else 404)
+        self.send_response(self.status if self.path == "/livez" else 404)
         self.end_headers()
         self.wfile.write(b"ok\n")
 
@@ -1239,7 +1240,7 @@ class _Health(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
-def test_healthcheck_command_exits_by_the_healthz_status(status: int, healthy: bool) -> None:
+def test_healthcheck_command_exits_by_the_livez_status(status: int, healthy: bool) -> None:
     command, port = _healthcheck_command()
     handler = type("Handler", (_Health,), {"status": status})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
