@@ -40,7 +40,9 @@ import yaml
 from forwarder.config import load_settings
 from forwarder.sinks import Record, open_sink
 from mappings.registry import SUBSECOND_KEY, MappingContext, load_mapper
+from tests.conftest import ADMIN_KEY
 from tests.fakes.events import make_events
+from tests.fakes.openai_api import FakeOpenAI
 from tests.fluentd_support import (
     FORWARDER,
     SAMPLE,
@@ -1113,9 +1115,9 @@ def test_fluentd_in_exec_runs_the_forwarder_and_delivers_the_sample_once_across_
     """in_exec.conf as shipped, with the command reading the sample file instead of the API
     (and msgpack as its comment describes): two sweeps, each event once in the output."""
     local = LocalFluentd(FLUENTD / "in_exec.conf", tmp_path)
-    root = _fluentd_file(FLUENTD / "in_exec.conf")
-    (source,) = [n for n in root.children if n.name == "source"]
-    argv = shlex.split(source.params["command"])
+    command = _in_exec_command()
+    argv = shlex.split(command)
+    redirect = argv.pop()  # stderr into the forwarder's log file (next test)
     assert Path(argv[0]).name == "openai-audit-forwarder"
     assert argv[1:3] == ["run", "--once"] and argv[-2:] == ["--sink", "stdout:"]
     args = argv[1:]
@@ -1126,12 +1128,13 @@ def test_fluentd_in_exec_runs_the_forwarder_and_delivers_the_sample_once_across_
     script = tmp_path / "sweep.sh"
     script.write_text(
         f"echo run >> {runs}\nexec {FORWARDER} {shlex.join([*args[:-1], sink])} "
-        f"--input {SAMPLE} --state {tmp_path / 'state.db'}\n"
+        f"--input {SAMPLE} --state {tmp_path / 'state.db'} {_local(redirect, tmp_path)}\n"
     )
-    text = local.conf.read_text().replace(source.params["command"], f"sh {script}")
+    text = local.conf.read_text().replace(_local(command, tmp_path), f"sh {script}")
     if fmt == "msgpack":
         text = text.replace("    @type json\n    time_key", "    @type msgpack\n    time_key")
     local.conf.write_text(text)
+    (tmp_path / "log").mkdir(exist_ok=True)  # Fluentd's log directory, where the redirect writes
     with local.peer():
         wait_for(lambda: runs.exists() and len(runs.read_text().split()) >= 3, 90, "two sweeps")
         docs = settled_lines(lambda: local.logs("openai-audit/*.log"), len(SAMPLE_IDS))
@@ -1142,6 +1145,55 @@ def test_fluentd_in_exec_runs_the_forwarder_and_delivers_the_sample_once_across_
     for doc in docs:
         stamp = doc["@timestamp"].replace("Z", "+00:00")
         assert datetime.fromisoformat(stamp).timestamp() == times[doc["event"]["id"]]
+
+
+def _in_exec_command() -> str:
+    root = _fluentd_file(FLUENTD / "in_exec.conf")
+    (source,) = [n for n in root.children if n.name == "source"]
+    return source.params["command"]
+
+
+def _local(text: str, work: Path) -> str:
+    """`text` with the host paths LocalFluentd moves under `work`."""
+    return text.replace("/var/log/fluent/", f"{work}/log/")
+
+
+@pytest.mark.peer
+def test_fluentd_in_exec_keeps_the_forwarders_error_lines_in_the_file_it_names(
+    tmp_path: Path,
+) -> None:
+    """in_exec discards a command's stderr: a wrong key would go unseen. in_exec.conf sends
+    the forwarder's stderr to a log file (named in docs/deploy.md); the error line is there."""
+    command = _in_exec_command()
+    redirect = shlex.split(command)[-1]
+    assert redirect == "2>>/var/log/fluent/openai-audit-forwarder.log"
+    assert "`/var/log/fluent/openai-audit-forwarder.log`" in (REPO / "docs/deploy.md").read_text()
+    local = LocalFluentd(FLUENTD / "in_exec.conf", tmp_path)
+    # The shipped command, with the installed console script and no config file (the
+    # environment below sets the key, the API and the state instead).
+    runnable = _local(command, tmp_path).replace(EXECUTABLE, str(FORWARDER))
+    runnable = runnable.replace(" --config /etc/openai-audit-forwarder/config.toml", "")
+    text = local.conf.read_text()
+    assert _local(command, tmp_path) in text
+    local.conf.write_text(text.replace(_local(command, tmp_path), runnable))
+    (tmp_path / "log").mkdir(exist_ok=True)
+    written = tmp_path / "log" / "openai-audit-forwarder.log"
+    wrong = "sk-admin-WRONGKEY-0123456789abcdef0123456789abcdef"
+    with FakeOpenAI(admin_key=ADMIN_KEY) as api:
+        local.env.update(
+            OPENAI_ADMIN_KEY=wrong,
+            OPENAI_BASE_URL=api.base_url,
+            AUDIT_FORWARDER_STATE=str(tmp_path / "state.db"),
+        )
+        with local.peer():
+            wait_for(
+                lambda: written.exists() and "rejected the key" in written.read_text(),
+                60,
+                "the forwarder's error line in its log file",
+            )
+    (line,) = [ln for ln in written.read_text().splitlines() if "rejected the key" in ln]
+    assert line.startswith("openai-audit-forwarder: error: OpenAI API rejected the key (HTTP 401")
+    assert wrong not in written.read_text()
 
 
 # -- Docker ----------------------------------------------------------------------------------
