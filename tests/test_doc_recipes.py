@@ -7,15 +7,18 @@ are moved into the test's directory, and each test checks that none was left beh
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import pytest
+from compose_spec import PyCompose
 
 from forwarder.sinks import Record, open_sink
 from tests.fakes.rsyslog import rsyslogd_path
@@ -328,3 +331,103 @@ def test_the_relay_recipe_makes_its_certificates_passes_rsyslogd_check_and_relay
         log = _stop(process)
     docs = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert Counter(doc["event"]["id"] for doc in docs) == Counter(SAMPLE_IDS), log[-3000:]
+
+
+# -- Docker and Compose: docs/deploy.md, the key files the containers read --------------------
+
+DOCKER = REPO / "packaging" / "docker"
+CONTAINER_UID = 10001  # USER in the Dockerfile; the fluentd service joins its group
+
+
+def _read_as(path: Path, uid: int, gid: int, groups: list[int]) -> str | None:
+    """The file's text as a process of that uid, gid and supplementary groups sees it."""
+    done = subprocess.run(
+        ["cat", str(path)], user=uid, group=gid, extra_groups=groups, capture_output=True
+    )
+    return done.stdout.decode() if done.returncode == 0 else None
+
+
+def _deploy_lines(section: str, word: str) -> list[str]:
+    blocks = fenced_blocks(DOCS / "deploy.md", section)
+    return [line for b in blocks if b.lang == "sh" for line in b.text.splitlines() if word in line]
+
+
+def test_the_image_runs_as_the_uid_the_key_steps_are_made_for_and_has_the_parquet_extra() -> None:
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    assert re.search(rf"^USER {CONTAINER_UID}:{CONTAINER_UID}$", dockerfile, re.M)
+    assert 'pip wheel --no-cache-dir --wheel-dir /wheels ".[parquet]"' in dockerfile
+    compose = PyCompose.from_yaml((DOCKER / "compose.yaml").read_text()).to_dict()
+    assert str(CONTAINER_UID) in [str(g) for g in compose["services"]["fluentd"]["group_add"]]
+    assert "user" not in compose["services"]["forwarder"]  # the image's USER
+
+
+@pytest.mark.peer
+def test_the_documented_key_file_steps_give_files_the_container_users_can_read() -> None:
+    """The `install` lines of docs/deploy.md, run as written (without sudo: the tests run as
+    root), then each file read as the containers' users: the forwarder (uid and gid 10001),
+    Fluentd (another uid, in group 10001 by group_add) and anyone else."""
+    if os.geteuid() != 0:
+        missing_peer("making files owned by uid 10001 needs root (CI runs as root)")
+    # The lines that make the files: `mkdir -p secrets` and an `install` per key file.
+    made = [
+        line
+        for line in _deploy_lines("## Docker and Compose", "")
+        if line.startswith("mkdir -p secrets") or " install " in line
+    ]
+    assert len(made) == 4 and made[1] == "mkdir -p secrets", made
+    # A directory the other uids may enter (pytest's tmp_path is under a 0700 one).
+    work = Path(tempfile.mkdtemp(prefix="oaf-keys-"))
+    work.chmod(0o755)
+    key = "sk-admin-DOCKER-0123456789abcdef"
+    script = "\n".join(made).replace("sudo ", "") + "\n"
+    try:
+        done = subprocess.run(
+            ["sh", "-eu", "-c", script], cwd=work, capture_output=True, text=True, timeout=60,
+            env={"PATH": "/usr/bin:/bin", "OPENAI_ADMIN_KEY": key},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        admin, shared = (
+            work / "secrets" / "openai_admin_key",
+            work / "secrets" / "fluentd_shared_key",
+        )
+        forwarder_user = (CONTAINER_UID, CONTAINER_UID, [])
+        fluentd_user = (999, 999, [CONTAINER_UID])
+        stranger = (999, 999, [])
+        for path in (admin, work / "admin-key"):
+            assert _read_as(path, *forwarder_user) == key
+            assert _read_as(path, *fluentd_user) is None
+            assert _read_as(path, *stranger) is None
+        assert re.fullmatch(r"[0-9a-f]{64}\n", _read_as(shared, *forwarder_user) or "")
+        assert _read_as(shared, *fluentd_user) == _read_as(shared, *forwarder_user)
+        assert _read_as(shared, *stranger) is None
+        # The files compose mounts are the ones made here.
+        compose_file = (DOCKER / "compose.yaml").read_text()
+        for name in (admin.name, shared.name):
+            assert f"file: ./secrets/{name}" in compose_file
+    finally:
+        shutil.rmtree(work)
+
+
+# -- systemd: the units' Documentation= -----------------------------------------------------
+
+
+def test_the_systemd_units_documentation_is_installed_by_the_documented_step(
+    tmp_path: Path,
+) -> None:
+    (step,) = _deploy_lines("## systemd", "/usr/share/doc/")
+    done = subprocess.run(
+        ["sh", "-eu", "-c", step.replace("/usr/share/doc/", f"{tmp_path}/")],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    units = sorted((REPO / "packaging" / "systemd").glob("openai-audit-forwarder*.*"))
+    targets = set()
+    for unit in units:
+        (line,) = [ln for ln in unit.read_text().splitlines() if ln.startswith("Documentation=")]
+        targets.update(line.removeprefix("Documentation=").split())
+    assert targets
+    for uri in targets:
+        assert uri.startswith("file:///usr/share/doc/"), uri
+        installed = tmp_path / uri.removeprefix("file:///usr/share/doc/")
+        source = DOCS / installed.name
+        assert installed.read_bytes() == source.read_bytes(), uri

@@ -88,7 +88,8 @@ def _load_yaml_docs(path: Path) -> list[dict[str, Any]]:
 
 CHECKED_BY = {
     ".toml": "tomllib + forwarder settings",
-    ".yaml": "PyYAML (+ kubernetes-validate / compose checks)",
+    ".yaml": "PyYAML (+ kubernetes-validate / compose checks / promtool, test_prometheus.py)",
+    ".yml": "the real Prometheus server (tests/test_prometheus.py)",
     ".json": "json + Elasticsearch template checks",
     ".service": "systemd-analyze verify",
     ".timer": "systemd-analyze verify",
