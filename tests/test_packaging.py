@@ -784,8 +784,24 @@ def test_elastic_templates_parse_and_compose_the_data_stream() -> None:
     assert index["priority"] > 100  # above the built-in logs-*-* template
     assert set(index["ignore_missing_component_templates"]) <= set(index["composed_of"])
     assert index["template"]["settings"]["index.default_pipeline"] == "openai-audit-ecs"
-    (id_step,) = [p["set"] for p in pipeline["processors"] if p["set"]["field"] == "_id"]
+    (id_step,) = [
+        p["set"] for p in pipeline["processors"] if p.get("set", {}).get("field") == "_id"
+    ]
     assert id_step["copy_from"] == "event.id"
+    # index.default_pipeline replaces logs@default-pipeline (which calls logs@custom), so the
+    # pipeline calls the custom pipelines itself, last, as Fleet's integration pipelines do:
+    # global, then the type, then the data stream's; each skipped while it does not exist.
+    dataset = f"logs-{ECS_DATASET}"
+    assert [p["pipeline"]["name"] for p in pipeline["processors"][-3:]] == [
+        "global@custom",
+        "logs@custom",
+        f"{dataset}@custom",
+    ]
+    assert all(
+        p["pipeline"]["ignore_missing_pipeline"] is True for p in pipeline["processors"][-3:]
+    )
+    assert [next(iter(p)) for p in pipeline["processors"]].count("pipeline") == 3
+    assert f"`{dataset}@custom`" in (REPO / "docs" / "deploy.md").read_text()
     leaves = _leaf_types(component["template"]["mappings"]["properties"])
     assert set(leaves.values()) <= ES_FIELD_TYPES
     assert leaves["event.id"] == "keyword"
