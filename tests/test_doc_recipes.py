@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -431,3 +432,25 @@ def test_the_systemd_units_documentation_is_installed_by_the_documented_step(
         installed = tmp_path / uri.removeprefix("file:///usr/share/doc/")
         source = DOCS / installed.name
         assert installed.read_bytes() == source.read_bytes(), uri
+
+
+# -- README: what `pytest -q` says about a missing peer -------------------------------------
+
+
+def test_pytest_q_names_the_reason_of_a_skip_and_fluentd_peer_dir_is_read() -> None:
+    """The README's test command on a machine without the Fluentd peer (FLUENTD_PEER_DIR
+    pointing nowhere, CI unset): the skip is listed with its reason."""
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["FLUENTD_PEER_DIR"] = "/nonexistent/fluentd-peer"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/test_doc_recipes.py::test_fluentd_without_a_match_acks_and_drops_what_it_received"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(
+        r"^SKIPPED \[1\] .*fluentd-peer not found at /nonexistent/fluentd-peer "
+        r"\(set FLUENTD_PEER_DIR\)$",
+        done.stdout,
+        re.M,
+    ), done.stdout
