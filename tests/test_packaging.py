@@ -1004,7 +1004,8 @@ def test_fluentd_receiver_requires_tls_and_shared_key_and_keeps_errors(path: Pat
 
 
 def _example_sinks(receiver: Path) -> list[str]:
-    """The example forwarder configs' sink URLs that send to `receiver`."""
+    """The example forwarder configs' sink URLs that send to `receiver` (for the forward
+    receiver, also the `sinks` of the TOML snippet in docs/deploy.md)."""
     names = {
         "compose-receiver.conf": ["packaging/docker/config.toml"],
         "forward-receiver.conf": [
@@ -1012,7 +1013,11 @@ def _example_sinks(receiver: Path) -> list[str]:
             "packaging/kubernetes/configmap.yaml#config.toml",
         ],
     }[receiver.name]
-    return [url for name in names for url in tomllib.loads(TOML_CONFIGS[name])["sinks"]]
+    urls = [url for name in names for url in tomllib.loads(TOML_CONFIGS[name])["sinks"]]
+    if receiver.name == "forward-receiver.conf":
+        (snippet,) = re.findall(r"```toml\n(.*?)```", (REPO / "docs/deploy.md").read_text(), re.S)
+        urls += tomllib.loads(snippet)["sinks"]
+    return urls
 
 
 def _local_sink(url: str, local: LocalFluentd, tag: str, schema: str) -> str:
@@ -1021,6 +1026,7 @@ def _local_sink(url: str, local: LocalFluentd, tag: str, schema: str) -> str:
     url = re.sub(r"ca_file=[^&]+", f"ca_file={local.certs['ca.pem']}", url)
     url = re.sub(r"shared_key_file=[^&]+", f"shared_key_file={local.secret}", url)
     url = re.sub(r"tag=[^&]+", f"tag={tag}", url)
+    url = re.sub(r"&schema=[^&]+", "", url)
     return url + f"&schema={schema}"
 
 
@@ -1080,7 +1086,8 @@ def test_forward_receiver_routes_ecs_to_splunk_and_elasticsearch_and_ocsf_to_spl
     urls = set()
     for example in _example_sinks(FLUENTD / "forward-receiver.conf"):
         tag = re.search(r"[?&]tag=([^&]+)", example).group(1)  # type: ignore[union-attr]
-        urls.add(_local_sink(example, local, tag, "ecs"))  # the example as it is
+        own = re.search(r"[?&]schema=([^&]+)", example)
+        urls.add(_local_sink(example, local, tag, own.group(1) if own else "ecs"))  # as it is
         urls.add(_local_sink(example, local, "openai.audit.ocsf", "ocsf"))
     with local.peer() as peer:
         for url in sorted(urls):
