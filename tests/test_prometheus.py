@@ -30,29 +30,25 @@ HINT = "apt-get install prometheus"
 pytestmark = pytest.mark.peer
 
 
-def test_the_alert_rules_pass_promtool_check_rules() -> None:
-    promtool = require_executable("promtool", HINT)
+def promtool(*args: str) -> str:
+    """`promtool ARGS` in packaging/prometheus/; its output, once it exited 0."""
     done = subprocess.run(
-        [promtool, "check", "rules", "alerts.yaml"],
+        [require_executable("promtool", HINT), *args],
         cwd=PROMETHEUS,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 7 rules found" in done.stdout
+    return done.stdout
+
+
+def test_the_alert_rules_pass_promtool_check_rules() -> None:
+    assert "SUCCESS: 7 rules found" in promtool("check", "rules", "alerts.yaml")
 
 
 def test_the_alert_rules_pass_their_unit_tests() -> None:
-    promtool = require_executable("promtool", HINT)
-    done = subprocess.run(
-        [promtool, "test", "rules", "alerts.test.yaml"],
-        cwd=PROMETHEUS,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in promtool("test", "rules", "alerts.test.yaml")
     tested = {
         check["alertname"]
         for test in yaml.safe_load((PROMETHEUS / "alerts.test.yaml").read_text())["tests"]
