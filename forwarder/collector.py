@@ -58,6 +58,7 @@ class Collector:
         stop: threading.Event | None = None,
         tenant_companion: bool = False,
         partner: str | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.stream = stream
         self.scope = live_scope(stream)
@@ -74,15 +75,25 @@ class Collector:
         # its tenant companion): an event both listings return is delivered once.
         self.partner = partner
         self.partner_scope = live_scope(partner) if partner else None
+        # Called for every page: tells the daemon's /livez that a long sweep still moves.
+        self.heartbeat = heartbeat or (lambda: None)
         self.log = get_logger()
 
     def sweep(self, now: float | None = None) -> SweepResult:
         started = time.monotonic()
         now = time.time() if now is None else now
         result = SweepResult()
-        if self.tenant_companion and not self._tenant_listing_due():
-            result.watermark = self.state.watermark(self.stream)
-            return result
+        # A refused tenant listing not yet due again is a successful sweep with nothing to do.
+        if not self.tenant_companion or self._tenant_listing_due():
+            self._sweep(now, result)
+        result.watermark = self.state.watermark(self.stream)
+        metrics.SWEEP_DURATION.labels(self.stream).observe(time.monotonic() - started)
+        metrics.LAST_SUCCESS.labels(self.stream).set(time.time())
+        if result.watermark is not None:
+            metrics.CHECKPOINT_LAG.labels(self.stream).set(max(0.0, now - result.watermark))
+        return result
+
+    def _sweep(self, now: float, result: SweepResult) -> None:
         try:
             if self.source.live:
                 self._sweep_live(int(now) - self.lag, result)
@@ -95,12 +106,6 @@ class Collector:
         else:
             if self.tenant_companion:
                 self._tenant_accepted()
-        result.watermark = self.state.watermark(self.stream)
-        metrics.SWEEP_DURATION.labels(self.stream).observe(time.monotonic() - started)
-        metrics.LAST_SUCCESS.labels(self.stream).set(time.time())
-        if result.watermark is not None:
-            metrics.CHECKPOINT_LAG.labels(self.stream).set(max(0.0, now - result.watermark))
-        return result
 
     def _sweep_live(self, until: int, result: SweepResult) -> None:
         committed = self.state.watermark(self.stream)
@@ -157,6 +162,7 @@ class Collector:
             "window": f"{format_when(read_from)}/{format_when(end)}",
         }
         for page in self.source.pages(read_from, end) if read_from < end else ():
+            self.heartbeat()
             fresh = [e for e in page if not self._repeat(e, done_from, end)]
             twice.count(fresh)
             self.delivery.take_new(fresh, seen, batch)
@@ -227,6 +233,7 @@ class Collector:
         batch: list[dict[str, Any]] = []
         newest = None
         for page in self.source.pages(read_from, None):
+            self.heartbeat()
             taken = len(batch)
             self.delivery.take_new(page, seen, batch)
             if len(batch) > taken:  # a file: the watermark follows its newest event

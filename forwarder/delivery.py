@@ -53,6 +53,8 @@ class Delivery:
         # Held by the caller around deliver() and its commit; shared by streams that share
         # sinks (see runtime.SinkPool), so each commit records positions of committed batches.
         self.batch_lock: threading.Lock = threading.Lock()
+        # Told "sink NAME: reason" before each retry of a sink (the daemon's /healthz).
+        self.on_retry: Callable[[str], None] | None = None
 
     def open(self, committed: Callable[[str], str | None]) -> dict[str, str | None]:
         """Open every sink, hand it its committed position (read only once the sink is open, so
@@ -228,6 +230,7 @@ class Delivery:
                 f"sink {sink.name}: {exc} (gave up after {attempts} attempts)"
             ),
             log_extra={"sink": sink.name, "stream": self.stream},
+            on_retry=self.on_retry,
         )
         try:
             return retrier(action)

@@ -1,4 +1,6 @@
-"""Prometheus metrics of the forwarder, in a registry of its own (served by --metrics-addr)."""
+"""Prometheus metrics of the forwarder, in a registry of its own (served by --metrics-addr).
+Every metric about a stream carries the label `stream` (tests/test_metrics_labels.py holds the
+few that are process-wide, with the reason)."""
 
 from __future__ import annotations
 
@@ -23,25 +25,42 @@ EVENTS_DEAD_LETTERED = Counter(
 )
 API_REQUESTS = Counter(
     "oaf_api_requests",
-    "Audit-log API requests by HTTP status (or 'error')",
-    ["status"],
+    "Audit-log API requests by HTTP status (or error, timeout, malformed, too_large)",
+    ["stream", "status"],
     registry=REGISTRY,
 )
 API_RETRIES = Counter(
     "oaf_api_retries", "Audit-log API requests retried", ["stream"], registry=REGISTRY
 )
 API_RATE_LIMITED = Counter(
-    "oaf_api_rate_limited", "Audit-log API responses with status 429", registry=REGISTRY
+    "oaf_api_rate_limited",
+    "Audit-log API responses with status 429",
+    ["stream"],
+    registry=REGISTRY,
 )
 SINK_RETRIES = Counter(
     "oaf_sink_retries", "Batches retried per sink", ["stream", "sink"], registry=REGISTRY
+)
+SWEEPS = Counter(
+    "oaf_sweeps",
+    "Sweeps by outcome: success, failure, stopped (by the stop signal), not_run (the stream "
+    "swept before it in the same loop failed)",
+    ["stream", "outcome"],
+    registry=REGISTRY,
+)
+SWEEP_OUTCOMES = ("success", "failure", "stopped", "not_run")
+SWEEP_INTERVAL = Gauge(
+    "oaf_sweep_interval_seconds",
+    "Time between sweeps (--interval), for alerts that count missed sweeps",
+    ["stream"],
+    registry=REGISTRY,
 )
 SWEEP_DURATION = Histogram(
     "oaf_sweep_duration_seconds", "Duration of one sweep", ["stream"], registry=REGISTRY
 )
 LAST_SUCCESS = Gauge(
     "oaf_last_success_timestamp_seconds",
-    "Unix time of the last successful sweep",
+    "Unix time of the last successful sweep; 0 until the first one",
     ["stream"],
     registry=REGISTRY,
 )
@@ -54,6 +73,7 @@ CHECKPOINT_LAG = Gauge(
 EVENTS_OUT_OF_WINDOW = Counter(
     "oaf_events_out_of_window",
     "Events the API listed outside the requested window, dropped (another window has them)",
+    ["stream"],
     registry=REGISTRY,
 )
 TENANT_LISTING_REFUSED = Gauge(
@@ -69,3 +89,14 @@ EVENTS_LISTED_TWICE = Counter(
     ["stream"],
     registry=REGISTRY,
 )
+
+
+def declare_stream(stream: str, interval: float) -> None:
+    """Export a configured stream before its first sweep: its interval, its sweep counters at
+    0 and its last success at 0, so that a staleness alert fires for a stream that never
+    worked (a series that does not exist yet would match no alert). Values already there
+    are kept: a loop that restarts after a failure does not reset them."""
+    SWEEP_INTERVAL.labels(stream).set(interval)
+    LAST_SUCCESS.labels(stream)
+    for outcome in SWEEP_OUTCOMES:
+        SWEEPS.labels(stream, outcome)

@@ -102,6 +102,7 @@ def retrying(
     counter: _Counter | None = None,
     give_up: Callable[[BaseException, int], BaseException] | None = None,
     log_extra: Mapping[str, Any] | None = None,
+    on_retry: Callable[[str], None] | None = None,
 ) -> Retrying:
     """A retrier for one layer. `passing(exc)` says whether a failure is worth another attempt
     (the layer's one classifier); it waits `Backoff(base, cap)`. The budget is `attempts` (in
@@ -109,7 +110,7 @@ def retrying(
     `within` seconds from the first attempt, or both, whichever ends first. Each retry logs
     `describe(exc)` as a warning and counts on `counter`; after the last attempt
     `give_up(exc, attempts)` is raised (the last failure itself without it). `what` names the
-    layer in a `Stopped`."""
+    layer in a `Stopped`. `on_retry(text)` hears each retry too (/healthz shows it)."""
     failures = FailuresInARow(progress) if progress is not None else None
     budget: stop_base = stop_when_event_set(stop)
     if attempts is not None:
@@ -124,13 +125,12 @@ def retrying(
         assert state.outcome is not None
         if counter is not None:
             counter.inc()
-        log.warning(
-            "%s; retry %d in %.2fs",
-            describe(state.outcome.exception()),
-            state.attempt_number,
-            state.upcoming_sleep,
-            extra=dict(log_extra or {}),
+        text = f"{describe(state.outcome.exception())}; retry {state.attempt_number} in " + (
+            f"{state.upcoming_sleep:.2f}s"
         )
+        log.warning("%s", text, extra=dict(log_extra or {}))
+        if on_retry is not None:
+            on_retry(text)
 
     def last_failure(state: RetryCallState) -> Any:
         assert state.outcome is not None

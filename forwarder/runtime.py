@@ -7,6 +7,7 @@ import hashlib
 import re
 import signal
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,7 @@ class SinkPool:
                     retry_timeout=delivery.retry_timeout,
                     stop=delivery.stop,
                 )
+                opener.on_retry = delivery.on_retry
                 adopted = opener.open(state.sink_position)
                 if adopted:
                     state.set_sink_positions(adopted)
@@ -145,6 +147,7 @@ class Runtime(AbstractContextManager["Runtime"]):
     lock: StreamLock | None = None
     stream: str = "default"
     pool: SinkPool | None = None
+    on_retry: Callable[[str], None] | None = None  # see Delivery.on_retry
     _own_pool: SinkPool | None = None
 
     def open(self) -> Runtime:
@@ -164,6 +167,7 @@ class Runtime(AbstractContextManager["Runtime"]):
             retry_timeout=settings.sink_retry_timeout,
             stop=self.stop,
         )
+        self.delivery.on_retry = self.on_retry
         if self.pool is None:
             self.pool = self._own_pool = SinkPool()
         self.pool.share(self.delivery, self.state)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from forwarder import metrics
 from forwarder.collector import Collector
 from forwarder.config import Settings, stream_groups, warn_insecure
 from forwarder.errors import ConfigError, ForwarderError, StateLockedError, Stopped
-from forwarder.health import Health, serve_metrics
+from forwarder.health import Health, max_silence, serve_metrics
 from forwarder.logs import get_logger
 from forwarder.runtime import Runtime, SinkPool, install_stop_handlers, start_at, stream_name
 from forwarder.timeparse import format_when
@@ -45,63 +46,100 @@ def run_stream(
     health: Health,
     pool: SinkPool | None = None,
     companions: Sequence[Settings] = (),
+    loops: int = 1,
 ) -> None:
     """Sweep one stream, then its `companions` (its tenant stream), until stopped (or once).
-    Raises on failure with --once, and on configuration errors and a held lock always."""
+    Raises on failure with --once, and on configuration errors and a held lock always.
+    `loops`: how many such loops the process runs (they share sinks; see max_silence)."""
     log = get_logger()
-    stream = stream_name(settings)
-    health.register(stream)
+    targets = (settings, *companions)
+    names = [stream_name(target) for target in targets]
+    loop = names[0]
+    for name in names:
+        health.register(name)
+        metrics.declare_stream(name, settings.interval)
+    health.loop_started(loop, max_silence(settings, loops))
+    beat = functools.partial(health.beat, loop)
     command = "run --once" if once else "run"
-    while True:
-        try:
-            with contextlib.ExitStack() as stack:
-                shared = pool
-                if shared is None and companions:  # they share the sinks
-                    shared = SinkPool()
-                    stack.callback(shared.close)
-                sweeps = []
-                group = (settings, *companions)
-                for target in group:
-                    rt = stack.enter_context(
-                        Runtime(target, command, "stream {stream}", stop=stop, pool=shared)
-                    )
-                    rt.open()
-                    partner = _partner(target, group)
-                    sweeps.append((rt, _collector(rt, target, stop, partner)))
-                    health.register(rt.stream)
-                while True:
-                    for rt, collector in sweeps:
-                        result = collector.sweep()
-                        health.success(rt.stream)
-                        assert rt.delivery
-                        log.info(
-                            "sweep done: %d events delivered, watermark %s, %d dead-lettered",
-                            result.events,
-                            format_when(result.watermark),
-                            rt.delivery.dead_letters.count,
-                            extra={"stream": rt.stream},
+    ended = "stopped"
+    try:
+        while True:
+            current = loop  # the stream being opened or swept, to which a failure belongs
+            try:
+                with contextlib.ExitStack() as stack:
+                    shared = pool
+                    if shared is None and companions:  # they share the sinks
+                        shared = SinkPool()
+                        stack.callback(shared.close)
+                    sweeps = []
+                    for target, name in zip(targets, names, strict=True):
+                        current = name
+                        beat()
+                        rt = stack.enter_context(
+                            Runtime(
+                                target,
+                                command,
+                                "stream {stream}",
+                                stop=stop,
+                                pool=shared,
+                                on_retry=functools.partial(health.retrying, name),
+                            )
                         )
-                        if stop.is_set():
+                        rt.open()
+                        partner = _partner(target, targets)
+                        sweeps.append((rt, _collector(rt, target, stop, beat, partner)))
+                    while True:
+                        for rt, collector in sweeps:
+                            current = rt.stream
+                            beat()
+                            result = collector.sweep()
+                            health.success(rt.stream)
+                            metrics.SWEEPS.labels(rt.stream, "success").inc()
+                            assert rt.delivery
+                            log.info(
+                                "sweep done: %d events delivered, watermark %s, %d dead-lettered",
+                                result.events,
+                                format_when(result.watermark),
+                                rt.delivery.dead_letters.count,
+                                extra={"stream": rt.stream},
+                            )
+                            if stop.is_set():
+                                return
+                        beat()
+                        if once or stop.wait(settings.interval):
                             return
-                    if once or stop.wait(settings.interval):
-                        return
-        except Stopped:
-            log.info("stopped; the batch in flight was not committed", extra={"stream": stream})
-            return
-        except (ConfigError, StateLockedError):
-            raise
-        except ForwarderError as exc:
-            health.failure(stream, str(exc))
-            if once:
-                raise
-            log.error(
-                "sweep failed: %s; next try in %ss",
-                exc,
-                int(settings.interval),
-                extra={"stream": stream},
-            )
-            if stop.wait(settings.interval):
+            except Stopped:
+                metrics.SWEEPS.labels(current, "stopped").inc()
+                log.info(
+                    "stopped; the batch in flight was not committed", extra={"stream": current}
+                )
                 return
+            except ForwarderError as exc:
+                _failed(health, names, current, exc)
+                if once or isinstance(exc, (ConfigError, StateLockedError)):
+                    ended = f"stream {current}: {exc}"
+                    raise
+                log.error(
+                    "sweep failed: %s; next try in %ss",
+                    exc,
+                    int(settings.interval),
+                    extra={"stream": current},
+                )
+                beat()
+                if stop.wait(settings.interval):
+                    return
+    finally:
+        health.loop_ended(loop, ended)
+
+
+def _failed(health: Health, names: list[str], current: str, exc: ForwarderError) -> None:
+    """`current` failed: so it reads in /healthz and the metrics, and the streams after it in
+    the loop (its tenant companion) read as not run, with the reason."""
+    health.failure(current, str(exc))
+    metrics.SWEEPS.labels(current, "failure").inc()
+    for name in names[names.index(current) + 1 :]:
+        health.not_run(name, f"not run: stream {current}, swept before it, failed")
+        metrics.SWEEPS.labels(name, "not_run").inc()
 
 
 def _partner(target: Settings, group: Sequence[Settings]) -> str | None:
@@ -111,7 +149,11 @@ def _partner(target: Settings, group: Sequence[Settings]) -> str | None:
 
 
 def _collector(
-    rt: Runtime, settings: Settings, stop: threading.Event, partner: str | None = None
+    rt: Runtime,
+    settings: Settings,
+    stop: threading.Event,
+    heartbeat: Callable[[], None],
+    partner: str | None = None,
 ) -> Collector:
     assert rt.source and rt.state and rt.delivery
     return Collector(
@@ -126,6 +168,7 @@ def _collector(
         stop=stop,
         tenant_companion=settings.tenant_companion,
         partner=partner,
+        heartbeat=heartbeat,
     )
 
 
@@ -141,7 +184,7 @@ def run_streams(
     def worker(group: list[Settings]) -> None:
         target = group[0]
         try:
-            run_stream(target, once, stop, health, pool, group[1:])
+            run_stream(target, once, stop, health, pool, group[1:], loops=len(targets))
         except ForwarderError as exc:
             get_logger().error("stream failed: %s", exc, extra={"stream": target.stream})
             with lock:

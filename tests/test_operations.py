@@ -178,10 +178,16 @@ def test_metrics_count_what_happened_and_healthz_fails_when_the_api_stays_unreac
             return (values, after) if values.get(key) == len(events) and before == after else None
 
         values, counts = wait_for(delivered)
-        assert values['oaf_api_requests_total{status="429"}'] == counts[429] == 3
-        assert values['oaf_api_requests_total{status="503"}'] == counts[503] == 2
-        assert values['oaf_api_requests_total{status="200"}'] == counts[200]
-        assert values["oaf_api_rate_limited_total"] == 3
+        assert values['oaf_api_requests_total{status="429",stream="default"}'] == counts[429] == 3
+        assert values['oaf_api_requests_total{status="503",stream="default"}'] == counts[503] == 2
+        # The tenant companion's requests count under its own stream.
+        assert values['oaf_api_requests_total{status="200",stream="default-tenant"}'] >= 1
+        assert (
+            values['oaf_api_requests_total{status="200",stream="default"}']
+            + values['oaf_api_requests_total{status="200",stream="default-tenant"}']
+            == counts[200]
+        )
+        assert values['oaf_api_rate_limited_total{stream="default"}'] == 3
         assert values['oaf_api_retries_total{stream="default"}'] == 5
         assert values['oaf_events_collected_total{stream="default"}'] == len(events)
         assert len(read_ndjson(out)) == len(events)
@@ -207,7 +213,7 @@ def test_metrics_count_what_happened_and_healthz_fails_when_the_api_stays_unreac
 
         stream = wait_for(failure_reported, timeout=90)
         assert stream["healthy"] is False and "cannot reach" in stream["last_error"]
-        assert scrape(port)['oaf_api_requests_total{status="error"}'] >= 1
+        assert scrape(port)['oaf_api_requests_total{status="error",stream="default"}'] >= 1
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)

@@ -40,7 +40,9 @@ import yaml
 from forwarder.config import load_settings
 from forwarder.sinks import Record, open_sink
 from mappings.registry import SUBSECOND_KEY, MappingContext, load_mapper
+from tests.conftest import ADMIN_KEY
 from tests.fakes.events import make_events
+from tests.fakes.openai_api import FakeOpenAI
 from tests.fluentd_support import (
     FORWARDER,
     SAMPLE,
@@ -86,7 +88,8 @@ def _load_yaml_docs(path: Path) -> list[dict[str, Any]]:
 
 CHECKED_BY = {
     ".toml": "tomllib + forwarder settings",
-    ".yaml": "PyYAML (+ kubernetes-validate / compose checks)",
+    ".yaml": "PyYAML (+ kubernetes-validate / compose checks / promtool, test_prometheus.py)",
+    ".yml": "the real Prometheus server (tests/test_prometheus.py)",
     ".json": "json + Elasticsearch template checks",
     ".service": "systemd-analyze verify",
     ".timer": "systemd-analyze verify",
@@ -309,7 +312,8 @@ def test_kubernetes_pods_name_image_volumes_probes_and_secret_consistently() -> 
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                 if probe in container:
                     get = container[probe]["httpGet"]
-                    assert get["path"] == "/healthz"
+                    # /livez: a restart cannot end a sink outage (/healthz fails during one).
+                    assert get["path"] == "/livez"
                     assert get["port"] in declared or get["port"] in declared.values(), where
             for env in container.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
@@ -783,8 +787,24 @@ def test_elastic_templates_parse_and_compose_the_data_stream() -> None:
     assert index["priority"] > 100  # above the built-in logs-*-* template
     assert set(index["ignore_missing_component_templates"]) <= set(index["composed_of"])
     assert index["template"]["settings"]["index.default_pipeline"] == "openai-audit-ecs"
-    (id_step,) = [p["set"] for p in pipeline["processors"] if p["set"]["field"] == "_id"]
+    (id_step,) = [
+        p["set"] for p in pipeline["processors"] if p.get("set", {}).get("field") == "_id"
+    ]
     assert id_step["copy_from"] == "event.id"
+    # index.default_pipeline replaces logs@default-pipeline (which calls logs@custom), so the
+    # pipeline calls the custom pipelines itself, last, as Fleet's integration pipelines do:
+    # global, then the type, then the data stream's; each skipped while it does not exist.
+    dataset = f"logs-{ECS_DATASET}"
+    assert [p["pipeline"]["name"] for p in pipeline["processors"][-3:]] == [
+        "global@custom",
+        "logs@custom",
+        f"{dataset}@custom",
+    ]
+    assert all(
+        p["pipeline"]["ignore_missing_pipeline"] is True for p in pipeline["processors"][-3:]
+    )
+    assert [next(iter(p)) for p in pipeline["processors"]].count("pipeline") == 3
+    assert f"`{dataset}@custom`" in (REPO / "docs" / "deploy.md").read_text()
     leaves = _leaf_types(component["template"]["mappings"]["properties"])
     assert set(leaves.values()) <= ES_FIELD_TYPES
     assert leaves["event.id"] == "keyword"
@@ -987,7 +1007,8 @@ def test_fluentd_receiver_requires_tls_and_shared_key_and_keeps_errors(path: Pat
 
 
 def _example_sinks(receiver: Path) -> list[str]:
-    """The example forwarder configs' sink URLs that send to `receiver`."""
+    """The example forwarder configs' sink URLs that send to `receiver` (for the forward
+    receiver, also the `sinks` of the TOML snippet in docs/deploy.md)."""
     names = {
         "compose-receiver.conf": ["packaging/docker/config.toml"],
         "forward-receiver.conf": [
@@ -995,7 +1016,11 @@ def _example_sinks(receiver: Path) -> list[str]:
             "packaging/kubernetes/configmap.yaml#config.toml",
         ],
     }[receiver.name]
-    return [url for name in names for url in tomllib.loads(TOML_CONFIGS[name])["sinks"]]
+    urls = [url for name in names for url in tomllib.loads(TOML_CONFIGS[name])["sinks"]]
+    if receiver.name == "forward-receiver.conf":
+        (snippet,) = re.findall(r"```toml\n(.*?)```", (REPO / "docs/deploy.md").read_text(), re.S)
+        urls += tomllib.loads(snippet)["sinks"]
+    return urls
 
 
 def _local_sink(url: str, local: LocalFluentd, tag: str, schema: str) -> str:
@@ -1004,6 +1029,7 @@ def _local_sink(url: str, local: LocalFluentd, tag: str, schema: str) -> str:
     url = re.sub(r"ca_file=[^&]+", f"ca_file={local.certs['ca.pem']}", url)
     url = re.sub(r"shared_key_file=[^&]+", f"shared_key_file={local.secret}", url)
     url = re.sub(r"tag=[^&]+", f"tag={tag}", url)
+    url = re.sub(r"&schema=[^&]+", "", url)
     return url + f"&schema={schema}"
 
 
@@ -1063,7 +1089,8 @@ def test_forward_receiver_routes_ecs_to_splunk_and_elasticsearch_and_ocsf_to_spl
     urls = set()
     for example in _example_sinks(FLUENTD / "forward-receiver.conf"):
         tag = re.search(r"[?&]tag=([^&]+)", example).group(1)  # type: ignore[union-attr]
-        urls.add(_local_sink(example, local, tag, "ecs"))  # the example as it is
+        own = re.search(r"[?&]schema=([^&]+)", example)
+        urls.add(_local_sink(example, local, tag, own.group(1) if own else "ecs"))  # as it is
         urls.add(_local_sink(example, local, "openai.audit.ocsf", "ocsf"))
     with local.peer() as peer:
         for url in sorted(urls):
@@ -1115,9 +1142,9 @@ def test_fluentd_in_exec_runs_the_forwarder_and_delivers_the_sample_once_across_
     """in_exec.conf as shipped, with the command reading the sample file instead of the API
     (and msgpack as its comment describes): two sweeps, each event once in the output."""
     local = LocalFluentd(FLUENTD / "in_exec.conf", tmp_path)
-    root = _fluentd_file(FLUENTD / "in_exec.conf")
-    (source,) = [n for n in root.children if n.name == "source"]
-    argv = shlex.split(source.params["command"])
+    command = _in_exec_command()
+    argv = shlex.split(command)
+    redirect = argv.pop()  # stderr into the forwarder's log file (next test)
     assert Path(argv[0]).name == "openai-audit-forwarder"
     assert argv[1:3] == ["run", "--once"] and argv[-2:] == ["--sink", "stdout:"]
     args = argv[1:]
@@ -1128,12 +1155,13 @@ def test_fluentd_in_exec_runs_the_forwarder_and_delivers_the_sample_once_across_
     script = tmp_path / "sweep.sh"
     script.write_text(
         f"echo run >> {runs}\nexec {FORWARDER} {shlex.join([*args[:-1], sink])} "
-        f"--input {SAMPLE} --state {tmp_path / 'state.db'}\n"
+        f"--input {SAMPLE} --state {tmp_path / 'state.db'} {_local(redirect, tmp_path)}\n"
     )
-    text = local.conf.read_text().replace(source.params["command"], f"sh {script}")
+    text = local.conf.read_text().replace(_local(command, tmp_path), f"sh {script}")
     if fmt == "msgpack":
         text = text.replace("    @type json\n    time_key", "    @type msgpack\n    time_key")
     local.conf.write_text(text)
+    (tmp_path / "log").mkdir(exist_ok=True)  # Fluentd's log directory, where the redirect writes
     with local.peer():
         wait_for(lambda: runs.exists() and len(runs.read_text().split()) >= 3, 90, "two sweeps")
         docs = settled_lines(lambda: local.logs("openai-audit/*.log"), len(SAMPLE_IDS))
@@ -1144,6 +1172,55 @@ def test_fluentd_in_exec_runs_the_forwarder_and_delivers_the_sample_once_across_
     for doc in docs:
         stamp = doc["@timestamp"].replace("Z", "+00:00")
         assert datetime.fromisoformat(stamp).timestamp() == times[doc["event"]["id"]]
+
+
+def _in_exec_command() -> str:
+    root = _fluentd_file(FLUENTD / "in_exec.conf")
+    (source,) = [n for n in root.children if n.name == "source"]
+    return source.params["command"]
+
+
+def _local(text: str, work: Path) -> str:
+    """`text` with the host paths LocalFluentd moves under `work`."""
+    return text.replace("/var/log/fluent/", f"{work}/log/")
+
+
+@pytest.mark.peer
+def test_fluentd_in_exec_keeps_the_forwarders_error_lines_in_the_file_it_names(
+    tmp_path: Path,
+) -> None:
+    """in_exec discards a command's stderr: a wrong key would go unseen. in_exec.conf sends
+    the forwarder's stderr to a log file (named in docs/deploy.md); the error line is there."""
+    command = _in_exec_command()
+    redirect = shlex.split(command)[-1]
+    assert redirect == "2>>/var/log/fluent/openai-audit-forwarder.log"
+    assert "`/var/log/fluent/openai-audit-forwarder.log`" in (REPO / "docs/deploy.md").read_text()
+    local = LocalFluentd(FLUENTD / "in_exec.conf", tmp_path)
+    # The shipped command, with the installed console script and no config file (the
+    # environment below sets the key, the API and the state instead).
+    runnable = _local(command, tmp_path).replace(EXECUTABLE, str(FORWARDER))
+    runnable = runnable.replace(" --config /etc/openai-audit-forwarder/config.toml", "")
+    text = local.conf.read_text()
+    assert _local(command, tmp_path) in text
+    local.conf.write_text(text.replace(_local(command, tmp_path), runnable))
+    (tmp_path / "log").mkdir(exist_ok=True)
+    written = tmp_path / "log" / "openai-audit-forwarder.log"
+    wrong = "sk-admin-WRONGKEY-0123456789abcdef0123456789abcdef"
+    with FakeOpenAI(admin_key=ADMIN_KEY) as api:
+        local.env.update(
+            OPENAI_ADMIN_KEY=wrong,
+            OPENAI_BASE_URL=api.base_url,
+            AUDIT_FORWARDER_STATE=str(tmp_path / "state.db"),
+        )
+        with local.peer():
+            wait_for(
+                lambda: written.exists() and "rejected the key" in written.read_text(),
+                60,
+                "the forwarder's error line in its log file",
+            )
+    (line,) = [ln for ln in written.read_text().splitlines() if "rejected the key" in ln]
+    assert line.startswith("openai-audit-forwarder: error: OpenAI API rejected the key (HTTP 401")
+    assert wrong not in written.read_text()
 
 
 # -- Docker ----------------------------------------------------------------------------------
@@ -1211,7 +1288,7 @@ def test_dockerfile_runs_the_console_script_as_non_root_with_state_on_a_volume()
 def _healthcheck_command() -> tuple[list[str], int]:
     (health,) = [a for op, a in _dockerfile(DOCKERFILE) if op == "HEALTHCHECK"]
     command = json.loads(health[health.index("CMD") + 3 :].strip())
-    port = int(re.search(r"http://127\.0\.0\.1:(\d+)/healthz", command[-1]).group(1))  # type: ignore[union-attr]
+    port = int(re.search(r"http://127\.0\.0\.1:(\d+)/livez", command[-1]).group(1))  # type: ignore[union-attr]
     return command, port
 
 
@@ -1233,7 +1310,7 @@ class _Health(http.server.BaseHTTPRequestHandler):
     status = 200
 
     def do_GET(self) -> None:
-        self.send_response(self.status if self.path == "/healthz" else 404)
+        self.send_response(self.status if self.path == "/livez" else 404)
         self.end_headers()
         self.wfile.write(b"ok\n")
 
@@ -1242,7 +1319,7 @@ class _Health(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
-def test_healthcheck_command_exits_by_the_healthz_status(status: int, healthy: bool) -> None:
+def test_healthcheck_command_exits_by_the_livez_status(status: int, healthy: bool) -> None:
     command, port = _healthcheck_command()
     handler = type("Handler", (_Health,), {"status": status})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

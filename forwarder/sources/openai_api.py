@@ -206,7 +206,7 @@ class OpenAIAuditLogSource(Source):
         ]
         if len(kept) < len(data):
             dropped = len(data) - len(kept)
-            metrics.EVENTS_OUT_OF_WINDOW.inc(dropped)
+            metrics.EVENTS_OUT_OF_WINDOW.labels(self.stream).inc(dropped)
             self.log.debug(
                 "OpenAI API: dropped %d events outside the requested window %s",
                 dropped,
@@ -237,16 +237,16 @@ class OpenAIAuditLogSource(Source):
         except Interrupted:
             raise Stopped("stopped during a request to the OpenAI API") from None
         except Malformed:
-            metrics.API_REQUESTS.labels("malformed").inc()
+            metrics.API_REQUESTS.labels(self.stream, "malformed").inc()
             raise
         except BodyTooLarge:
-            metrics.API_REQUESTS.labels("too_large").inc()
+            metrics.API_REQUESTS.labels(self.stream, "too_large").inc()
             raise
         except httpx.TimeoutException:
-            metrics.API_REQUESTS.labels("timeout").inc()
+            metrics.API_REQUESTS.labels(self.stream, "timeout").inc()
             raise
         except httpx.TransportError as exc:
-            metrics.API_REQUESTS.labels("error").inc()
+            metrics.API_REQUESTS.labels(self.stream, "error").inc()
             if bad := certificate_error(exc):
                 # Retrying cannot change a certificate, as for the sinks: final.
                 raise SourceError(
@@ -255,7 +255,7 @@ class OpenAIAuditLogSource(Source):
                     "signed it"
                 ) from None
             raise
-        metrics.API_REQUESTS.labels(str(status)).inc()
+        metrics.API_REQUESTS.labels(self.stream, str(status)).inc()
         if status == 200:
             body, documents = parse_list_body(content)
             if documents > 1:
@@ -265,7 +265,7 @@ class OpenAIAuditLogSource(Source):
             raise AuthError(self._auth_message(status, content), status=status) from None
         if status in RETRY_STATUSES:
             if status == 429:
-                metrics.API_RATE_LIMITED.inc()
+                metrics.API_RATE_LIMITED.labels(self.stream).inc()
             raise SourceError(
                 f"HTTP {status} {self._error_text(content)}".rstrip(),
                 status=status,
