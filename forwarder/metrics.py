@@ -98,5 +98,6 @@ def declare_stream(stream: str, interval: float) -> None:
     are kept: a loop that restarts after a failure does not reset them."""
     SWEEP_INTERVAL.labels(stream).set(interval)
     LAST_SUCCESS.labels(stream)
+    EVENTS_LISTED_TWICE.labels(stream)
     for outcome in SWEEP_OUTCOMES:
         SWEEPS.labels(stream, outcome)
