@@ -28,8 +28,9 @@ from tests.conftest import (
     run_cli,
 )
 from tests.fakes.events import make_events
-from tests.fakes.hostile_api import HostileAPI, wait_for
+from tests.fakes.hostile_api import HostileAPI
 from tests.test_errors_and_secrets import assert_one_line_error, state_snapshot
+from tests.waiting import wait_for
 
 OLD_EVENTS = 40  # delivered by the priming sweep
 NEW_EVENTS = 25  # arrive after it, inside the overlap the next sweep re-reads
@@ -255,7 +256,7 @@ def sigterm_while_hanging(
         stderr=subprocess.PIPE,
     )
     try:
-        assert wait_for(lambda: any(m == mode for m, _ in api.requests), 60), "no request came"
+        wait_for(lambda: any(m == mode for m, _ in api.requests), 60, f"a {mode} request")
         time.sleep(1.0)  # well inside the request: a byte or two dripped, or none
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
