@@ -44,6 +44,7 @@ from tests.fakes.events import make_events
 from tests.fluentd_support import (
     FORWARDER,
     SAMPLE,
+    buffers_flushed,
     dry_run,
     fluentd_peer,
     forwarder,
@@ -52,9 +53,9 @@ from tests.fluentd_support import (
     parse_config,
     peer_workdir,
     settled_lines,
-    wait_for,
 )
 from tests.peers import free_port, missing_peer
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "packaging"
@@ -540,14 +541,6 @@ def _issue_cert(
     return crt, key
 
 
-def _wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_rsyslog_relay_passes_forwarder_messages_on_as_one_json_document_per_line(
     tmp_path: Path, certs: dict[str, Path]
 ) -> None:
@@ -587,7 +580,7 @@ def test_rsyslog_relay_passes_forwarder_messages_on_as_one_json_document_per_lin
     records = [Record(e["id"], e["type"], e["effective_at"], mapper(e)) for e in events]
     ca = certs["ca.pem"]
     try:
-        _wait_for(lambda: _port_open(relp_port) and _port_open(tls_port), 20, "rsyslogd")
+        wait_for(lambda: _port_open(relp_port) and _port_open(tls_port), 20, "rsyslogd")
         for url, batch in (
             (
                 f"syslog+relp://127.0.0.1:{relp_port}?tls=true&ca_file={ca}"
@@ -603,7 +596,7 @@ def test_rsyslog_relay_passes_forwarder_messages_on_as_one_json_document_per_lin
             finally:
                 sink.close()
         relay_file = tmp_path / "out" / "relay.ndjson"
-        _wait_for(
+        wait_for(
             lambda: (
                 relay_file.exists()
                 and relay_file.read_bytes().count(b"\n") >= len(records)
@@ -1042,6 +1035,7 @@ def test_compose_receiver_routes_ecs_and_ocsf_documents_to_their_files(tmp_path:
             docs = settled_lines(
                 lambda s=schema: local.logs(f"openai-audit/openai.audit.{s}/*.log"),
                 len(SAMPLE_IDS),
+                local.work,
             )
             assert all(shape(doc) for doc in docs), f"a non-{schema} document in the {schema} file"
             assert Counter(map(_event_id, docs)) == Counter(SAMPLE_IDS)
@@ -1076,7 +1070,7 @@ def test_forward_receiver_routes_ecs_to_splunk_and_elasticsearch_and_ocsf_to_spl
         n = len(SAMPLE_IDS)
         wait_for(lambda: len(stub("out_splunk_ecs")) >= n and len(stub("out_splunk_ocsf")) >= n
                  and len(stub("out_elasticsearch_ecs")) >= n, 60, "the stub outputs")  # fmt: skip
-        time.sleep(2.5)
+        wait_for(lambda: buffers_flushed(local.work), 60, "Fluentd to flush its buffers")
         ecs, ocsf = stub("out_splunk_ecs"), stub("out_splunk_ocsf")
         es = stub("out_elasticsearch_ecs")
     assert "unexpected eof" not in peer.log.read_text()
@@ -1133,7 +1127,7 @@ def test_fluentd_in_exec_runs_the_forwarder_and_delivers_the_sample_once_across_
     local.conf.write_text(text)
     with local.peer():
         wait_for(lambda: runs.exists() and len(runs.read_text().split()) >= 3, 90, "two sweeps")
-        docs = settled_lines(lambda: local.logs("openai-audit/*.log"), len(SAMPLE_IDS))
+        docs = settled_lines(lambda: local.logs("openai-audit/*.log"), len(SAMPLE_IDS), local.work)
     assert Counter(d["event"]["id"] for d in docs) == Counter(SAMPLE_IDS)
     times = {
         e["id"]: e["effective_at"] for e in map(orjson.loads, SAMPLE.read_bytes().splitlines())
