@@ -10,6 +10,7 @@ are run against real mapper output."""
 
 from __future__ import annotations
 
+import ast
 import calendar
 import configparser
 import fnmatch
@@ -83,31 +84,144 @@ def _load_yaml_docs(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 
 
-# -- every file has a checker ------------------------------------------------------------------
+# -- every tracked file is read by a named test -------------------------------------------------
 
-CHECKED_BY = {
-    ".toml": "tomllib + forwarder settings",
-    ".yaml": "PyYAML (+ kubernetes-validate / compose checks)",
-    ".json": "json + Elasticsearch template checks",
-    ".service": "systemd-analyze verify",
-    ".timer": "systemd-analyze verify",
-    ".conf": "rsyslogd -N1 / fluentd --dry-run and a run / configparser",
-    ".sh": "sh -n and a run",
-    "Dockerfile": "hadolint + HEALTHCHECK checks",
-    "Dockerfile.dockerignore": "COPY sources kept",
-    ".gitignore": "git",
+# Each file git tracks under packaging/ -> the tests that read it with the tool that reads it in
+# production. A pattern is a path, or a glob when the tests named glob the same files. A test in
+# another module is named "tests/test_x.py::test_name". Adding a file: write the test that reads
+# it, then add a line here; test_every_tracked_file_under_packaging_is_read_by_a_named_test
+# fails until both exist, and says which line to add.
+READ_BY: dict[str, tuple[str, ...]] = {
+    "packaging/docker/.gitignore": (
+        "test_compose_file_parses_and_its_files_exist_or_are_generated",
+    ),
+    "packaging/docker/Dockerfile": (
+        "test_dockerfile_passes_hadolint",
+        "test_dockerfile_runs_the_console_script_as_non_root_with_state_on_a_volume",
+        "test_healthcheck_port_is_the_default_metrics_port",
+        "test_healthcheck_command_exits_by_the_healthz_status",
+    ),
+    "packaging/docker/Dockerfile.dockerignore": (
+        "test_dockerfile_runs_the_console_script_as_non_root_with_state_on_a_volume",
+    ),
+    "packaging/docker/compose.yaml": (
+        "test_compose_file_parses_and_its_files_exist_or_are_generated",
+        "test_compose_forwarder_config_and_secrets_line_up",
+        "test_compose_receiver_reads_the_mounted_certificates_and_secret",
+    ),
+    "packaging/docker/config.toml": (
+        "test_example_config_loads_with_the_forwarder_settings",
+        "test_example_config_sink_urls_build",
+        "test_compose_forwarder_config_and_secrets_line_up",
+        "test_healthcheck_port_is_the_default_metrics_port",
+    ),
+    "packaging/docker/make-certs.sh": (
+        "test_make_certs_script_is_valid_shell",
+        "test_make_certs_gives_a_server_certificate_that_verifies_as_fluentd",
+    ),
+    "packaging/elastic/component-template.json": (
+        "test_elastic_templates_parse_and_compose_the_data_stream",
+        "test_elastic_mapping_covers_every_field_of_real_ecs_output",
+    ),
+    "packaging/elastic/index-template.json": (
+        "test_elastic_templates_parse_and_compose_the_data_stream",
+        "test_forward_receiver_routes_ecs_to_splunk_and_elasticsearch_and_ocsf_to_splunk",
+    ),
+    "packaging/elastic/ingest-pipeline.json": (
+        "test_elastic_templates_parse_and_compose_the_data_stream",
+    ),
+    "packaging/fluentd/Dockerfile": ("test_dockerfile_passes_hadolint",),
+    "packaging/fluentd/*.conf": (
+        "test_fluentd_config_passes_fluentd_dry_run",
+        "test_fluentd_config_every_output_buffers_on_disk",
+    ),
+    "packaging/fluentd/compose-receiver.conf": (
+        "test_compose_receiver_routes_ecs_and_ocsf_documents_to_their_files",
+        "test_fluentd_receiver_requires_tls_and_shared_key_and_keeps_errors",
+    ),
+    "packaging/fluentd/forward-receiver.conf": (
+        "test_forward_receiver_routes_ecs_to_splunk_and_elasticsearch_and_ocsf_to_splunk",
+        "test_fluentd_receiver_requires_tls_and_shared_key_and_keeps_errors",
+        "test_fluentd_elasticsearch_output_creates_with_the_audit_log_id",
+    ),
+    "packaging/fluentd/in_exec.conf": (
+        "test_fluentd_in_exec_runs_the_forwarder_and_delivers_the_sample_once_across_two_runs",
+    ),
+    "packaging/kubernetes/*.yaml": (
+        "test_kubernetes_manifest_validates_against_the_api_schema",
+        "test_kubernetes_pods_name_image_volumes_probes_and_secret_consistently",
+    ),
+    "packaging/kubernetes/configmap.yaml": (
+        "test_example_config_loads_with_the_forwarder_settings",
+        "test_kubernetes_config_paths_point_into_the_mounted_volumes",
+    ),
+    "packaging/rsyslog/relay.conf": (
+        "test_rsyslog_relay_config_passes_rsyslogd_check",
+        "test_rsyslog_relay_passes_forwarder_messages_on_as_one_json_document_per_line",
+    ),
+    "packaging/splunk/*.conf": ("test_splunk_conf_parses_strictly",),
+    "packaging/splunk/props.conf": (
+        "test_splunk_sourcetypes_break_lines_and_extract_json_once",
+        "test_splunk_timestamp_extraction_finds_the_event_time_in_real_output",
+    ),
+    "packaging/splunk/transforms.conf": (
+        "test_splunk_sourcetypes_break_lines_and_extract_json_once",
+        "test_splunk_generic_sourcetype_is_routed_by_document_shape",
+    ),
+    "packaging/systemd/config.toml": (
+        "test_example_config_loads_with_the_forwarder_settings",
+        "test_example_config_sink_urls_build",
+    ),
+    "packaging/systemd/*.service": (
+        "test_systemd_units_pass_systemd_analyze_verify",
+        "test_systemd_units_are_hardened_and_hand_the_key_over_as_a_credential",
+    ),
+    "packaging/systemd/*.timer": (
+        "test_systemd_units_pass_systemd_analyze_verify",
+        "test_systemd_units_are_hardened_and_hand_the_key_over_as_a_credential",
+    ),
 }
 
 
-def test_every_file_under_packaging_has_a_checker() -> None:
-    unchecked = []
-    for path in sorted(PKG.rglob("*")):
-        if path.is_dir():
-            continue
-        if path.name in CHECKED_BY or path.suffix in CHECKED_BY:
-            continue
-        unchecked.append(str(path.relative_to(REPO)))
-    assert not unchecked, f"files under packaging/ that no test reads: {unchecked}"
+def _tracked_packaging_files() -> list[str]:
+    """What git tracks under packaging/ (not what the docs tell users to create there)."""
+    git = shutil.which("git")
+    if git is None:
+        missing_peer("git not installed (apt-get install git)")
+    listed = subprocess.run(
+        [git, "ls-files", "-z", "--", "packaging"], cwd=REPO, capture_output=True, timeout=60
+    )
+    if listed.returncode != 0:
+        missing_peer(f"not a git checkout: {listed.stderr.decode().strip()}")
+    return sorted(name for name in listed.stdout.decode().split("\0") if name)
+
+
+def _test_exists(name: str) -> bool:
+    """Is `name` ("test_x" here, or "tests/test_y.py::test_x") a test function?"""
+    module, _, function = name.rpartition("::")
+    if not module:
+        return function.startswith("test_") and callable(globals().get(function))
+    path = REPO / module
+    if not path.is_file() or not function.startswith("test_"):
+        return False
+    tree = ast.parse(path.read_text(), str(path))
+    return any(isinstance(node, ast.FunctionDef) and node.name == function for node in tree.body)
+
+
+def test_every_tracked_file_under_packaging_is_read_by_a_named_test() -> None:
+    tracked = _tracked_packaging_files()
+    assert tracked, "git tracks no file under packaging/"
+    unread = [p for p in tracked if not any(fnmatch.fnmatchcase(p, g) for g in READ_BY)]
+    assert not unread, (
+        "files under packaging/ that no test is named as reading: write a test that reads "
+        "each with the tool that reads it in production, then add to READ_BY in "
+        "tests/test_packaging.py:\n"
+        + "\n".join(f'    "{path}": ("test_that_reads_it",),' for path in unread)
+    )
+    stale = [g for g in READ_BY if not any(fnmatch.fnmatchcase(p, g) for p in tracked)]
+    assert not stale, f"READ_BY entries that match no tracked file (remove them): {stale}"
+    missing = sorted({t for tests in READ_BY.values() for t in tests if not _test_exists(t)})
+    assert not missing, f"READ_BY names tests that do not exist (rename or remove): {missing}"
 
 
 # -- TOML: the forwarder's own settings loader reads every config ----------------------------
