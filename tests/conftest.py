@@ -16,9 +16,9 @@ import orjson
 import pytest
 
 from tests.fakes.events import EVENT_TYPES, UNKNOWN_TYPES, is_tenant_scoped, make_events
-from tests.fakes.hostile_api import wait_for
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.rsyslog import Rsyslog
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 # Types the endpoint lists without tenant_only (tenant-scoped ones need a stream of their own).

@@ -6,11 +6,11 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import trustme
 
 from tests.peers import missing_peer
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 PEER_DIR = Path(os.environ.get("FLUENTD_PEER_DIR", REPO.parent / "shared" / "peers" / "fluentd"))
@@ -104,19 +105,26 @@ def json_lines(paths: list[Path]) -> list[dict[str, Any]]:
     ]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+# A staged (b) or queued (q) chunk of a file buffer: buffer.b<32 hex digits>.log (and .meta).
+CHUNK_FILE = re.compile(r"\.[bq][0-9a-f]{32}\.")
 
 
-def settled_lines(paths: Callable[[], list[Path]], count: int, timeout: float = 60) -> list[dict]:
-    """The JSON lines Fluentd wrote, once there are `count` and one more flush added none."""
+def buffers_flushed(root: Path) -> bool:
+    """No file-buffer chunk is left under `root`: Fluentd wrote out all it had taken in."""
+    return not any(CHUNK_FILE.search(path.name) for path in root.rglob("*"))
+
+
+def settled_lines(
+    paths: Callable[[], list[Path]], count: int, buffers: Path, timeout: float = 60
+) -> list[dict]:
+    """The JSON lines Fluentd wrote, once there are `count` and no chunk is left in its file
+    buffers under `buffers`. Call it when the sender is done: its events were acknowledged
+    (in_forward acks once they are in a buffer chunk) or read (in_exec), so with the buffers
+    empty every one of them, a duplicate too, is in the output."""
     wait_for(lambda: len(json_lines(paths())) >= count, timeout, f"{count} lines from Fluentd")
-    time.sleep(2.5)  # flush_interval is 1s: a duplicate would have arrived by now
+    wait_for(
+        lambda: buffers_flushed(buffers), timeout, f"Fluentd to flush its buffers in {buffers}"
+    )
     return json_lines(paths())
 
 

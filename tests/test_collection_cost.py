@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import ADMIN_KEY, ORG_TYPES, cli_env, raw_file_sink, read_ndjson, run_cli
 from tests.fakes.events import make_events
 from tests.fakes.openai_api import FakeOpenAI
+from tests.waiting import wait_for
 
 DAY = 86_400
 SPANS = {"1 day": DAY, "30 days": 30 * DAY, "2 years": 730 * DAY}
@@ -133,10 +134,12 @@ def test_kill_9_at_twenty_points_of_a_two_year_catch_up_loses_and_repeats_nothin
             )
             # Kill after a random number of answered requests: anywhere in the catch-up.
             target = seen + rng.randint(1, 16)
-            deadline = time.monotonic() + 30
-            while len(fake.requests) < target and process.poll() is None:
-                assert time.monotonic() < deadline, "the catch-up made no progress"
-                time.sleep(0.002)
+            wait_for(
+                lambda p=process, n=target: len(fake.requests) >= n or p.poll() is not None,
+                30,
+                "the catch-up to make progress",
+                interval=0.002,
+            )
             time.sleep(rng.uniform(0, 0.03))
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)

@@ -30,9 +30,9 @@ from tests.fluentd_support import (
     json_lines,
     make_certs,
     peer_workdir,
-    wait_for,
 )
 from tests.peers import free_port, missing_peer
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"

@@ -26,9 +26,9 @@ from forwarder.sinks.base import Record
 from forwarder.sinks.file import request_reopen
 from tests.conftest import ADMIN_KEY, ORG_TYPES, REPO, cli_env
 from tests.fakes.events import make_events
-from tests.fakes.hostile_api import wait_for
 from tests.fakes.openai_api import FakeOpenAI
 from tests.peers import require_executable
+from tests.waiting import wait_for
 
 CONFIGS = {
     "create": "openai-audit-forwarder",

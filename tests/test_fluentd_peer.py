@@ -19,15 +19,16 @@ from tests.fluentd_support import (
     FILE_OUTPUT,
     FORWARDER,
     SAMPLE,
+    buffers_flushed,
     fluentd_peer,
     forwarder,
     json_lines,
     make_certs,
     peer_workdir,
     settled_lines,
-    wait_for,
 )
 from tests.peers import free_port
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.peer
 
@@ -159,7 +160,9 @@ def test_real_fluentd_receives_the_sample_once_with_tag_document_and_event_time(
     run = forwarder("run", "--once", "--input", str(SAMPLE), "--state", str(tmp_path / "s.db"),
                     "--sink", url, env=ENV)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
-    lines = settled_lines(lambda: sorted(receiver.out.glob(f"{tag}*.log")), len(reference))
+    lines = settled_lines(
+        lambda: sorted(receiver.out.glob(f"{tag}*.log")), len(reference), receiver.out
+    )
 
     ids = Counter(doc["event"]["id"] for doc in lines)
     assert ids == Counter(set(reference)), "every sample event exactly once"
@@ -189,7 +192,9 @@ def test_a_full_tls_run_closes_every_connection_cleanly(receiver: Receiver, tmp_
                                str(tmp_path / f"{name}.db"), "--sink", url, env=ENV)  # fmt: skip
             assert result.returncode == 0, result.stdout + result.stderr
     settled_lines(
-        lambda: sorted(receiver.out.glob("openai.audit.clean.*.log")), 2 * len(SAMPLE_TIMES)
+        lambda: sorted(receiver.out.glob("openai.audit.clean.*.log")),
+        2 * len(SAMPLE_TIMES),
+        receiver.out,
     )
     log = receiver.peer.log.read_text()
     assert "unexpected eof" not in log
@@ -295,7 +300,7 @@ def test_kill_9_mid_delivery_of_50000_events_loses_none_and_repeats_at_most_one_
             120,
             "every event in Fluentd's output after the restart",
         )
-        time.sleep(2.5)
+        wait_for(lambda: buffers_flushed(out), 60, "Fluentd to flush its buffer")
         ids = Counter(d["event"]["id"] for d in json_lines(sorted(out.glob("*.log"))))
     lost = len(wanted - set(ids))
     duplicates = sum(ids.values()) - len(ids)

@@ -37,7 +37,8 @@ from tests.conftest import (
     write_jsonl,
 )
 from tests.fakes.openai_api import FakeOpenAI
-from tests.peers import IN_CI, free_port
+from tests.peers import LISTEN, free_port, kernel_sockets, missing_peer
+from tests.waiting import wait_for
 
 ERROR_PREFIX = "openai-audit-forwarder: error: "
 
@@ -125,10 +126,7 @@ def tmpfs(path: Path, size: str = "256k") -> Iterator[Path]:
         capture_output=True,
     )
     if done.returncode != 0:
-        reason = f"cannot mount a tmpfs (needs root): {done.stderr.decode().strip()}"
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing_peer(f"cannot mount a tmpfs (needs root): {done.stderr.decode().strip()}")
     try:
         yield path
     finally:
@@ -163,7 +161,7 @@ def non_loopback_ip() -> str:
     finally:
         probe.close()
     if not address or address.startswith("127."):
-        pytest.skip("this machine has no non-loopback IPv4 address")
+        missing_peer("this machine has no non-loopback IPv4 address")
     return address
 
 
@@ -209,16 +207,6 @@ class EchoingProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def wait_for(predicate: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
 
 
 def start_daemon(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.Popen:
@@ -693,7 +681,11 @@ def test_the_metrics_server_binds_loopback_by_default_and_idle_connections_canno
         baseline = thread_count(daemon.pid)
         for _ in range(300):
             idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
-        time.sleep(1)
+        wait_for(
+            lambda: all(s.unread == 0 for s in kernel_sockets(port) if s.state == LISTEN),
+            30,
+            "the metrics server to accept the 300 connections",
+        )
         assert thread_count(daemon.pid) <= baseline + 32
         started = time.monotonic()
         for sock in idle:  # each is closed by the server: EOF, or a reset for the surplus
@@ -717,7 +709,7 @@ def test_the_metrics_server_listens_on_an_ipv6_literal(tmp_path: Path) -> None:
         probe.bind(("::1", 0))
         probe.close()
     except OSError:
-        pytest.skip("no IPv6 loopback on this machine")
+        missing_peer("no IPv6 loopback on this machine")
     events = recent_events(20, hours=1, seed=73)
     source = write_jsonl(tmp_path / "in.jsonl", events)
     out, dead = tmp_path / "out.ndjson", tmp_path / "dl"

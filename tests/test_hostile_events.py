@@ -32,6 +32,7 @@ from tests.conftest import (
 )
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.rsyslog import Rsyslog
+from tests.waiting import wait_for
 
 ERROR_PREFIX = "openai-audit-forwarder: error: "
 DAY = 86_400
@@ -232,17 +233,14 @@ def syslog_doc(message: dict[str, Any]) -> dict[str, Any]:
 
 def syslog_received(peer: Rsyslog, tag: str, count: int, timeout: float = 60.0) -> list[dict]:
     """The messages of one test (its tag starts every event id, so the SD id), once `count`
-    arrived and a moment more, so that duplicates show too."""
+    arrived and rsyslog wrote everything it received (the run is over), so that duplicates
+    show too."""
 
     def mine() -> list[dict[str, Any]]:
         return [m for m in peer.messages() if f'id="{tag}' in m["structured_data"]]
 
-    deadline = time.monotonic() + timeout
-    while len(got := mine()) < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{len(got)} of {count} messages arrived in {timeout}s")
-        time.sleep(0.05)
-    time.sleep(0.5)
+    wait_for(lambda: len(mine()) >= count, timeout, f"{count} messages of {tag}")
+    peer.drain()
     return mine()
 
 
@@ -643,7 +641,7 @@ def test_udp_max_size_over_65507_is_a_configuration_error_with_exit_2_and_one_li
 
     assert_one_line_error(result, 2, "max_size=65508 is over 65507, the largest UDP datagram")
     assert not (tmp_path / "dl").exists()
-    time.sleep(0.5)
+    rsyslog.drain()
     assert rsyslog.count() == before  # nothing sent
 
 

@@ -23,9 +23,9 @@ import pytest
 from forwarder.deadletter import read_dead_letters
 from tests.conftest import ADMIN_KEY, ORG_TYPES, cli_env, raw_file_sink, read_ndjson, run_cli
 from tests.fakes.events import EVENT_TYPES, is_tenant_scoped, make_events
-from tests.fakes.hostile_api import wait_for
 from tests.fakes.openai_api import MALFORMED_PAGES, FakeOpenAI
 from tests.peers import free_port
+from tests.waiting import wait_for
 
 ERROR = "openai-audit-forwarder: error: "
 # Retries of a malformed page: few and short, so that giving up takes a second or two.

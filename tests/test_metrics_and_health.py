@@ -23,8 +23,8 @@ from forwarder.metrics import REGISTRY
 from tests.conftest import ADMIN_KEY, cli_env, recent_events
 from tests.fakes.forward_server import ForwardServer
 from tests.fakes.openai_api import FakeOpenAI
-from tests.fluentd_support import wait_for
 from tests.peers import free_port
+from tests.waiting import wait_for
 
 # Metrics that describe the whole process rather than one stream, each with the reason. A
 # metric whose meaning involves a stream must not be listed here: it needs the label.

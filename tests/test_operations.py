@@ -19,6 +19,7 @@ from tests.conftest import ADMIN_KEY, ORG_TYPES, cli_env, read_ndjson, recent_ev
 from tests.fakes.events import EVENT_TYPES, HOSTILE_STRINGS, is_tenant_scoped, make_events
 from tests.fakes.openai_api import FakeOpenAI
 from tests.peers import free_port
+from tests.waiting import wait_for
 
 
 def test_unmappable_and_rejected_events_are_dead_lettered_then_replayed_with_nothing_dropped(
@@ -113,16 +114,6 @@ def scrape(port: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             values[name] = float(value)
     return values
-
-
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not reached in time")
 
 
 def test_metrics_count_what_happened_and_healthz_fails_when_the_api_stays_unreachable(

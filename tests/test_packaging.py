@@ -10,6 +10,7 @@ are run against real mapper output."""
 
 from __future__ import annotations
 
+import ast
 import calendar
 import configparser
 import fnmatch
@@ -46,6 +47,7 @@ from tests.fakes.openai_api import FakeOpenAI
 from tests.fluentd_support import (
     FORWARDER,
     SAMPLE,
+    buffers_flushed,
     dry_run,
     fluentd_peer,
     forwarder,
@@ -54,9 +56,9 @@ from tests.fluentd_support import (
     parse_config,
     peer_workdir,
     settled_lines,
-    wait_for,
 )
 from tests.peers import free_port, missing_peer
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "packaging"
@@ -84,35 +86,159 @@ def _load_yaml_docs(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 
 
-# -- every file has a checker ------------------------------------------------------------------
+# -- every tracked file is read by a named test -------------------------------------------------
 
-CHECKED_BY = {
-    ".toml": "tomllib + forwarder settings",
-    ".yaml": "PyYAML (+ kubernetes-validate / compose checks / promtool, test_prometheus.py)",
-    ".yml": "the real Prometheus server (tests/test_prometheus.py)",
-    ".json": "json + Elasticsearch template checks",
-    ".service": "systemd-analyze verify",
-    ".timer": "systemd-analyze verify",
-    ".conf": "rsyslogd -N1 / fluentd --dry-run and a run / configparser",
-    ".sh": "sh -n and a run",
-    "Dockerfile": "hadolint + HEALTHCHECK checks",
-    "Dockerfile.dockerignore": "COPY sources kept",
-    ".gitignore": "git",
-    # packaging/logrotate/: run by Debian's logrotate in tests/test_file_rotation.py.
-    "openai-audit-forwarder": "logrotate, 20 rotations under a steady flow",
-    "openai-audit-forwarder-copytruncate": "logrotate, 20 rotations under a steady flow",
+# Each file git tracks under packaging/ -> the tests that read it with the tool that reads it in
+# production. A pattern is a path, or a glob when the tests named glob the same files. A test in
+# another module is named "tests/test_x.py::test_name". Adding a file: write the test that reads
+# it, then add a line here; test_every_tracked_file_under_packaging_is_read_by_a_named_test
+# fails until both exist, and says which line to add.
+READ_BY: dict[str, tuple[str, ...]] = {
+    "packaging/docker/.gitignore": (
+        "test_compose_file_parses_and_its_files_exist_or_are_generated",
+    ),
+    "packaging/docker/Dockerfile": (
+        "test_dockerfile_passes_hadolint",
+        "test_dockerfile_runs_the_console_script_as_non_root_with_state_on_a_volume",
+        "test_healthcheck_port_is_the_default_metrics_port",
+        "test_healthcheck_command_exits_by_the_livez_status",
+    ),
+    "packaging/docker/Dockerfile.dockerignore": (
+        "test_dockerfile_runs_the_console_script_as_non_root_with_state_on_a_volume",
+    ),
+    "packaging/docker/compose.yaml": (
+        "test_compose_file_parses_and_its_files_exist_or_are_generated",
+        "test_compose_forwarder_config_and_secrets_line_up",
+        "test_compose_receiver_reads_the_mounted_certificates_and_secret",
+    ),
+    "packaging/docker/config.toml": (
+        "test_example_config_loads_with_the_forwarder_settings",
+        "test_example_config_sink_urls_build",
+        "test_compose_forwarder_config_and_secrets_line_up",
+        "test_healthcheck_port_is_the_default_metrics_port",
+    ),
+    "packaging/docker/make-certs.sh": (
+        "test_make_certs_script_is_valid_shell",
+        "test_make_certs_gives_a_server_certificate_that_verifies_as_fluentd",
+    ),
+    "packaging/elastic/component-template.json": (
+        "test_elastic_templates_parse_and_compose_the_data_stream",
+        "test_elastic_mapping_covers_every_field_of_real_ecs_output",
+    ),
+    "packaging/elastic/index-template.json": (
+        "test_elastic_templates_parse_and_compose_the_data_stream",
+        "test_forward_receiver_routes_ecs_to_splunk_and_elasticsearch_and_ocsf_to_splunk",
+    ),
+    "packaging/elastic/ingest-pipeline.json": (
+        "test_elastic_templates_parse_and_compose_the_data_stream",
+    ),
+    "packaging/fluentd/Dockerfile": ("test_dockerfile_passes_hadolint",),
+    "packaging/fluentd/*.conf": (
+        "test_fluentd_config_passes_fluentd_dry_run",
+        "test_fluentd_config_every_output_buffers_on_disk",
+    ),
+    "packaging/fluentd/compose-receiver.conf": (
+        "test_compose_receiver_routes_ecs_and_ocsf_documents_to_their_files",
+        "test_fluentd_receiver_requires_tls_and_shared_key_and_keeps_errors",
+    ),
+    "packaging/fluentd/forward-receiver.conf": (
+        "test_forward_receiver_routes_ecs_to_splunk_and_elasticsearch_and_ocsf_to_splunk",
+        "test_fluentd_receiver_requires_tls_and_shared_key_and_keeps_errors",
+        "test_fluentd_elasticsearch_output_creates_with_the_audit_log_id",
+    ),
+    "packaging/fluentd/in_exec.conf": (
+        "test_fluentd_in_exec_runs_the_forwarder_and_delivers_the_sample_once_across_two_runs",
+    ),
+    "packaging/kubernetes/*.yaml": (
+        "test_kubernetes_manifest_validates_against_the_api_schema",
+        "test_kubernetes_pods_name_image_volumes_probes_and_secret_consistently",
+    ),
+    "packaging/kubernetes/configmap.yaml": (
+        "test_example_config_loads_with_the_forwarder_settings",
+        "test_kubernetes_config_paths_point_into_the_mounted_volumes",
+    ),
+    "packaging/logrotate/openai-audit-forwarder*": (
+        "tests/test_file_rotation.py::test_logrotate_20_rotations_under_a_steady_flow_lose_and_repeat_nothing",
+    ),
+    "packaging/prometheus/alerts.yaml": (
+        "tests/test_prometheus.py::test_the_alert_rules_pass_promtool_check_rules",
+        "tests/test_prometheus.py::test_the_alert_rules_pass_their_unit_tests",
+        "tests/test_prometheus.py::test_the_alert_rules_name_only_metrics_the_forwarder_exports",
+        "tests/test_prometheus.py::test_prometheus_scrapes_a_running_forwarder_and_sees_what_it_delivered",
+    ),
+    "packaging/prometheus/alerts.test.yaml": (
+        "tests/test_prometheus.py::test_the_alert_rules_pass_their_unit_tests",
+    ),
+    "packaging/prometheus/prometheus.yml": (
+        "tests/test_prometheus.py::test_prometheus_scrapes_a_running_forwarder_and_sees_what_it_delivered",
+    ),
+    "packaging/rsyslog/relay.conf": (
+        "test_rsyslog_relay_config_passes_rsyslogd_check",
+        "test_rsyslog_relay_passes_forwarder_messages_on_as_one_json_document_per_line",
+    ),
+    "packaging/splunk/*.conf": ("test_splunk_conf_parses_strictly",),
+    "packaging/splunk/props.conf": (
+        "test_splunk_sourcetypes_break_lines_and_extract_json_once",
+        "test_splunk_timestamp_extraction_finds_the_event_time_in_real_output",
+    ),
+    "packaging/splunk/transforms.conf": (
+        "test_splunk_sourcetypes_break_lines_and_extract_json_once",
+        "test_splunk_generic_sourcetype_is_routed_by_document_shape",
+    ),
+    "packaging/systemd/config.toml": (
+        "test_example_config_loads_with_the_forwarder_settings",
+        "test_example_config_sink_urls_build",
+    ),
+    "packaging/systemd/*.service": (
+        "test_systemd_units_pass_systemd_analyze_verify",
+        "test_systemd_units_are_hardened_and_hand_the_key_over_as_a_credential",
+    ),
+    "packaging/systemd/*.timer": (
+        "test_systemd_units_pass_systemd_analyze_verify",
+        "test_systemd_units_are_hardened_and_hand_the_key_over_as_a_credential",
+    ),
 }
 
 
-def test_every_file_under_packaging_has_a_checker() -> None:
-    unchecked = []
-    for path in sorted(PKG.rglob("*")):
-        if path.is_dir():
-            continue
-        if path.name in CHECKED_BY or path.suffix in CHECKED_BY:
-            continue
-        unchecked.append(str(path.relative_to(REPO)))
-    assert not unchecked, f"files under packaging/ that no test reads: {unchecked}"
+def _tracked_packaging_files() -> list[str]:
+    """What git tracks under packaging/ (not what the docs tell users to create there)."""
+    git = shutil.which("git")
+    if git is None:
+        missing_peer("git not installed (apt-get install git)")
+    listed = subprocess.run(
+        [git, "ls-files", "-z", "--", "packaging"], cwd=REPO, capture_output=True, timeout=60
+    )
+    if listed.returncode != 0:
+        missing_peer(f"not a git checkout: {listed.stderr.decode().strip()}")
+    return sorted(name for name in listed.stdout.decode().split("\0") if name)
+
+
+def _test_exists(name: str) -> bool:
+    """Is `name` ("test_x" here, or "tests/test_y.py::test_x") a test function?"""
+    module, _, function = name.rpartition("::")
+    if not module:
+        return function.startswith("test_") and callable(globals().get(function))
+    path = REPO / module
+    if not path.is_file() or not function.startswith("test_"):
+        return False
+    tree = ast.parse(path.read_text(), str(path))
+    return any(isinstance(node, ast.FunctionDef) and node.name == function for node in tree.body)
+
+
+def test_every_tracked_file_under_packaging_is_read_by_a_named_test() -> None:
+    tracked = _tracked_packaging_files()
+    assert tracked, "git tracks no file under packaging/"
+    unread = [p for p in tracked if not any(fnmatch.fnmatchcase(p, g) for g in READ_BY)]
+    assert not unread, (
+        "files under packaging/ that no test is named as reading: write a test that reads "
+        "each with the tool that reads it in production, then add to READ_BY in "
+        "tests/test_packaging.py:\n"
+        + "\n".join(f'    "{path}": ("test_that_reads_it",),' for path in unread)
+    )
+    stale = [g for g in READ_BY if not any(fnmatch.fnmatchcase(p, g) for p in tracked)]
+    assert not stale, f"READ_BY entries that match no tracked file (remove them): {stale}"
+    missing = sorted({t for tests in READ_BY.values() for t in tests if not _test_exists(t)})
+    assert not missing, f"READ_BY names tests that do not exist (rename or remove): {missing}"
 
 
 # -- TOML: the forwarder's own settings loader reads every config ----------------------------
@@ -547,14 +673,6 @@ def _issue_cert(
     return crt, key
 
 
-def _wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_rsyslog_relay_passes_forwarder_messages_on_as_one_json_document_per_line(
     tmp_path: Path, certs: dict[str, Path]
 ) -> None:
@@ -594,7 +712,7 @@ def test_rsyslog_relay_passes_forwarder_messages_on_as_one_json_document_per_lin
     records = [Record(e["id"], e["type"], e["effective_at"], mapper(e)) for e in events]
     ca = certs["ca.pem"]
     try:
-        _wait_for(lambda: _port_open(relp_port) and _port_open(tls_port), 20, "rsyslogd")
+        wait_for(lambda: _port_open(relp_port) and _port_open(tls_port), 20, "rsyslogd")
         for url, batch in (
             (
                 f"syslog+relp://127.0.0.1:{relp_port}?tls=true&ca_file={ca}"
@@ -610,7 +728,7 @@ def test_rsyslog_relay_passes_forwarder_messages_on_as_one_json_document_per_lin
             finally:
                 sink.close()
         relay_file = tmp_path / "out" / "relay.ndjson"
-        _wait_for(
+        wait_for(
             lambda: (
                 relay_file.exists()
                 and relay_file.read_bytes().count(b"\n") >= len(records)
@@ -1071,6 +1189,7 @@ def test_compose_receiver_routes_ecs_and_ocsf_documents_to_their_files(tmp_path:
             docs = settled_lines(
                 lambda s=schema: local.logs(f"openai-audit/openai.audit.{s}/*.log"),
                 len(SAMPLE_IDS),
+                local.work,
             )
             assert all(shape(doc) for doc in docs), f"a non-{schema} document in the {schema} file"
             assert Counter(map(_event_id, docs)) == Counter(SAMPLE_IDS)
@@ -1106,7 +1225,7 @@ def test_forward_receiver_routes_ecs_to_splunk_and_elasticsearch_and_ocsf_to_spl
         n = len(SAMPLE_IDS)
         wait_for(lambda: len(stub("out_splunk_ecs")) >= n and len(stub("out_splunk_ocsf")) >= n
                  and len(stub("out_elasticsearch_ecs")) >= n, 60, "the stub outputs")  # fmt: skip
-        time.sleep(2.5)
+        wait_for(lambda: buffers_flushed(local.work), 60, "Fluentd to flush its buffers")
         ecs, ocsf = stub("out_splunk_ecs"), stub("out_splunk_ocsf")
         es = stub("out_elasticsearch_ecs")
     assert "unexpected eof" not in peer.log.read_text()
@@ -1164,7 +1283,7 @@ def test_fluentd_in_exec_runs_the_forwarder_and_delivers_the_sample_once_across_
     (tmp_path / "log").mkdir(exist_ok=True)  # Fluentd's log directory, where the redirect writes
     with local.peer():
         wait_for(lambda: runs.exists() and len(runs.read_text().split()) >= 3, 90, "two sweeps")
-        docs = settled_lines(lambda: local.logs("openai-audit/*.log"), len(SAMPLE_IDS))
+        docs = settled_lines(lambda: local.logs("openai-audit/*.log"), len(SAMPLE_IDS), local.work)
     assert Counter(d["event"]["id"] for d in docs) == Counter(SAMPLE_IDS)
     times = {
         e["id"]: e["effective_at"] for e in map(orjson.loads, SAMPLE.read_bytes().splitlines())

@@ -20,8 +20,8 @@ import yaml
 from forwarder.metrics import REGISTRY
 from tests.conftest import ADMIN_KEY, cli_env, read_ndjson, recent_events
 from tests.fakes.openai_api import FakeOpenAI
-from tests.fluentd_support import wait_for
 from tests.peers import free_port, require_executable
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 PROMETHEUS = REPO / "packaging" / "prometheus"

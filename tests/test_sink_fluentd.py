@@ -19,6 +19,7 @@ from forwarder.sinks import Record, SinkConfigError, SinkError, open_sink
 from forwarder.sinks.fluentd import FluentdSink
 from tests.fakes.forward_server import EventTimeValue, ForwardServer
 from tests.peers import free_port
+from tests.waiting import wait_for
 
 BASE_TS = 1_732_000_000
 SECRET = "s3cr3t-shared-key-value"
@@ -507,8 +508,7 @@ def test_receiver_stopped_mid_stream_and_restarted_loses_nothing(make_sink):
 
         writer = threading.Thread(target=produce)
         writer.start()
-        while len(srv.received_chunks) < 5:
-            time.sleep(0.005)
+        wait_for(lambda: len(srv.received_chunks) >= 5, 60, "5 chunks received", interval=0.005)
         srv.stop()
         time.sleep(0.4)
         srv.start()
@@ -586,9 +586,7 @@ def test_server_accepts_message_mode_from_fluent_logger(server):
         assert sender.emit_with_time("login", EventTime(BASE_TS, 123), {"a": 1})
     finally:
         sender.close()
-    deadline = time.monotonic() + 5
-    while not server.entries and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: server.entries, 5, "the entry")
     assert server.entries == [("app.login", EventTimeValue(BASE_TS, 123), {"a": 1})]
     assert server.modes == Counter({"Message": 1})
 

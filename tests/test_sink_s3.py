@@ -23,7 +23,7 @@ import pytest
 
 from forwarder.sinks import Record, SinkConfigError, SinkError, open_sink
 from forwarder.sinks.s3 import S3Sink
-from tests.peers import free_port
+from tests.peers import free_port, require_module
 
 pytestmark = pytest.mark.peer
 
@@ -31,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Do-Not-Print-7f9e"
 BASE = 1_709_251_200  # 2024-03-01T00:00:00Z
 DAY = 86_400
+PARQUET_HINT = "the parquet extra: pip install -e '.[parquet]'"
 
 
 class Moto:
@@ -369,7 +370,7 @@ def read_parquet(moto: Moto, bucket: str, key: str) -> Any:
 def test_parquet_uses_the_security_lake_layout_with_one_ocsf_class_per_source_path(
     moto: Moto, bucket: str
 ) -> None:
-    pytest.importorskip("pyarrow")
+    require_module("pyarrow", PARQUET_HINT)
     from forwarder.sinks.parquet import documents_from_table
 
     records = ocsf_records(3_000)  # three classes over four days
@@ -400,7 +401,7 @@ def test_parquet_uses_the_security_lake_layout_with_one_ocsf_class_per_source_pa
 
 
 def test_parquet_round_trips_the_ocsf_mapping_of_the_sample_log(moto: Moto, bucket: str) -> None:
-    pytest.importorskip("pyarrow")
+    require_module("pyarrow", PARQUET_HINT)
     from forwarder.sinks.parquet import documents_from_table
     from mappings.registry import MappingContext, load_mapper
 
@@ -425,7 +426,7 @@ def test_parquet_round_trips_the_ocsf_mapping_of_the_sample_log(moto: Moto, buck
 def test_parquet_keeps_attributes_outside_its_schema_in_the_extra_column(
     moto: Moto, bucket: str
 ) -> None:
-    pytest.importorskip("pyarrow")
+    require_module("pyarrow", PARQUET_HINT)
     from forwarder.sinks.parquet import EXTRA_COLUMN, documents_from_table
 
     doc = {
@@ -448,7 +449,7 @@ def test_parquet_keeps_attributes_outside_its_schema_in_the_extra_column(
 
 
 def test_parquet_objects_are_halved_until_they_fit_max_bytes(moto: Moto, bucket: str) -> None:
-    pytest.importorskip("pyarrow")
+    require_module("pyarrow", PARQUET_HINT)
     rng = random.Random(3)
     records = [r for r in ocsf_records(192, step=1) if r.doc["class_uid"] == 3001]
     for record in records:  # incompressible payload: about 1 KB per row
@@ -465,7 +466,7 @@ def test_parquet_objects_are_halved_until_they_fit_max_bytes(moto: Moto, bucket:
 
 
 def test_parquet_source_name_may_place_the_class_uid(moto: Moto, bucket: str) -> None:
-    pytest.importorskip("pyarrow")
+    require_module("pyarrow", PARQUET_HINT)
     open_sink(parquet_url(moto, bucket, source="oai_{class_uid}_v1")).write(ocsf_records(2))
     assert sorted(k.split("/")[1] for k in list_keys(moto, bucket)) == [
         "oai_3001_v1",
@@ -476,7 +477,7 @@ def test_parquet_source_name_may_place_the_class_uid(moto: Moto, bucket: str) ->
 def test_parquet_rejects_a_document_without_class_uid_and_writes_the_rest(
     moto: Moto, bucket: str
 ) -> None:
-    pytest.importorskip("pyarrow")
+    require_module("pyarrow", PARQUET_HINT)
     records = ocsf_records(3)
     bad = Record("audit_log-bad", "t", BASE, {"message": "no class"})
     rejections = open_sink(parquet_url(moto, bucket)).write([*records, bad])
@@ -485,7 +486,7 @@ def test_parquet_rejects_a_document_without_class_uid_and_writes_the_rest(
 
 
 def test_parquet_rejects_unencodable_documents_and_writes_the_rest(moto: Moto, bucket: str) -> None:
-    pytest.importorskip("pyarrow")
+    require_module("pyarrow", PARQUET_HINT)
     records = ocsf_records(3)
     bad = ocsf_records(1)[0]
     bad = Record("audit_log-bad", "t", BASE, {**bad.doc, "message": "\ud800"})
@@ -498,7 +499,7 @@ def test_parquet_rejects_unencodable_documents_and_writes_the_rest(moto: Moto, b
 
 
 def test_parquet_retry_overwrites_the_same_key(moto: Moto, bucket: str) -> None:
-    pytest.importorskip("pyarrow")
+    require_module("pyarrow", PARQUET_HINT)
     records = ocsf_records(90)
     sink = open_sink(parquet_url(moto, bucket))
     sink.write(records)

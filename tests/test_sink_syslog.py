@@ -4,7 +4,6 @@ transport, the RFC 5424 fields rsyslog parsed, hostile content, CEF, size limits
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -18,6 +17,7 @@ from forwarder.sinks import Record, SinkError, open_sink
 from forwarder.sinks.rfc5424 import escape_param
 from tests.fakes.rsyslog import Rsyslog
 from tests.peers import free_port
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.peer
 
@@ -49,13 +49,10 @@ def received(peer: Rsyslog, tag: str) -> list[dict[str, Any]]:
 
 
 def wait_received(peer: Rsyslog, tag: str, count: int, timeout: float = 60.0) -> list[dict]:
-    """Wait for `count` messages of this test, then a moment more so duplicates show too."""
-    deadline = time.monotonic() + timeout
-    while len(got := received(peer, tag)) < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{len(got)} of {count} messages arrived in {timeout}s")
-        time.sleep(0.05)
-    time.sleep(0.2)
+    """Wait for `count` messages of this test, then until rsyslog wrote everything it received
+    (the sink is closed), so that a duplicate shows too."""
+    wait_for(lambda: len(received(peer, tag)) >= count, timeout, f"{count} messages of {tag}")
+    peer.drain()
     return received(peer, tag)
 
 
@@ -316,6 +313,7 @@ def test_check_connects_without_sending_events(rsyslog: Rsyslog, transport: str)
         assert "RELP session opened (librelp" in result
     if transport == "tls":
         assert "certificate verified" in result
+    rsyslog.drain()
     assert rsyslog.count() == before
 
 

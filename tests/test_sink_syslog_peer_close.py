@@ -15,7 +15,7 @@ from pathlib import Path
 from forwarder.sinks import open_sink
 from forwarder.sinks.base import SinkError
 from tests.conftest import REPO, run_cli
-from tests.fakes.hostile_api import wait_for
+from tests.waiting import wait_for
 
 SAMPLE = REPO / "samples" / "audit-log.jsonl"
 ERROR = "openai-audit-forwarder: error: "

@@ -14,6 +14,8 @@ import pytest
 from forwarder.sinks import Record, SinkError, open_sink
 from forwarder.sinks.base import Sink
 from tests.fakes.rsyslog import Rsyslog
+from tests.peers import kernel_sockets
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.peer
 
@@ -66,6 +68,11 @@ class Collector(threading.Thread):
             time.sleep(0.01)
 
 
+def unread_bytes(port: int) -> int:
+    """Bytes sent to the receiver on `port` that sit in its socket, not read yet."""
+    return sum(s.unread for s in kernel_sockets(port) if s.local_port == port)
+
+
 def restart_mid_run(peer: Rsyslog, sink: Sink, total: int, batch: int) -> Collector:
     everything = records("restart", total)
     writer = Collector(sink, [everything[i : i + batch] for i in range(0, total, batch)])
@@ -73,6 +80,10 @@ def restart_mid_run(peer: Rsyslog, sink: Sink, total: int, batch: int) -> Collec
     peer.wait_for(total // 4, timeout=60)
     assert writer.is_alive(), "the writer finished before the restart"
     peer.stop()  # graceful: rsyslog writes out what it has queued, then exits
+    # The stop cut the run: part of it was written, and the writer had more to deliver.
+    written = len(arrived(peer))
+    assert total // 4 <= written < total, f"{written} of {total} written at the stop"
+    assert len(writer.delivered) < total, "the writer finished before the stop"
     time.sleep(0.5)
     peer.start()
     writer.join(120)
@@ -101,7 +112,8 @@ def test_relp_receiver_crash_with_unacknowledged_messages_loses_nothing(
     in_flight = records("inflight", 100)
     writer = Collector(sink, [in_flight])
     writer.start()
-    time.sleep(0.5)
+    wait_for(lambda: unread_bytes(rsyslog.relp_port), 30, "the batch in rsyslog's socket")
+    assert writer.delivered == [], "acknowledged although rsyslog was paused"
     rsyslog.kill()  # what sat in its socket buffer is gone
     rsyslog.start()
     writer.join(60)
@@ -124,12 +136,14 @@ def test_tcp_receiver_crash_loses_a_batch_that_write_reported_as_sent(
     rsyslog.pause()
     lost = records("lost", 100)
     assert sink.write(lost) == []  # "success": the bytes sit in socket buffers
+    assert unread_bytes(rsyslog.tcp_port) > 0, "the batch is not in rsyslog's socket"
     rsyslog.kill()
     rsyslog.start()
     after = records("after", 100)
     assert sink.write(after) == []  # the sink notices the dead connection and reconnects
     sink.close()
     rsyslog.wait_for(200)
+    rsyslog.drain()  # so that a late arrival of the lost batch would show
 
     got = arrived(rsyslog)
     assert {r.id for r in after} <= set(got)
@@ -143,8 +157,7 @@ def test_tcp_receiver_restarted_mid_run_can_lose_messages_silently(rsyslog: Rsys
     sink = open_sink(rsyslog.url("tcp", timeout=3))
     writer = restart_mid_run(rsyslog, sink, total=10_000, batch=200)
     sink.close()
-    time.sleep(1.0)
-    got = arrived(rsyslog)
+    got = Counter(orjson.loads(m["msg"])["id"] for m in rsyslog.drain())
     missing = set(writer.delivered) - set(got)
     assert len(writer.delivered) == 10_000
     print(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from tests.conftest import ADMIN_KEY, ORG_TYPES, cli_env, read_ndjson, run_cli
 from tests.fakes.events import make_events
-from tests.fakes.hostile_api import wait_for
 from tests.fakes.openai_api import FakeOpenAI
+from tests.waiting import wait_for
 
 ERROR = "openai-audit-forwarder: error: "
 

@@ -19,6 +19,7 @@ from tests.conftest import ADMIN_KEY, ORG_TYPES, cli_env, raw_file_sink, read_nd
 from tests.fakes.events import EVENT_TYPES, is_tenant_scoped, make_events
 from tests.fakes.openai_api import FakeOpenAI
 from tests.peers import free_port
+from tests.waiting import wait_for
 
 
 def tenant_requests(fake: FakeOpenAI) -> int:
@@ -118,6 +119,20 @@ def test_a_refused_tenant_listing_is_asked_again_after_an_hour_and_then_collecte
         assert shown["tenant_refused"] == []
 
 
+def metrics(port: int) -> str:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return ""
+
+
+def default_sweeps(port: int) -> int:
+    """Sweeps of the stream `default` so far (the count of its sweep-duration histogram)."""
+    name = 'oaf_sweep_duration_seconds_count{stream="default"} '
+    line = next((li for li in metrics(port).splitlines() if li.startswith(name)), name + "0")
+    return int(float(line.removeprefix(name)))
+
+
 def test_the_refused_tenant_listing_is_a_metric_while_the_daemon_keeps_delivering(
     tmp_path: Path,
 ) -> None:
@@ -146,18 +161,16 @@ def test_the_refused_tenant_listing_is_a_metric_while_the_daemon_keeps_deliverin
             stderr=subprocess.PIPE,
         )
         try:
-            metric = 'oaf_tenant_listing_refused{stream="default-tenant"} 1.0'
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-                except httpx.HTTPError:
-                    text = ""
-                if metric in text and len(read_ndjson(out)) == len(fake.listing()):
-                    break
-                assert time.monotonic() < deadline, text
-                time.sleep(0.2)
-            time.sleep(2.5)  # two more sweeps: the refused listing is not asked again
+            refused = 'oaf_tenant_listing_refused{stream="default-tenant"} 1.0'
+            wait_for(
+                lambda: refused in metrics(port) and len(read_ndjson(out)) == len(fake.listing()),
+                60,
+                "the refusal metric and every organization event delivered",
+            )
+            # Each loop sweeps the default stream, then its tenant companion: three more
+            # sweeps of the first mean two more of the second, which must not ask again.
+            swept = default_sweeps(port)
+            wait_for(lambda: default_sweeps(port) >= swept + 3, 60, "three more sweeps")
             assert tenant_requests(fake) == 1
         finally:
             process.terminate()

@@ -23,7 +23,6 @@ import socket
 import socketserver
 import ssl
 import threading
-import time
 import zlib
 from collections.abc import Iterable
 from typing import Any
@@ -264,12 +263,3 @@ def _split_in_two(body: bytes) -> bytes:
         first["last_id"] = data[half - 1]["id"]
     second = {**page, "data": data[half:]}
     return orjson.dumps(first) + b"\n" + orjson.dumps(second)
-
-
-def wait_for(condition: Any, timeout: float = 30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False

@@ -378,6 +378,9 @@ class FakeOpenAI:
         self._malformed_count: int | None = None
         #: Stored events the last list request examined (pins down O(page) paging in tests).
         self.last_scanned = 0
+        #: The most API requests that waited out their latency at the same time so far.
+        self.peak_concurrency = 0
+        self._delaying = 0
         self.add_events(events)
         self._server = _Server(("127.0.0.1", port), _make_handler(self))
         # A short poll interval makes stop() quick (shutdown waits for the next poll).
@@ -472,6 +475,17 @@ class FakeOpenAI:
         """Responses by status (a copy)."""
         with self._log_lock:
             return Counter(self._counts)
+
+    def delay(self) -> None:
+        """Wait out the latency of one API request (counted for `peak_concurrency`)."""
+        with self._log_lock:
+            self._delaying += 1
+            self.peak_concurrency = max(self.peak_concurrency, self._delaying)
+        try:
+            time.sleep(self.latency)
+        finally:
+            with self._log_lock:
+                self._delaying -= 1
 
     def reset_log(self) -> None:
         with self._log_lock:
@@ -844,7 +858,7 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 status, headers, body = fake.control(self.command, self.path, payload)
             else:
                 if fake.latency:
-                    time.sleep(fake.latency)
+                    fake.delay()
                 status, headers, body = fake.handle(
                     self.command, self.path, self.headers.get("authorization")
                 )

@@ -1,6 +1,8 @@
 """A real rsyslogd for tests: started in the foreground on loopback ports with imudp, imtcp,
 imtcp over TLS (gtls, a trustme CA), imrelp (plain and TLS), writing every parsed message as
-one JSON line (pri, timestamp, hostname, app_name, procid, msgid, structured_data, msg)."""
+one JSON line (pri, timestamp, hostname, app_name, procid, msgid, structured_data, msg).
+`drain()` returns once rsyslog wrote everything it received: how a test sees "no duplicate"
+and "nothing sent" without a fixed sleep."""
 
 from __future__ import annotations
 
@@ -11,13 +13,14 @@ import os
 import signal
 import socket
 import subprocess
-import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import trustme
 
-from tests.peers import free_port, missing_peer
+from tests.peers import free_port, listening, missing_peer, read_to_the_end
+from tests.waiting import wait_for
 
 INSTALL_HINT = "rsyslog not installed: apt-get install rsyslog rsyslog-gnutls rsyslog-relp"
 MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/rsyslog", "/usr/lib/aarch64-linux-gnu/rsyslog")
@@ -25,6 +28,9 @@ MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/rsyslog", "/usr/lib/aarch64-linux-gnu/
 # The rsyslog default is 8 KB; the sinks' stream default max_size is 64 KiB, so the peer
 # matches it explicitly (and the hostile-strings test sends 9 KB values).
 MAX_MESSAGE_SIZE = 65536
+
+# The body of the end marker `drain()` sends; lines carrying it are never shown to tests.
+DRAIN_MARKER = "rsyslog-peer-drain-marker"
 
 TEMPLATE = """
 template(name="jsonl" type="list" option.jsonf="on") {
@@ -52,18 +58,6 @@ def rsyslogd_path() -> str:
 
 def _module_missing(name: str) -> bool:
     return not any(os.path.exists(os.path.join(d, f"{name}.so")) for d in MODULE_DIRS)
-
-
-def _listening(port: int, udp: bool = False) -> bool:
-    """Is something bound on 127.0.0.1:port (read from /proc, without connecting)?"""
-    table = "/proc/net/udp" if udp else "/proc/net/tcp"
-    wanted = f"0100007F:{port:04X}"
-    with open(table) as handle:
-        for line in handle.readlines()[1:]:
-            fields = line.split()
-            if fields[1] == wanted and (udp or fields[3] == "0A"):
-                return True
-    return False
 
 
 def _die_with_parent() -> None:
@@ -111,9 +105,8 @@ class Rsyslog:
         client.private_key_pem.write_to_path(self.client_key_file)
         self.process: subprocess.Popen[bytes] | None = None
         self._offset = 0
-        self._count_offset = 0
-        self._count = 0
         self._parsed: list[dict[str, Any]] = []
+        self._markers: set[str] = set()
         self._write_config()
 
     def _write_config(self) -> None:
@@ -126,7 +119,7 @@ class Rsyslog:
             f"""
 global(workDirectory="{d / "work"}" maxMessageSize="{self.max_message_size}"
        defaultNetstreamDriverCAFile="{self.ca_file}")
-main_queue(queue.timeoutShutdown="10000" queue.dequeueBatchSize="1024")
+main_queue(queue.timeoutShutdown="10000" queue.dequeueBatchSize="1024" queue.workerThreads="1")
 module(load="imudp")
 module(load="imtcp" maxSessions="500")
 module(load="imrelp")
@@ -162,21 +155,20 @@ ruleset(name="out") {{
                 cwd=self.dir,
                 preexec_fn=_die_with_parent,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        process = self.process
+
+        def ready() -> bool:
+            if process.poll() is not None:
                 raise RuntimeError(f"rsyslogd exited at start: {self.log.read_text()[-2000:]}")
-            if (
-                _listening(self.tcp_port)
-                and _listening(self.tls_port)
-                and _listening(self.relp_port)
-                and _listening(self.relp_tls_port)
-                and _listening(self.udp_port, udp=True)
-            ):
-                return self
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"rsyslogd did not listen in {timeout}s: {self.log.read_text()[-2000:]}")
+            ports = (self.tcp_port, self.tls_port, self.relp_port, self.relp_tls_port)
+            return all(map(listening, ports)) and listening(self.udp_port, udp=True)
+
+        try:
+            wait_for(ready, timeout, "rsyslogd to listen on its ports")
+        except AssertionError as exc:
+            self.kill()
+            raise RuntimeError(f"{exc}: {self.log.read_text()[-2000:]}") from None
+        return self
 
     def stop(self, timeout: float = 20.0) -> None:
         """Graceful stop (SIGTERM): rsyslog drains its queue to the output file."""
@@ -199,9 +191,21 @@ ruleset(name="out") {{
             process.wait()
 
     def pause(self) -> None:
-        """Freeze the receiver (SIGSTOP): the kernel keeps accepting into socket buffers."""
+        """Freeze the receiver (SIGSTOP): the kernel keeps accepting into socket buffers.
+        Returns once every thread of rsyslogd is stopped (the signal takes effect later than
+        it is sent; until then rsyslog still reads)."""
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        tasks = Path(f"/proc/{self.process.pid}/task")
+
+        def stopped() -> bool:
+            states = set()
+            for task in tasks.iterdir():
+                with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                    states.add((task / "stat").read_text().rpartition(")")[2].split()[0])
+            return states <= {"t", "T"}
+
+        wait_for(stopped, 10, "rsyslogd to stop on SIGSTOP")
 
     def resume(self) -> None:
         assert self.process is not None
@@ -209,39 +213,67 @@ ruleset(name="out") {{
 
     # -- what arrived ------------------------------------------------------------------
 
+    def _read(self) -> None:
+        """Parse what rsyslog appended since the last read (a partially written last line is
+        left for the next one); drain markers are set aside."""
+        if not self.output.exists():
+            return
+        with open(self.output, "rb") as handle:
+            handle.seek(self._offset)
+            data = handle.read()
+        end = data.rfind(b"\n") + 1
+        for line in data[:end].split(b"\n"):
+            if line:
+                message = json.loads(line)
+                if message["msg"].startswith(DRAIN_MARKER):
+                    self._markers.add(message["msg"])
+                else:
+                    self._parsed.append(message)
+        self._offset += end
+
     def messages(self) -> list[dict[str, Any]]:
-        """Every message rsyslog wrote so far (a partially written last line is left out);
-        the file is read incrementally, so polling it stays cheap."""
-        if self.output.exists():
-            with open(self.output, "rb") as handle:
-                handle.seek(self._offset)
-                data = handle.read()
-            end = data.rfind(b"\n") + 1
-            if end:
-                self._parsed.extend(json.loads(line) for line in data[:end].split(b"\n") if line)
-                self._offset += end
+        """Every message rsyslog wrote so far; the file is read incrementally, so polling it
+        stays cheap."""
+        self._read()
         return list(self._parsed)
 
     def count(self) -> int:
-        """How many messages rsyslog wrote so far (cheap: counts new lines since last time)."""
-        if self.output.exists():
-            with open(self.output, "rb") as handle:
-                handle.seek(self._count_offset)
-                data = handle.read()
-            self._count += data.count(b"\n")
-            self._count_offset += len(data)
-        return self._count
+        """How many messages rsyslog wrote so far."""
+        self._read()
+        return len(self._parsed)
 
-    def wait_for(self, count: int, timeout: float = 30.0, settle: float = 0.0) -> list[dict]:
-        """Wait until at least `count` messages arrived; then, if `settle`, wait that long
-        for stragglers (to see duplicates). Returns the messages seen."""
-        deadline = time.monotonic() + timeout
-        while (seen := self.count()) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"rsyslog received {seen} of {count} messages in {timeout}s")
-            time.sleep(0.02)
-        if settle:
-            time.sleep(settle)
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[dict]:
+        """Wait until at least `count` messages arrived; returns the messages seen. (More may
+        still come: `drain()` before counting duplicates or asserting that nothing came.)"""
+        wait_for(lambda: self.count() >= count, timeout, f"{count} messages in rsyslog")
+        return self.messages()
+
+    def drain(self, timeout: float = 30.0) -> list[dict]:
+        """Return (the messages) once rsyslog wrote everything it had received: first every
+        input socket is read to the end (no byte unread, every connection its client closed
+        closed by rsyslog too), then an end marker sent now comes out. rsyslog puts what it
+        reads into one queue and its one worker writes it in order (queue.workerThreads=1),
+        so what was read before the marker is in the file before it. Call it once the sender
+        is done (its sink closed, its process exited)."""
+        ports = [self.tcp_port, self.tls_port, self.relp_port, self.relp_tls_port]
+        wait_for(
+            lambda: (
+                all(read_to_the_end(port) for port in ports)
+                and read_to_the_end(self.udp_port, udp=True)
+            ),
+            timeout,
+            "rsyslog to read every input socket to the end",
+        )
+        marker = f"{DRAIN_MARKER} {uuid.uuid4().hex}"
+        frame = f"<14>1 - - rsyslog-peer - - - {marker}".encode()
+        with socket.create_connection(("127.0.0.1", self.tcp_port), timeout=10) as conn:
+            conn.sendall(b"%d %s" % (len(frame), frame))
+
+        def marker_written() -> bool:
+            self._read()
+            return marker in self._markers
+
+        wait_for(marker_written, timeout, "rsyslog to write the drain marker")
         return self.messages()
 
     def url(self, transport: str, port: int | None = None, **params: str | int) -> str:
