@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from mappings.catalog import Action, EventSpec, Realm, spec_for
+from mappings.ocsf_versions import NATIVE_VERSION, ClassConstraintError, renderer
 from mappings.registry import SUBSECOND_KEY, MapFunction, MappingContext, MappingError
 from mappings.targets import CompiledTarget, item_ids
 from mappings.values import (
@@ -24,7 +25,7 @@ from mappings.values import (
     valid_ip,
 )
 
-OCSF_VERSION = "1.8.0"
+OCSF_VERSION = NATIVE_VERSION
 ACTOR_CACHE_SIZE = 4096
 PRODUCT = {"name": "OpenAI Platform", "vendor_name": "OpenAI"}
 SERVICE = {"name": "OpenAI Platform"}
@@ -588,7 +589,7 @@ def make_mapper(context: MappingContext) -> MapFunction:
                 actor_cache[key] = hit
         return hit
 
-    def map_ocsf(event: dict[str, Any]) -> dict[str, Any]:
+    def map_ocsf(event: dict[str, Any], fallback: bool = False) -> dict[str, Any]:
         # The common case checked inline; header() names the problem otherwise.
         if type(event) is not dict:
             header(event)
@@ -655,7 +656,10 @@ def make_mapper(context: MappingContext) -> MapFunction:
                 and (k != "object" or type(obj) is not str)
             }
 
-        head, tid = plan.render(plan, doc, payload)
+        if fallback:
+            head, tid = plan.fallback, _target_id(plan, payload)
+        else:
+            head, tid = plan.render(plan, doc, payload)
         if head["class_uid"] == ENTITY_MANAGEMENT:
             entity, result = _entity(plan, payload, tid)
             doc["entity"] = entity
@@ -670,4 +674,16 @@ def make_mapper(context: MappingContext) -> MapFunction:
             out["raw_data"] = original_json(event)
         return out
 
-    return map_ocsf
+    convert = renderer(context.ocsf_version)
+    if convert is None:
+        return map_ocsf
+
+    def map_ocsf_version(event: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return convert(map_ocsf(event))
+        except ClassConstraintError:
+            # The version's class asks for more than the event has (as mapping into the
+            # preferred class does when a payload lacks the target's id): Entity Management.
+            return convert(map_ocsf(event, fallback=True))
+
+    return map_ocsf_version
