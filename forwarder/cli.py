@@ -146,6 +146,11 @@ SINK_OPTIONS = [
         help="Schema for sinks that do not name one: ecs (default), ocsf, raw.",
     ),
     _option(
+        "--ocsf-version",
+        setting="ocsf_version",
+        help="OCSF version of ocsf documents (default 1.8.0; Security Lake: 1.3.0).",
+    ),
+    _option(
         "--dead-letter",
         setting="dead_letter",
         type=click.Path(path_type=Path),
@@ -544,6 +549,7 @@ def _progress_printer() -> Callable[[Progress, int], None]:
 @click.argument("input_path", metavar="[INPUT|-]", default="-")
 @click.option("-o", "--output", default="-", metavar="OUTPUT|-", help="Where to write NDJSON.")
 @_option("--org-id", setting="org_id", help="Organization id stamped into the documents.")
+@_option("--ocsf-version", setting="ocsf_version", help="OCSF version (default 1.8.0).")
 @click.option(
     "--original",
     "original",
@@ -668,10 +674,20 @@ def checkpoint_show(as_json: bool, **params: Any) -> None:
         ]
     finally:
         state.close()
+    from forwarder.runtime import spool_root
+    from forwarder.sinks.spool import spool_status
+
+    spools = spool_status(spool_root(settings))
     if as_json:
         click.echo(
             orjson.dumps(
-                {"streams": streams, "backfills": jobs, "sinks": sinks, "tenant_refused": refusals}
+                {
+                    "streams": streams,
+                    "backfills": jobs,
+                    "sinks": sinks,
+                    "tenant_refused": refusals,
+                    "spools": spools,
+                }
             )
         )
         return
@@ -696,6 +712,12 @@ def checkpoint_show(as_json: bool, **params: Any) -> None:
         )
     for k in sinks:
         click.echo(f"sink {k['sink']}: position {k['position']}")
+    for p in spools:
+        age = p["oldest_age_seconds"]
+        click.echo(
+            f"spool {p['sink']}: {p['segments']} segments ({p['sealed']} sealed), "
+            f"{p['bytes']} bytes, oldest {'-' if age is None else f'{age:.0f}s'}"
+        )
     for r in refusals:
         click.echo(
             f"stream {r['stream']}: tenant listing refused {r['refused_at']}, asked again "

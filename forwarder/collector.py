@@ -83,6 +83,7 @@ class Collector:
         else:
             if self.tenant_companion:
                 self._tenant_accepted()
+        self.delivery.flush()
         result.watermark = self.state.watermark(self.stream)
         metrics.SWEEP_DURATION.labels(self.stream).observe(time.monotonic() - started)
         metrics.LAST_SUCCESS.labels(self.stream).set(time.time())

@@ -36,6 +36,7 @@ from pydantic_settings import (
 from forwarder.errors import ConfigError
 from forwarder.logs import register_secret
 from forwarder.timeparse import parse_duration, parse_when
+from mappings.ocsf_versions import check_version
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SCHEMAS_HINT = "ecs, ocsf, raw or a registered mapper"
@@ -192,6 +193,8 @@ class Settings(BaseSettings):
     state: Path | None = None
     dead_letter: Path | None = None
     original: bool = False  # event.original (ECS) / raw_data (OCSF) in every document
+    # OCSF version of `ocsf` documents (None: 1.8.0; Security Lake sinks: the newest it takes)
+    ocsf_version: str | None = None
     interval: Duration = 60.0
     lag: Duration = 60.0
     overlap: Duration = 600.0
@@ -230,6 +233,11 @@ class Settings(BaseSettings):
     @classmethod
     def _check_base_url(cls, value: str) -> str:
         return validate_base_url(value)
+
+    @field_validator("ocsf_version")
+    @classmethod
+    def _check_ocsf_version(cls, value: str | None) -> str | None:
+        return None if value is None else check_version(value)
 
     # These two weigh one setting against another; a ConfigError passes through pydantic
     # as it is, so the message names the setting (a ValueError here would name none).

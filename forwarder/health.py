@@ -33,6 +33,12 @@ class Health:
         self._lock = threading.Lock()
         self._success: dict[str, float] = {}
         self._error: dict[str, str] = {}
+        self._sinks: dict[str, Any] = {}  # sinks that hold events back (their status())
+
+    def watch(self, sinks: Any) -> None:
+        """Show what these sinks hold back (the S3 Parquet spool): its size and age."""
+        with self._lock:
+            self._sinks.update((sink.name, sink) for sink in sinks if sink.status() is not None)
 
     def register(self, stream: str) -> None:
         with self._lock:
@@ -63,11 +69,23 @@ class Health:
                     "last_success_age_seconds": round(now - last, 1) if last else None,
                     "last_error": self._error[stream] or None,
                 }
-        return healthy, {
+            sinks = list(self._sinks.items())
+        held: dict[str, Any] = {}
+        for name, sink in sinks:
+            status = sink.status()
+            # Held back past its flush interval plus the sweep threshold: uploads are stuck.
+            age = status.get("oldest_age_seconds") or 0.0
+            status["healthy"] = age <= status.get("flush_interval_seconds", 0.0) + self.max_age
+            healthy &= status["healthy"]
+            held[name] = status
+        report = {
             "status": "ok" if healthy else "unhealthy",
             "max_age_seconds": self.max_age,
             "streams": streams,
         }
+        if held:
+            report["spools"] = held
+        return healthy, report
 
 
 class _BoundedServer(ThreadingHTTPServer):

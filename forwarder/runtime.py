@@ -64,13 +64,22 @@ def build_sinks(settings: Settings, stream: str | None = None) -> list[Sink]:
     sinks: list[Sink] = []
     try:
         for url in urls:
-            sinks.append(open_sink(url.replace("{stream}", stream), settings.output_schema))
+            url = url.replace("{stream}", stream)
+            sinks.append(
+                open_sink(url, settings.output_schema, settings.ocsf_version, spool_root(settings))
+            )
     except SinkConfigError as exc:
         raise ConfigError(f"invalid setting sink: {exc}") from None
     names = [sink.name for sink in sinks]
     if len(set(names)) != len(names):
         raise ConfigError("invalid setting sink: the same sink is named twice")
     return sinks
+
+
+def spool_root(settings: Settings) -> Path:
+    """Where sinks keep events before sending them (the S3 Parquet spool): beside the state,
+    where `checkpoint show` finds it."""
+    return settings.state_path.parent / "spool"
 
 
 def stream_name(settings: Settings) -> str:

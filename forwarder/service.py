@@ -47,6 +47,7 @@ def run_stream(
                     rt.open()
                     sweeps.append((rt, _collector(rt, target, stop)))
                     health.register(rt.stream)
+                    health.watch(rt.delivery.sinks if rt.delivery else ())
                 while True:
                     for rt, collector in sweeps:
                         result = collector.sweep()

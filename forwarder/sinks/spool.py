@@ -1,0 +1,216 @@
+"""The durable local spool of the S3 sink's Security Lake (Parquet) mode: events wait here, per
+OCSF class, until their segment is old or large enough to make an object Security Lake wants.
+(A module of its own, outside the S3 package, so that `checkpoint show` reads it without
+loading boto3.)
+
+Layout, under the spool root (`spool/` beside the state database):
+
+    <sink key>/sink.json                      the sink's name, for `checkpoint show`
+    <sink key>/<class_uid>-<version>/open-<created ms>/<n>.arrows      the segment being filled
+    <sink key>/<class_uid>-<version>/sealed-<created ms>/<n>.arrows    sealed, to be uploaded
+
+A segment is a directory of chunks: one Arrow IPC stream file (zstd) per write, fsync'ed with
+its directory before `write` returns, so the collector may commit its checkpoint then. The
+sink's position (committed with the checkpoint) names each open segment and its number of
+chunks; `restore` deletes the chunks (and open segments) written after the last commit, so a
+batch that was not committed is not kept twice. Only committed chunks are ever sealed (at the
+start of a write, or in `flush` after a commit), so a sealed segment never holds an event the
+checkpoint does not cover; it is uploaded under keys derived from its content and deleted only
+after every object is stored, so a crash at any point re-uploads the same bytes to the same
+keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from forwarder.files import fsync_directory, make_private_dirs
+
+CHUNK_SUFFIX = ".arrows"
+SINK_FILE = "sink.json"
+
+
+def sink_directory(root: Path, sink_name: str) -> Path:
+    """The spool of one sink (by a hash of its name: URLs make poor directory names)."""
+    return root / hashlib.blake2b(sink_name.encode(), digest_size=8).hexdigest()
+
+
+def _created(segment: Path) -> float:
+    """A segment's creation time (seconds), from its name."""
+    return int(segment.name.split("-", 1)[1]) / 1000
+
+
+def _chunks(segment: Path) -> list[Path]:
+    return sorted(segment.glob(f"*{CHUNK_SUFFIX}"), key=lambda p: int(p.name.split(".")[0]))
+
+
+def _size(segment: Path) -> int:
+    return sum(chunk.stat().st_size for chunk in _chunks(segment))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A sealed segment: its directory and its Arrow table (spool columns included)."""
+
+    path: Path
+    class_uid: int
+    version: str
+    table: Any
+
+
+class Spool:
+    """One sink's spool (see the module docstring). Not thread-safe: the delivery's batch
+    lock serializes writes, flushes and restores."""
+
+    def __init__(self, root: Path, sink_name: str) -> None:
+        self.directory = sink_directory(root, sink_name)
+        self.sink_name = sink_name
+
+    def _prepare(self) -> None:
+        if not self.directory.exists():
+            make_private_dirs(self.directory)
+            (self.directory / SINK_FILE).write_bytes(orjson.dumps({"sink": self.sink_name}))
+            fsync_directory(self.directory)
+            fsync_directory(self.directory.parent)
+
+    def _classes(self) -> list[Path]:
+        if not self.directory.exists():
+            return []
+        return sorted(p for p in self.directory.iterdir() if p.is_dir())
+
+    def _open_segment(self, class_dir: Path) -> Path | None:
+        return next(iter(sorted(class_dir.glob("open-*"))), None)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def append(self, class_uid: int, version: str, batch: Any) -> None:
+        """Add a record batch as a chunk of the class's open segment (made if none), durable
+        when this returns."""
+        import pyarrow.ipc
+
+        pa = pyarrow
+
+        self._prepare()
+        class_dir = self.directory / f"{class_uid}-{version}"
+        if not class_dir.exists():
+            class_dir.mkdir(mode=0o700)
+            fsync_directory(self.directory)
+        segment = self._open_segment(class_dir)
+        if segment is None:
+            segment = class_dir / f"open-{int(time.time() * 1000)}"
+            segment.mkdir(mode=0o700)
+            fsync_directory(class_dir)
+        number = len(_chunks(segment)) + 1
+        path = segment / f"{number}{CHUNK_SUFFIX}"
+        options = pa.ipc.IpcWriteOptions(compression="zstd")
+        with open(path, "wb") as out:
+            with pa.ipc.new_stream(out, batch.schema, options=options) as writer:
+                writer.write_batch(batch)
+            out.flush()
+            os.fsync(out.fileno())
+        fsync_directory(segment)
+
+    def position(self) -> str:
+        """The open segments and their chunk counts: committed with the checkpoint."""
+        state = {}
+        for class_dir in self._classes():
+            segment = self._open_segment(class_dir)
+            if segment is not None:
+                state[class_dir.name] = [segment.name, len(_chunks(segment))]
+        return orjson.dumps(state, option=orjson.OPT_SORT_KEYS).decode()
+
+    def restore(self, position: str | None) -> None:
+        """Cut what was written after the committed `position`: chunks beyond its count, and
+        open segments it does not name (made after the commit)."""
+        committed = orjson.loads(position) if position else {}
+        for class_dir in self._classes():
+            segment = self._open_segment(class_dir)
+            if segment is None:
+                continue
+            name, count = committed.get(class_dir.name, (None, 0))
+            if segment.name != name:
+                shutil.rmtree(segment)
+                fsync_directory(class_dir)
+                continue
+            for chunk in _chunks(segment)[count:]:
+                chunk.unlink()
+            fsync_directory(segment)
+
+    # -- sealing and uploading --------------------------------------------------------------
+
+    def seal_due(self, now: float, max_age: float, max_bytes: int) -> None:
+        """Seal the open segments older than `max_age` or larger than `max_bytes`. Call only
+        when every chunk is committed (see the module docstring)."""
+        for class_dir in self._classes():
+            segment = self._open_segment(class_dir)
+            if segment is None:
+                continue
+            if not _chunks(segment):
+                shutil.rmtree(segment)
+            elif now - _created(segment) >= max_age or _size(segment) >= max_bytes:
+                segment.rename(class_dir / segment.name.replace("open-", "sealed-", 1))
+            else:
+                continue
+            fsync_directory(class_dir)
+
+    def sealed(self) -> Iterator[Segment]:
+        """The sealed segments, oldest first, each read back as one table."""
+        import pyarrow.ipc
+
+        pa = pyarrow
+
+        for class_dir in self._classes():
+            class_uid, version = class_dir.name.split("-", 1)
+            for segment in sorted(class_dir.glob("sealed-*")):
+                tables = []
+                for chunk in _chunks(segment):
+                    with pa.memory_map(str(chunk)) as source:
+                        tables.append(pa.ipc.open_stream(source).read_all())
+                table = pa.concat_tables(tables) if tables else None
+                yield Segment(segment, int(class_uid), version, table)
+
+    def remove(self, segment: Segment) -> None:
+        """Forget a segment whose objects are all stored."""
+        shutil.rmtree(segment.path)
+        fsync_directory(segment.path.parent)
+
+    def status(self, now: float | None = None) -> dict[str, Any]:
+        return spool_summary(self.directory, time.time() if now is None else now)
+
+
+def spool_summary(directory: Path, now: float) -> dict[str, Any]:
+    """Segments, bytes and the age of the oldest segment of one sink's spool."""
+    segments = [
+        segment
+        for class_dir in sorted(p for p in directory.iterdir() if p.is_dir())
+        for segment in class_dir.iterdir()
+        if segment.is_dir() and _chunks(segment)
+    ]
+    oldest = min((_created(s) for s in segments), default=None)
+    return {
+        "segments": len(segments),
+        "sealed": sum(s.name.startswith("sealed-") for s in segments),
+        "bytes": sum(_size(s) for s in segments),
+        "oldest_age_seconds": None if oldest is None else round(max(0.0, now - oldest), 1),
+    }
+
+
+def spool_status(root: Path, now: float | None = None) -> list[dict[str, Any]]:
+    """Every sink's spool under `root` (for `checkpoint show`): its sink name and summary."""
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    rows = []
+    for directory in sorted(p for p in root.iterdir() if (p / SINK_FILE).is_file()):
+        name = orjson.loads((directory / SINK_FILE).read_bytes()).get("sink", directory.name)
+        rows.append({"sink": name, **spool_summary(directory, now)})
+    return rows
