@@ -6,6 +6,7 @@ loading boto3.)
 Layout, under the spool root (`spool/` beside the state database):
 
     <sink key>/sink.json                      the sink's name, for `checkpoint show`
+    (the key is a hash of the destination: bucket, prefix, source, account, region, version)
     <sink key>/<class_uid>-<version>/open-<created ms>/<n>.arrows      the segment being filled
     <sink key>/<class_uid>-<version>/sealed-<created ms>/<n>.arrows    sealed, to be uploaded
 
@@ -39,9 +40,9 @@ CHUNK_SUFFIX = ".arrows"
 SINK_FILE = "sink.json"
 
 
-def sink_directory(root: Path, sink_name: str) -> Path:
-    """The spool of one sink (by a hash of its name: URLs make poor directory names)."""
-    return root / hashlib.blake2b(sink_name.encode(), digest_size=8).hexdigest()
+def sink_directory(root: Path, destination: str) -> Path:
+    """The spool of one destination (by a hash: URLs make poor directory names)."""
+    return root / hashlib.blake2b(destination.encode(), digest_size=8).hexdigest()
 
 
 def _created(segment: Path) -> float:
@@ -71,16 +72,19 @@ class Spool:
     """One sink's spool (see the module docstring). Not thread-safe: the delivery's batch
     lock serializes writes, flushes and restores."""
 
-    def __init__(self, root: Path, sink_name: str) -> None:
-        self.directory = sink_directory(root, sink_name)
+    def __init__(self, root: Path, destination: str, sink_name: str) -> None:
+        self.directory = sink_directory(root, destination)
         self.sink_name = sink_name
 
     def _prepare(self) -> None:
         if not self.directory.exists():
             make_private_dirs(self.directory)
-            (self.directory / SINK_FILE).write_bytes(orjson.dumps({"sink": self.sink_name}))
-            fsync_directory(self.directory)
             fsync_directory(self.directory.parent)
+        label = self.directory / SINK_FILE
+        name = orjson.dumps({"sink": self.sink_name})
+        if not label.exists() or label.read_bytes() != name:
+            label.write_bytes(name)
+            fsync_directory(self.directory)
 
     def _classes(self) -> list[Path]:
         if not self.directory.exists():
@@ -130,8 +134,12 @@ class Spool:
 
     def restore(self, position: str | None) -> None:
         """Cut what was written after the committed `position`: chunks beyond its count, and
-        open segments it does not name (made after the commit)."""
-        committed = orjson.loads(position) if position else {}
+        open segments it does not name (made after the commit). None (a sink the state has
+        not seen: the collector commits its position before the first write) keeps all: what
+        is here was committed under another sink URL of the same destination."""
+        if position is None:
+            return
+        committed = orjson.loads(position)
         for class_dir in self._classes():
             segment = self._open_segment(class_dir)
             if segment is None:
@@ -189,9 +197,10 @@ class Spool:
 
 def spool_summary(directory: Path, now: float) -> dict[str, Any]:
     """Segments, bytes and the age of the oldest segment of one sink's spool."""
+    class_dirs = sorted(p for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
     segments = [
         segment
-        for class_dir in sorted(p for p in directory.iterdir() if p.is_dir())
+        for class_dir in class_dirs
         for segment in class_dir.iterdir()
         if segment.is_dir() and _chunks(segment)
     ]

@@ -51,7 +51,14 @@ class S3Sink(Sink):
         if config.spool is not None:
             from forwarder.sinks.spool import Spool
 
-            self.spool = Spool(config.spool, self.name)
+            # Keyed by where its objects go, not by the whole URL: a changed flush_interval
+            # or max_events must find the events spooled (and committed) before.
+            destination = (
+                f"s3://{config.bucket}/{config.prefix}?source={config.source}"
+                f"&account_id={config.account_id}&region={config.region}"
+                f"&endpoint_url={config.endpoint_url or ''}&ocsf_version={self.spec.ocsf_version}"
+            )
+            self.spool = Spool(config.spool, destination, self.name)
 
     @classmethod
     def from_spec(cls, spec: SinkSpec) -> S3Sink:
