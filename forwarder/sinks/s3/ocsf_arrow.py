@@ -2,7 +2,12 @@
 version, derived from the official class schema, and the conversion of documents into it.
 
 The schema (docs/sink-s3.md, "Parquet schema"):
-- every attribute of the class, those of its profiles included, as a column of its own;
+- every attribute of the class as a column of its own. An attribute that only a profile adds
+  gets one where OCSF 1.8.0 (what the mapping renders) has it outright, since our documents
+  may carry it (`actor` of Entity Management is a `host` profile attribute up to 1.4), and for
+  the `datetime` profile (the `*_dt` timestamps AWS's sources write); the other profiles'
+  attributes (`device`, `cloud`, `api`, `osint`, ...) are never in our documents, and would
+  double the width;
 - objects as structs and arrays as lists, expanded to MAX_OBJECT_DEPTH levels of objects
   (`actor` 1, `actor.user` 2; `actor.user.groups` would be 3), never expanding an object inside
   one of its own type (`process.parent_process`), and leaving out objects that end up with no
@@ -30,7 +35,12 @@ from typing import Any
 
 import orjson
 
-from mappings.ocsf_versions import attribute_profiles, classes_by_uid, official_schema
+from mappings.ocsf_versions import (
+    NATIVE_VERSION,
+    attribute_profiles,
+    classes_by_uid,
+    official_schema,
+)
 
 PARQUET_EXTRA_HINT = "pip install 'openai-audit-forwarder[parquet]'"
 MAX_OBJECT_DEPTH = 2
@@ -61,6 +71,7 @@ def import_pyarrow() -> ModuleType:
     """pyarrow (with pyarrow.parquet loaded), or ParquetUnavailable naming the extra."""
     try:
         import pyarrow
+        import pyarrow.compute
         import pyarrow.ipc
         import pyarrow.parquet
     except ImportError as exc:
@@ -79,10 +90,29 @@ def _kind_of(type_name: str, types: dict[str, Any]) -> str:
     return kind
 
 
-def _shape(attributes: dict[str, Any], schema: dict[str, Any], depth: int, path: frozenset) -> dict:
+def _kept(name: str, spec: dict[str, Any], native: dict[str, Any] | None) -> bool:
+    """Whether an attribute gets a column: always, unless only a profile adds it; then where
+    the native version (what documents are made in) has it outright, or for `datetime`."""
+    profiles = attribute_profiles(spec)
+    if not profiles or "datetime" in profiles:
+        return True
+    theirs = (native or {}).get(name)
+    return theirs is not None and not attribute_profiles(theirs)
+
+
+def _shape(
+    attributes: dict[str, Any],
+    native: dict[str, Any] | None,
+    schema: dict[str, Any],
+    depth: int,
+    path: frozenset,
+) -> dict:
     objects, types = schema["objects"], schema.get("types", {})
+    native_objects = official_schema(NATIVE_VERSION)["objects"]
     shape: dict[str, Any] = {}
     for name, spec in sorted(attributes.items()):
+        if not _kept(name, spec, native):
+            continue
         if spec["type"] == "object_t":
             object_type = spec["object_type"]
             nested = objects[object_type].get("attributes")
@@ -91,7 +121,8 @@ def _shape(attributes: dict[str, Any], schema: dict[str, Any], depth: int, path:
             elif depth >= MAX_OBJECT_DEPTH or object_type in path:
                 continue
             else:
-                kind = _shape(nested, schema, depth + 1, path | {object_type})
+                theirs = native_objects.get(object_type, {}).get("attributes")
+                kind = _shape(nested, theirs, schema, depth + 1, path | {object_type})
                 if not kind:
                     continue
         else:
@@ -105,12 +136,8 @@ def class_shape(class_uid: int, version: str) -> dict[str, Any]:
     """The pruned attribute tree of a class (see the module docstring); KeyError for a class
     the version does not have."""
     cls = classes_by_uid(version)[class_uid]
-    return _shape(cls["attributes"], official_schema(version), 0, frozenset())
-
-
-def class_profiles(class_uid: int, version: str) -> frozenset[str]:
-    cls = classes_by_uid(version)[class_uid]
-    return frozenset(p for spec in cls["attributes"].values() for p in attribute_profiles(spec))
+    native = classes_by_uid(NATIVE_VERSION).get(class_uid, {}).get("attributes")
+    return _shape(cls["attributes"], native, official_schema(version), 0, frozenset())
 
 
 def _arrow_type(pa: ModuleType, kind: Any) -> Any:
@@ -345,8 +372,6 @@ def record_batch(
     `time_dt` and the `datetime` profile, and what the schema leaves out flattened into
     `unmapped` (ENCODE_ERRORS when a document cannot be encoded: a lone surrogate, say)."""
     pa = import_pyarrow()
-    import pyarrow.compute  # noqa: F401 - pa.compute
-
     shape = class_shape(class_uid, version)
     schema = spool_schema(class_uid, version)
     root, slots = _compiled(class_uid, version)
