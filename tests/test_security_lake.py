@@ -44,6 +44,7 @@ def arrow() -> tuple[Any, Any]:
 
 pytestmark = pytest.mark.peer
 
+REPO = Path(__file__).resolve().parents[1]
 VERSION = "1.3.0"  # what Security Lake takes (the sink's default)
 ACCOUNT = "external_org-golden"
 
@@ -265,7 +266,13 @@ def test_rows_are_sorted_by_time_and_partitioned_by_utc_event_day(
         assert len(times) <= 97  # max_events
 
 
-def test_duckdb_queries_nested_fields_over_the_hive_partitions(
+def doc_query() -> str:
+    """The Athena query of docs/sink-s3.md."""
+    text = (REPO / "docs" / "sink-s3.md").read_text()
+    return text.split("```sql\n", 1)[1].split("```", 1)[0]
+
+
+def test_duckdb_runs_the_documented_query_on_nested_fields_over_the_hive_partitions(
     written: dict[str, bytes], tmp_path: Path
 ) -> None:
     try:
@@ -276,29 +283,36 @@ def test_duckdb_queries_nested_fields_over_the_hive_partitions(
         path = tmp_path / "lake" / key
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(body)
-    docs = [doc for _, doc in golden() if doc["class_uid"] == 3004]
-    day = time.strftime("%Y%m%d", time.gmtime(docs[0]["time"] // 1000))
     tree = tmp_path / "lake" / "ext" / "openai-3004" / "*" / "*" / "*" / "*.parquet"
-    rows = duckdb.sql(
-        "SELECT unmapped['metadata.original_event_uid'] AS id, actor.user.uid, "
-        "actor.user.email_addr, src_endpoint.location.city, entity.type, accountId "
-        f"FROM read_parquet('{tree}', hive_partitioning = true) "
-        f"WHERE eventDay = '{day}' ORDER BY id"
-    ).fetchall()
-    expected = sorted(
+    query = doc_query()
+    table = query.split("FROM ", 1)[1].split()[0]
+    query = query.replace(table, f"read_parquet('{tree}', hive_partitioning = true)")
+    rows = duckdb.sql(query.rstrip().rstrip(";")).fetchall()
+    day = query.split("eventday = '", 1)[1][:8]
+
+    def day_of(doc: dict[str, Any]) -> str:
+        return time.strftime("%Y%m%d", time.gmtime(doc["time"] // 1000))
+
+    expected = [
         (
-            doc["unmapped"]["metadata.original_event_uid"],
-            doc.get("actor", {}).get("user", {}).get("uid"),
-            doc.get("actor", {}).get("user", {}).get("email_addr"),
+            dt.datetime.fromtimestamp(doc["time"] / 1000, dt.UTC),
+            doc["activity_name"],
+            doc["actor"]["user"].get("uid"),
+            doc["actor"]["user"]["email_addr"],
+            doc.get("src_endpoint", {}).get("ip"),
             doc.get("src_endpoint", {}).get("location", {}).get("city"),
             doc["entity"]["type"],
-            ACCOUNT,
+            doc["entity"].get("uid"),
+            doc["unmapped"]["metadata.original_event_uid"],
         )
-        for doc in docs
-        if time.strftime("%Y%m%d", time.gmtime(doc["time"] // 1000)) == day
-    )
-    assert rows == expected
-    assert any(row[1] for row in rows), "some rows have an actor user"
+        for _, doc in golden()
+        if doc["class_uid"] == 3004
+        and day_of(doc) == day
+        and doc.get("actor", {}).get("user", {}).get("email_addr", "").endswith("@example.com")
+    ]
+    assert len(rows) == len(expected) > 10
+    assert sorted(rows, key=repr) == sorted(expected, key=repr)
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)  # ORDER BY time_dt
 
 
 def test_the_schema_depth_limit_leaves_out_nothing_our_documents_use() -> None:
@@ -534,3 +548,14 @@ def test_kill_9_at_twelve_points_loses_and_duplicates_nothing(
         if lost or twice:
             failures.append((target, when, nth, len(lost), len(twice)))
     assert not failures, failures
+
+
+def test_the_documented_urls_make_sinks(tmp_path: Path) -> None:
+    text = (REPO / "docs" / "sink-s3.md").read_text()
+    urls = [line.split("'")[1] for line in text.splitlines() if "--sink 's3://" in line]
+    assert any("format=parquet" in url for url in urls)
+    for url in urls:
+        sink = open_sink(url, spool_root=tmp_path)
+        if "format=parquet" in url:
+            assert sink.mapping == f"ocsf@{VERSION}"
+            assert sink.config.account_id.startswith("external_")
