@@ -7,15 +7,16 @@ Layout, under the spool root (`spool/` beside the state database):
 
     <sink key>/sink.json                      the sink's name, for `checkpoint show`
     (the key is a hash of the destination: bucket, prefix, source, account, region, version)
-    <sink key>/<class_uid>-<version>/open-<created ms>/<n>.arrows      the segment being filled
-    <sink key>/<class_uid>-<version>/sealed-<created ms>/<n>.arrows    sealed, to be uploaded
+    <sink key>/<class_uid>-<version>/open-<created ms>/chunks.arrows     the segment being filled
+    <sink key>/<class_uid>-<version>/sealed-<created ms>/chunks.arrows   sealed, to be uploaded
 
-A segment is a directory of chunks: one Arrow IPC stream file (lz4) per write, fsync'ed with
-its directory before `write` returns, so the collector may commit its checkpoint then. The
-sink's position (committed with the checkpoint) names each open segment and its number of
-chunks; `restore` deletes the chunks (and open segments) written after the last commit, so a
-batch that was not committed is not kept twice. Only committed chunks are ever sealed (at the
-start of a write, or in `flush` after a commit), so a sealed segment never holds an event the
+A segment's file holds one chunk per write: its length, then an Arrow IPC stream (lz4),
+appended and fsync'ed before `write` returns, so the collector may commit its checkpoint then.
+The sink's position (committed with the checkpoint) names each open segment and its length;
+`restore` cuts what was written after the last commit (and open segments made after it), so a
+batch that was not committed is not kept twice, and a chunk torn by a crash is gone.
+Only committed chunks are ever sealed (at the start of a write, or in `flush` after a
+commit), so a sealed segment never holds an event the
 checkpoint does not cover; it is uploaded under keys derived from its content and deleted only
 after every object is stored, so a crash at any point re-uploads the same bytes to the same
 keys.
@@ -36,7 +37,8 @@ import orjson
 
 from forwarder.files import fsync_directory, make_private_dirs
 
-CHUNK_SUFFIX = ".arrows"
+DATA_FILE = "chunks.arrows"
+_FRAME = 8  # each chunk: its length (8 bytes, little-endian), then an Arrow IPC stream
 SINK_FILE = "sink.json"
 
 
@@ -50,12 +52,12 @@ def _created(segment: Path) -> float:
     return int(segment.name.split("-", 1)[1]) / 1000
 
 
-def _chunks(segment: Path) -> list[Path]:
-    return sorted(segment.glob(f"*{CHUNK_SUFFIX}"), key=lambda p: int(p.name.split(".")[0]))
-
-
 def _size(segment: Path) -> int:
-    return sum(chunk.stat().st_size for chunk in _chunks(segment))
+    """The committed-or-not bytes of a segment's chunks (0: none)."""
+    try:
+        return (segment / DATA_FILE).stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -109,34 +111,39 @@ class Spool:
             class_dir.mkdir(mode=0o700)
             fsync_directory(self.directory)
         segment = self._open_segment(class_dir)
+        created = segment is None
         if segment is None:
             segment = class_dir / f"open-{int(time.time() * 1000)}"
             segment.mkdir(mode=0o700)
             fsync_directory(class_dir)
-        number = len(_chunks(segment)) + 1
-        path = segment / f"{number}{CHUNK_SUFFIX}"
         # lz4: a tenth of zstd's time both ways; most of a chunk is the validity bitmaps of
         # columns the events leave empty, which any codec shrinks.
         options = pa.ipc.IpcWriteOptions(compression="lz4")
-        with open(path, "wb") as out:
-            with pa.ipc.new_stream(out, batch.schema, options=options) as writer:
-                writer.write_batch(batch)
+        stream = pa.BufferOutputStream()
+        with pa.ipc.new_stream(stream, batch.schema, options=options) as writer:
+            writer.write_batch(batch)
+        chunk = stream.getvalue()
+        with open(segment / DATA_FILE, "ab") as out:
+            out.write(len(chunk).to_bytes(_FRAME, "little"))
+            out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
-        fsync_directory(segment)
+        if created:
+            fsync_directory(segment)
 
     def position(self) -> str:
-        """The open segments and their chunk counts: committed with the checkpoint."""
+        """The open segments and their lengths: committed with the checkpoint."""
         state = {}
         for class_dir in self._classes():
             segment = self._open_segment(class_dir)
             if segment is not None:
-                state[class_dir.name] = [segment.name, len(_chunks(segment))]
+                state[class_dir.name] = [segment.name, _size(segment)]
         return orjson.dumps(state, option=orjson.OPT_SORT_KEYS).decode()
 
     def restore(self, position: str | None) -> None:
-        """Cut what was written after the committed `position`: chunks beyond its count, and
-        open segments it does not name (made after the commit). None (a sink the state has
+        """Cut what was written after the committed `position`: the bytes past its length
+        (chunks, or a chunk torn by a crash), and open segments it does not name (made after
+        the commit). None (a sink the state has
         not seen: the collector commits its position before the first write) keeps all: what
         is here was committed under another sink URL of the same destination."""
         if position is None:
@@ -146,14 +153,14 @@ class Spool:
             segment = self._open_segment(class_dir)
             if segment is None:
                 continue
-            name, count = committed.get(class_dir.name, (None, 0))
+            name, length = committed.get(class_dir.name, (None, 0))
             if segment.name != name:
                 shutil.rmtree(segment)
                 fsync_directory(class_dir)
-                continue
-            for chunk in _chunks(segment)[count:]:
-                chunk.unlink()
-            fsync_directory(segment)
+            elif _size(segment) > length:
+                with open(segment / DATA_FILE, "r+b") as data:
+                    data.truncate(length)
+                    os.fsync(data.fileno())
 
     # -- sealing and uploading --------------------------------------------------------------
 
@@ -164,7 +171,7 @@ class Spool:
             segment = self._open_segment(class_dir)
             if segment is None:
                 continue
-            if not _chunks(segment):
+            if not _size(segment):
                 shutil.rmtree(segment)
             elif now - _created(segment) >= max_age or _size(segment) >= max_bytes:
                 segment.rename(class_dir / segment.name.replace("open-", "sealed-", 1))
@@ -181,10 +188,13 @@ class Spool:
         for class_dir in self._classes():
             class_uid, version = class_dir.name.split("-", 1)
             for segment in sorted(class_dir.glob("sealed-*")):
-                tables = []
-                for chunk in _chunks(segment):
-                    with pa.memory_map(str(chunk)) as source:
-                        tables.append(pa.ipc.open_stream(source).read_all())
+                data = (segment / DATA_FILE).read_bytes() if _size(segment) else b""
+                tables, offset = [], 0
+                while offset + _FRAME <= len(data):
+                    size = int.from_bytes(data[offset : offset + _FRAME], "little")
+                    chunk = data[offset + _FRAME : offset + _FRAME + size]
+                    tables.append(pa.ipc.open_stream(pa.py_buffer(chunk)).read_all())
+                    offset += _FRAME + size
                 table = pa.concat_tables(tables) if tables else None
                 yield Segment(segment, int(class_uid), version, table)
 
@@ -204,7 +214,7 @@ def spool_summary(directory: Path, now: float) -> dict[str, Any]:
         segment
         for class_dir in class_dirs
         for segment in class_dir.iterdir()
-        if segment.is_dir() and _chunks(segment)
+        if segment.is_dir() and _size(segment)
     ]
     oldest = min((_created(s) for s in segments), default=None)
     return {
