@@ -461,12 +461,27 @@ def _target_id(plan: _Plan, payload: dict[str, Any] | None) -> str | None:
     return t.id(payload)
 
 
-def _render_grant(plan: _Plan, doc: dict[str, Any], payload: dict[str, Any] | None) -> tuple:
-    tid = _target_id(plan, payload)
-    if tid is None:
-        return plan.fallback, None
-    t = plan.target
-    assert t is not None and payload is not None
+TargetRender = Callable[["_Plan", dict[str, Any], dict[str, Any], CompiledTarget, str], tuple]
+
+
+def _on_target(render: TargetRender) -> Render:
+    """A rendering that needs the id of the payload's target: the fallback class (Entity
+    Management) when the payload does not name one."""
+
+    def rendered(plan: _Plan, doc: dict[str, Any], payload: dict[str, Any] | None) -> tuple:
+        tid = _target_id(plan, payload)
+        if tid is None:
+            return plan.fallback, None
+        assert plan.target is not None and payload is not None
+        return render(plan, doc, payload, plan.target, tid)
+
+    return rendered
+
+
+@_on_target
+def _render_grant(
+    plan: _Plan, doc: dict[str, Any], payload: dict[str, Any], t: CompiledTarget, tid: str
+) -> tuple:
     ptype = t.principal_type(payload) if t.principal_type else None
     # The documented payload names the assignment, not the role: it stands for the privilege
     # when no role name or id is given.
@@ -501,12 +516,10 @@ def _render_grant(plan: _Plan, doc: dict[str, Any], payload: dict[str, Any] | No
     return head, tid
 
 
-def _render_group(plan: _Plan, doc: dict[str, Any], payload: dict[str, Any] | None) -> tuple:
-    tid = _target_id(plan, payload)
-    if tid is None:
-        return plan.fallback, None
-    t = plan.target
-    assert t is not None and payload is not None
+@_on_target
+def _render_group(
+    plan: _Plan, doc: dict[str, Any], payload: dict[str, Any], t: CompiledTarget, tid: str
+) -> tuple:
     group = {"uid": tid}
     name = t.name(payload) if t.name else None
     if name is not None:
@@ -518,30 +531,26 @@ def _render_group(plan: _Plan, doc: dict[str, Any], payload: dict[str, Any] | No
     return plan.main, tid
 
 
-def _render_account(plan: _Plan, doc: dict[str, Any], payload: dict[str, Any] | None) -> tuple:
-    tid = _target_id(plan, payload)
-    if tid is None:
-        return plan.fallback, None
-    assert payload is not None
+@_on_target
+def _render_account(
+    plan: _Plan, doc: dict[str, Any], payload: dict[str, Any], t: CompiledTarget, tid: str
+) -> tuple:
     doc["user"] = _target_user(plan, payload, tid)
     return plan.main, tid
 
 
+@_on_target
 def _render_account_update(
-    plan: _Plan, doc: dict[str, Any], payload: dict[str, Any] | None
+    plan: _Plan, doc: dict[str, Any], payload: dict[str, Any], t: CompiledTarget, tid: str
 ) -> tuple:
     """A user update is User Access Management when it names the new role, else Account
     Change."""
-    head, tid = _render_account(plan, doc, payload)
-    if head is plan.fallback:
-        return head, tid
-    t = plan.target
-    assert t is not None
+    doc["user"] = _target_user(plan, payload, tid)
     role = t.roles(payload) if t.roles else None
     if role is None:
         return plan.alt, tid
     doc["privileges"] = [role]
-    return head, tid
+    return plan.main, tid
 
 
 _KNOWN_TOP = frozenset({"id", "type", "effective_at", "actor", "project", SUBSECOND_KEY})

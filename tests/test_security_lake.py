@@ -28,7 +28,7 @@ from mappings.ocsf_versions import official_schema
 from mappings.registry import MappingContext, load_mapper
 from tests.conftest import cli_env, run_cli, write_jsonl
 from tests.peers import missing_peer
-from tests.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS
+from tests.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, use_credentials
 from tests.test_ocsf_versions import ocsf_version_problems
 
 
@@ -59,13 +59,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     arrow()  # every test here writes or reads Parquet
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    use_credentials(monkeypatch, tmp_path)
+
+
+def forwarder_env() -> dict[str, str]:
+    """The environment of the forwarder run as a process: the server's credentials."""
+    return cli_env(
+        AWS_ACCESS_KEY_ID=ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+        AWS_EC2_METADATA_DISABLED="true",
+    )
 
 
 def client(server: SeaweedFS) -> Any:
@@ -403,11 +406,7 @@ def test_checkpoint_show_and_healthz_show_the_spool(
     source = write_jsonl(tmp_path / "in.jsonl", [event for event, _ in golden()[:60]])
     url = lake_url(server, bucket, "", flush_interval="1h").replace("&spool=", "")
     state = tmp_path / "state" / "s.db"
-    env = cli_env(
-        AWS_ACCESS_KEY_ID=ACCESS_KEY,
-        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-        AWS_EC2_METADATA_DISABLED="true",
-    )
+    env = forwarder_env()
     done = run_cli(
         "run",
         "--once",
@@ -504,11 +503,7 @@ def test_kill_9_at_twelve_points_loses_and_duplicates_nothing(
     source = write_jsonl(tmp_path / "in.jsonl", events)
     wrapper = tmp_path / "crash.py"
     wrapper.write_text(CRASH_WRAPPER)
-    env = cli_env(
-        AWS_ACCESS_KEY_ID=ACCESS_KEY,
-        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-        AWS_EC2_METADATA_DISABLED="true",
-    )
+    env = forwarder_env()
     failures = []
     for n, (target, when, nth) in enumerate(CRASH_POINTS):
         bucket = f"crash-{n}-{uuid.uuid4().hex[:8]}"

@@ -23,7 +23,7 @@ import pytest
 from forwarder.sinks import Record, SinkConfigError, SinkError, open_sink
 from forwarder.sinks.s3 import S3Sink
 from tests.peers import free_port
-from tests.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS
+from tests.seaweedfs import SECRET_KEY, SeaweedFS, use_credentials
 
 pytestmark = pytest.mark.peer
 
@@ -72,15 +72,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
 
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Credentials through the standard chain (environment); no real config is read."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    use_credentials(monkeypatch, tmp_path)
 
 
 def s3_client(server: Any) -> Any:
