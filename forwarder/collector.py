@@ -106,6 +106,7 @@ class Collector:
         else:
             if self.tenant_companion:
                 self._tenant_accepted()
+        self.delivery.flush()
 
     def _sweep_live(self, until: int, result: SweepResult) -> None:
         committed = self.state.watermark(self.stream)

@@ -37,6 +37,7 @@ from pydantic_settings import (
 from forwarder.errors import ConfigError
 from forwarder.logs import get_logger, redact, register_secret
 from forwarder.timeparse import MAX_AHEAD, format_when, parse_duration, parse_when
+from mappings.ocsf_versions import check_version
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SCHEMAS_HINT = "ecs, ocsf, raw or a registered mapper"
@@ -210,6 +211,8 @@ class Settings(BaseSettings):
     state: Path | None = None
     dead_letter: Path | None = None
     original: bool = False  # event.original (ECS) / raw_data (OCSF) in every document
+    # OCSF version of `ocsf` documents (None: 1.8.0; Security Lake sinks: the newest it takes)
+    ocsf_version: str | None = None
     interval: Duration = 60.0
     lag: Duration = 60.0
     overlap: Duration = 600.0
@@ -247,6 +250,11 @@ class Settings(BaseSettings):
     @classmethod
     def _check_base_url(cls, value: str) -> str:
         return validate_base_url(value)
+
+    @field_validator("ocsf_version")
+    @classmethod
+    def _check_ocsf_version(cls, value: str | None) -> str | None:
+        return None if value is None else check_version(value)
 
     # These two weigh one setting against another; a ConfigError passes through pydantic
     # as it is, so the message names the setting (a ValueError here would name none).
@@ -386,6 +394,12 @@ class Settings(BaseSettings):
     @property
     def dead_letter_dir(self) -> Path:
         return self.dead_letter or self.state_path.parent / "dead-letter"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where sinks keep events before sending them (the S3 Parquet spool): beside the
+        state, where `checkpoint show` finds it."""
+        return self.state_path.parent / "spool"
 
     def resolve_admin_key(self) -> str | None:
         """The key from `admin_key_file` (Docker/Kubernetes secrets) or the environment."""

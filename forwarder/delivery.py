@@ -69,6 +69,13 @@ class Delivery:
                 adopted[sink.name] = sink.position()
         return adopted
 
+    def flush(self) -> None:
+        """After a sweep (its batches committed): sinks send what they hold and is due (the
+        S3 Parquet spool); a failing sink is retried as a write is."""
+        with self.batch_lock:
+            for sink in self.sinks:
+                self._retry(sink, sink.flush)
+
     def positions(self) -> dict[str, str | None]:
         return {sink.name: sink.position() for sink in self.sinks}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -15,3 +16,12 @@ def make_private_dirs(directory: Path) -> None:
         missing.append(part)
     for part in reversed(missing):
         part.mkdir(mode=0o700, exist_ok=True)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the entries of `directory` (files created, renamed or removed in it) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -76,6 +76,12 @@ class Health:
         self._lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}
         self._loops: dict[str, _Loop] = {}
+        self._sinks: dict[str, Any] = {}  # sinks that hold events back (their status())
+
+    def watch(self, sinks: Any) -> None:
+        """Show what these sinks hold back (the S3 Parquet spool): its size and age."""
+        with self._lock:
+            self._sinks.update((sink.name, sink) for sink in sinks if sink.status() is not None)
 
     # Upstream health ------------------------------------------------------------------
 
@@ -131,11 +137,23 @@ class Health:
                     "last_success_age_seconds": round(now - last, 1) if last else None,
                     "last_error": state.error or None,
                 }
-        return healthy, {
+            sinks = list(self._sinks.items())
+        held: dict[str, Any] = {}
+        for name, sink in sinks:
+            status = sink.status()
+            # Held back past its flush interval plus the sweep threshold: uploads are stuck.
+            age = status.get("oldest_age_seconds") or 0.0
+            status["healthy"] = age <= status.get("flush_interval_seconds", 0.0) + self.max_age
+            healthy &= status["healthy"]
+            held[name] = status
+        report = {
             "status": "ok" if healthy else "unhealthy",
             "max_age_seconds": self.max_age,
             "streams": streams,
         }
+        if held:
+            report["spools"] = held
+        return healthy, report
 
     # Liveness -------------------------------------------------------------------------
 

@@ -108,6 +108,7 @@ def _deliver(
                 state.set_sink_positions(opener.positions())
             result.kept += again.count
             result.delivered += len(events) - again.count
+        opener.flush()
         DeadLetters(directory, "replay").add_many(unroutable)
         result.kept += len(unroutable)
         return result

@@ -66,7 +66,10 @@ def build_sinks(settings: Settings, stream: str | None = None) -> list[Sink]:
     sinks: list[Sink] = []
     try:
         for url in urls:
-            sinks.append(open_sink(url.replace("{stream}", stream), settings.output_schema))
+            url = url.replace("{stream}", stream)
+            sinks.append(
+                open_sink(url, settings.output_schema, settings.ocsf_version, settings.spool_dir)
+            )
     except SinkConfigError as exc:
         raise ConfigError(f"invalid setting sink: {exc}") from None
     names = [sink.name for sink in sinks]

@@ -86,6 +86,7 @@ def run_stream(
                             )
                         )
                         rt.open()
+                        health.watch(rt.delivery.sinks if rt.delivery else ())
                         partner = _partner(target, targets)
                         sweeps.append((rt, _collector(rt, target, stop, beat, partner)))
                     while True:

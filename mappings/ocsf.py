@@ -4,11 +4,13 @@ Source fields OCSF has no attribute for go under `unmapped`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from mappings.catalog import Action, EventSpec, Realm, spec_for
+from mappings.ocsf_versions import NATIVE_VERSION, ClassConstraintError, renderer
 from mappings.registry import SUBSECOND_KEY, MapFunction, MappingContext, MappingError
 from mappings.targets import CompiledTarget, item_ids
 from mappings.values import (
@@ -23,7 +25,7 @@ from mappings.values import (
     valid_ip,
 )
 
-OCSF_VERSION = "1.8.0"
+OCSF_VERSION = NATIVE_VERSION
 ACTOR_CACHE_SIZE = 4096
 PRODUCT = {"name": "OpenAI Platform", "vendor_name": "OpenAI"}
 SERVICE = {"name": "OpenAI Platform"}
@@ -135,12 +137,10 @@ def _head(spec: EventSpec, class_uid: int, activity_id: int) -> dict[str, Any]:
     }
 
 
-_M_ENTITY, _M_AUTH, _M_GRANT, _M_ACCOUNT, _M_ACCOUNT_UPDATE, _M_GROUP = range(6)
-
-
 class _Plan:
-    """Everything about one event type that does not depend on the event: which rendering it
-    takes and the constant head (class, activity, status, names) of each class it may end in."""
+    """Everything about one event type that does not depend on the event: the constant head
+    (class, activity, status, names) of each class it may end in, and `render`, the function
+    that fills the class-specific attributes (one per kind of class, below `make_mapper`)."""
 
     __slots__ = (
         "action",
@@ -150,14 +150,13 @@ class _Plan:
         "is_update",
         "kind",
         "main",
-        "mode",
-        "spec",
+        "render",
         "target",
     )
 
     def __init__(self, spec: EventSpec) -> None:
-        self.spec = spec
-        self.action = a = spec.action
+        a = spec.action
+        self.action = a
         self.is_update = a is Action.UPDATE  # an enum member lookup per event is not free
         kind = spec.target.kind if spec.target is not None else spec.noun
         self.kind = kind or "unknown"
@@ -167,21 +166,22 @@ class _Plan:
         main = classify(spec)
         self.main = _head(spec, *main)
         self.alt = self.main
+        self.render: Render
         if main[0] == ENTITY_MANAGEMENT:
-            self.mode = _M_ENTITY
+            self.render = _render_entity
         elif main[0] == AUTHENTICATION:
-            self.mode = _M_AUTH
+            self.render = _render_authentication
         elif a is Action.GRANT or a is Action.REVOKE:
-            self.mode = _M_GRANT
+            self.render = _render_grant
             self.alt = _head(spec, *classify(spec, group_principal=True))
         elif main[0] == GROUP_MANAGEMENT:
-            self.mode = _M_GROUP
+            self.render = _render_group
         elif a is Action.UPDATE:
-            self.mode = _M_ACCOUNT_UPDATE
+            self.render = _render_account_update
             self.main = _head(spec, *classify(spec, role=True))
             self.alt = _head(spec, *classify(spec, role=False))
         else:
-            self.mode = _M_ACCOUNT
+            self.render = _render_account
 
 
 def _unusable(where: str, event_id: str) -> MappingError:
@@ -431,7 +431,139 @@ def _entity(
     return entity, result
 
 
+# Per kind of class: fill the class-specific attributes of `doc` from the payload and return
+# (head, target id); the head is the plan's fallback (Entity Management) when the event lacks
+# what the preferred class requires. The target id also names the entity of that fallback.
+Render = Callable[["_Plan", dict[str, Any], "dict[str, Any] | None"], tuple[dict[str, Any], Any]]
+Head = dict[str, Any]
+
+
+def _render_entity(plan: _Plan, doc: dict[str, Any], payload: dict[str, Any] | None) -> tuple:
+    t = plan.target
+    tid = t.id(payload) if t is not None and t.id and payload is not None else None
+    return plan.main, tid
+
+
+def _render_authentication(plan: _Plan, doc: dict[str, Any], payload: Any) -> tuple:
+    actor = doc.get("actor")
+    if actor is None:
+        return plan.fallback, None
+    doc["user"] = actor["user"]
+    doc["service"] = SERVICE
+    return plan.main, None
+
+
+def _target_id(plan: _Plan, payload: dict[str, Any] | None) -> str | None:
+    """The id of the target the class is about: None when the payload does not name it."""
+    t = plan.target
+    if payload is None or t is None or not t.id:
+        return None
+    return t.id(payload)
+
+
+TargetRender = Callable[["_Plan", dict[str, Any], dict[str, Any], CompiledTarget, str], tuple]
+
+
+def _on_target(render: TargetRender) -> Render:
+    """A rendering that needs the id of the payload's target: the fallback class (Entity
+    Management) when the payload does not name one."""
+
+    def rendered(plan: _Plan, doc: dict[str, Any], payload: dict[str, Any] | None) -> tuple:
+        tid = _target_id(plan, payload)
+        if tid is None:
+            return plan.fallback, None
+        assert plan.target is not None and payload is not None
+        return render(plan, doc, payload, plan.target, tid)
+
+    return rendered
+
+
+@_on_target
+def _render_grant(
+    plan: _Plan, doc: dict[str, Any], payload: dict[str, Any], t: CompiledTarget, tid: str
+) -> tuple:
+    ptype = t.principal_type(payload) if t.principal_type else None
+    # The documented payload names the assignment, not the role: it stands for the privilege
+    # when no role name or id is given.
+    role = t.privileges(payload) if t.privileges else None
+    privileges = str_list(role) or str_list(payload.get("id"))
+    if ptype == "group":
+        head = plan.alt
+        doc["group"] = {"uid": tid}
+        if privileges is not None:
+            doc["privileges"] = privileges
+    elif privileges is not None:
+        head = plan.main
+        user = {"uid": tid}
+        if ptype == "service_account":
+            user["type_id"] = 4
+            user["type"] = "Service"
+        doc["user"] = user
+        doc["privileges"] = privileges
+    else:
+        return plan.fallback, tid
+    rid = t.resource_id(payload) if t.resource_id else None
+    if rid is not None:
+        resource = {"uid": rid}
+        rtype = t.resource_type(payload) if t.resource_type else None
+        if rtype is not None:
+            resource["type"] = rtype
+        # User Access Management deprecated `resource` for `resources` (1.5).
+        if head is plan.alt:
+            doc["resource"] = resource
+        else:
+            doc["resources"] = [resource]
+    return head, tid
+
+
+@_on_target
+def _render_group(
+    plan: _Plan, doc: dict[str, Any], payload: dict[str, Any], t: CompiledTarget, tid: str
+) -> tuple:
+    group = {"uid": tid}
+    name = t.name(payload) if t.name else None
+    if name is not None:
+        group["name"] = name
+    doc["group"] = group
+    member = t.member(payload) if t.member else None
+    if member is not None:
+        doc["user"] = {"uid": member}
+    return plan.main, tid
+
+
+@_on_target
+def _render_account(
+    plan: _Plan, doc: dict[str, Any], payload: dict[str, Any], t: CompiledTarget, tid: str
+) -> tuple:
+    doc["user"] = _target_user(plan, payload, tid)
+    return plan.main, tid
+
+
+@_on_target
+def _render_account_update(
+    plan: _Plan, doc: dict[str, Any], payload: dict[str, Any], t: CompiledTarget, tid: str
+) -> tuple:
+    """A user update is User Access Management when it names the new role, else Account
+    Change."""
+    doc["user"] = _target_user(plan, payload, tid)
+    role = t.roles(payload) if t.roles else None
+    if role is None:
+        return plan.alt, tid
+    doc["privileges"] = [role]
+    return plan.main, tid
+
+
 _KNOWN_TOP = frozenset({"id", "type", "effective_at", "actor", "project", SUBSECOND_KEY})
+
+
+def _status(out: dict[str, Any], payload: dict[str, Any]) -> None:
+    """The error code and message of a failed action's payload."""
+    code = payload.get("error_code")
+    if type(code) is str:
+        out["status_code"] = code
+    detail = payload.get("error_message")
+    if type(detail) is str:
+        out["status_detail"] = detail
 
 
 def make_mapper(context: MappingContext) -> MapFunction:
@@ -447,7 +579,26 @@ def make_mapper(context: MappingContext) -> MapFunction:
             plans[event_type] = plan
         return plan
 
-    def map_ocsf(event: dict[str, Any]) -> dict[str, Any]:
+    def actor_parts(actor: Any, event_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """(attributes the actor fills, its leftovers for `unmapped`). Actors repeat (the same
+        session or key across many events): their rendering is cached by their exact JSON,
+        and the rendered objects are shared between events."""
+        try:
+            key = dumps(actor)
+        except TypeError:
+            key = None
+        hit = actor_cache.get(key) if key is not None else None
+        if hit is None:
+            parts: dict[str, Any] = {}
+            rest = _actor(actor, parts, event_id)
+            hit = (parts, rest)
+            if key is not None:
+                if len(actor_cache) >= ACTOR_CACHE_SIZE:
+                    actor_cache.clear()
+                actor_cache[key] = hit
+        return hit
+
+    def map_ocsf(event: dict[str, Any], fallback: bool = False) -> dict[str, Any]:
         # The common case checked inline; header() names the problem otherwise.
         if type(event) is not dict:
             header(event)
@@ -473,135 +624,51 @@ def make_mapper(context: MappingContext) -> MapFunction:
             metadata["tenant_uid"] = org
         doc: dict[str, Any] = {"time": ts * 1000, "metadata": metadata}
         unmapped: dict[str, Any] = {}
-        extra = len(event) - 3
         obj = event.get("object")  # "organization.audit_log" on every real event
         if type(obj) is str:
-            extra -= 1
             metadata["log_name"] = obj
         actor = event.get("actor")
         if actor is not None:
-            extra -= 1
-            # Actors repeat (the same session or key across many events): their rendering is
-            # cached by their exact JSON, and the rendered objects are shared between events.
-            try:
-                key = dumps(actor)
-            except TypeError:
-                key = None
-            hit = actor_cache.get(key) if key is not None else None
-            if hit is None:
-                parts: dict[str, Any] = {}
-                rest = _actor(actor, parts, event_id)
-                hit = (parts, rest)
-                if key is not None:
-                    if len(actor_cache) >= ACTOR_CACHE_SIZE:
-                        actor_cache.clear()
-                    actor_cache[key] = hit
-            parts, rest = hit
+            parts, rest = actor_parts(actor, event_id)
             if parts:
                 doc.update(parts)
             if rest:
                 unmapped["actor"] = rest
-        elif "actor" in event:
-            extra -= 1
         project = event.get("project")
         if project is not None:
-            extra -= 1
             if type(project) is not dict:
                 raise MappingError("project is neither an object nor null", event_id)
             unmapped["project"] = project
-        elif "project" in event:
-            extra -= 1
         payload = event.get(event_type) if event_type not in _KNOWN_TOP else None
         if payload is not None:
-            extra -= 1
             if type(payload) is not dict:
                 raise MappingError(f"payload {event_type!r} is not an object", event_id)
             unmapped["payload"] = payload
-        elif event_type in event and event_type not in _KNOWN_TOP:
-            extra -= 1
-        if extra:
-            us = subsecond(event)
-            if us:
-                extra -= 1
-                doc["time"] += us // 1000
-            if extra:
-                known = _KNOWN_TOP | {
-                    event_type,
-                    "object" if "log_name" in metadata else event_type,
-                }
-                other = {k: v for k, v in event.items() if k not in known}
-                if other:
-                    unmapped["extra"] = other
+        if SUBSECOND_KEY in event:
+            doc["time"] += subsecond(event) // 1000
+        # Top-level fields besides the known ones (and a non-string `object`) are kept verbatim;
+        # counting the known ones first spares the common event a scan of its keys.
+        known = (
+            3
+            + (type(obj) is str)
+            + ("actor" in event)
+            + ("project" in event)
+            + (SUBSECOND_KEY in event)
+            + (event_type in event and event_type not in _KNOWN_TOP)
+        )
+        if len(event) > known:
+            unmapped["extra"] = {
+                k: v
+                for k, v in event.items()
+                if k not in _KNOWN_TOP
+                and k != event_type
+                and (k != "object" or type(obj) is not str)
+            }
 
-        t = plan.target
-        mode = plan.mode
-        head = plan.main
-        if mode == _M_ENTITY:
-            tid = t.id(payload) if t is not None and t.id and payload is not None else None
-        elif mode == _M_AUTH:
-            tid = None
-            a = doc.get("actor")
-            if a is not None:
-                doc["user"] = a["user"]
-                doc["service"] = SERVICE
-            else:
-                head = plan.fallback
-        elif payload is None or t is None:
-            tid = None
-            head = plan.fallback
+        if fallback:
+            head, tid = plan.fallback, _target_id(plan, payload)
         else:
-            tid = t.id(payload) if t.id else None
-            if tid is None:
-                head = plan.fallback
-            elif mode == _M_GRANT:
-                ptype = t.principal_type(payload) if t.principal_type else None
-                # The documented payload names the assignment, not the role: it stands for
-                # the privilege when no role name or id is given.
-                role = t.privileges(payload) if t.privileges else None
-                privileges = str_list(role) or str_list(payload.get("id"))
-                if ptype == "group":
-                    head = plan.alt
-                    doc["group"] = {"uid": tid}
-                    if privileges is not None:
-                        doc["privileges"] = privileges
-                elif privileges is not None:
-                    user = {"uid": tid}
-                    if ptype == "service_account":
-                        user["type_id"] = 4
-                        user["type"] = "Service"
-                    doc["user"] = user
-                    doc["privileges"] = privileges
-                else:
-                    head = plan.fallback
-                if head is not plan.fallback:
-                    rid = t.resource_id(payload) if t.resource_id else None
-                    if rid is not None:
-                        resource = {"uid": rid}
-                        rtype = t.resource_type(payload) if t.resource_type else None
-                        if rtype is not None:
-                            resource["type"] = rtype
-                        # User Access Management deprecated `resource` for `resources` (1.5).
-                        if head is plan.alt:
-                            doc["resource"] = resource
-                        else:
-                            doc["resources"] = [resource]
-            elif mode == _M_GROUP:
-                group = {"uid": tid}
-                name = t.name(payload) if t.name else None
-                if name is not None:
-                    group["name"] = name
-                doc["group"] = group
-                member = t.member(payload) if t.member else None
-                if member is not None:
-                    doc["user"] = {"uid": member}
-            else:
-                doc["user"] = _target_user(plan, payload, tid)
-                if mode == _M_ACCOUNT_UPDATE:
-                    role = t.roles(payload) if t.roles else None
-                    if role is not None:
-                        doc["privileges"] = [role]
-                    else:
-                        head = plan.alt
+            head, tid = plan.render(plan, doc, payload)
         if head["class_uid"] == ENTITY_MANAGEMENT:
             entity, result = _entity(plan, payload, tid)
             doc["entity"] = entity
@@ -609,16 +676,23 @@ def make_mapper(context: MappingContext) -> MapFunction:
                 doc["entity_result"] = result
         out = {**head, **doc}
         if plan.failure and payload is not None:
-            code = payload.get("error_code")
-            if type(code) is str:
-                out["status_code"] = code
-            detail = payload.get("error_message")
-            if type(detail) is str:
-                out["status_detail"] = detail
+            _status(out, payload)
         if unmapped:
             out["unmapped"] = unmapped
         if original:
             out["raw_data"] = original_json(event)
         return out
 
-    return map_ocsf
+    convert = renderer(context.ocsf_version)
+    if convert is None:
+        return map_ocsf
+
+    def map_ocsf_version(event: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return convert(map_ocsf(event))
+        except ClassConstraintError:
+            # The version's class asks for more than the event has (as mapping into the
+            # preferred class does when a payload lacks the target's id): Entity Management.
+            return convert(map_ocsf(event, fallback=True))
+
+    return map_ocsf_version

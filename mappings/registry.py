@@ -52,6 +52,8 @@ class MappingContext:
     organization_id: str | None = None
     # Also carry the source event as a JSON string (ECS event.original, OCSF raw_data).
     original: bool = False
+    # The OCSF version to render (None: the mapper's own, 1.8.0); other mappers ignore it.
+    ocsf_version: str | None = None
 
 
 def available() -> list[str]:

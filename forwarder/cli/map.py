@@ -24,6 +24,7 @@ from forwarder.errors import ForwarderError
 @click.argument("input_path", metavar="[INPUT|-]", default="-")
 @click.option("-o", "--output", default="-", metavar="OUTPUT|-", help="Where to write NDJSON.")
 @_option("--org-id", setting="org_id", help="Organization id stamped into the documents.")
+@_option("--ocsf-version", setting="ocsf_version", help="OCSF version (default 1.8.0).")
 @click.option(
     "--original",
     "original",

@@ -124,6 +124,11 @@ SINK_OPTIONS = [
         help="Schema for sinks that do not name one: ecs (default), ocsf, raw.",
     ),
     _option(
+        "--ocsf-version",
+        setting="ocsf_version",
+        help="OCSF version of ocsf documents (default 1.8.0; Security Lake: 1.3.0).",
+    ),
+    _option(
         "--dead-letter",
         setting="dead_letter",
         type=click.Path(path_type=Path),

@@ -47,6 +47,12 @@ def checkpoint_report(report: dict[str, list[dict[str, Any]]]) -> None:
         )
     for k in report["sinks"]:
         click.echo(f"sink {k['sink']}: position {k['position']}")
+    for p in report["spools"]:
+        age = p["oldest_age_seconds"]
+        click.echo(
+            f"spool {p['sink']}: {p['segments']} segments ({p['sealed']} sealed), "
+            f"{p['bytes']} bytes, oldest {'-' if age is None else f'{age:.0f}s'}"
+        )
     for r in report["tenant_refused"]:
         click.echo(
             f"stream {r['stream']}: tenant listing refused {r['refused_at']}, asked again "

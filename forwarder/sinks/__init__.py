@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
+from pathlib import Path
 
 from forwarder.sinks.base import (
     Record,
@@ -39,9 +41,16 @@ SCHEMES: dict[str, str] = {
 }
 
 
-def open_sink(url: str, default_schema: str = "ecs") -> Sink:
-    """Build (not yet connect) the sink a URL names; `SinkConfigError` for a bad URL."""
-    spec = parse_sink_url(url, default_schema)
+def open_sink(
+    url: str,
+    default_schema: str = "ecs",
+    ocsf_version: str | None = None,
+    spool_root: Path | None = None,
+) -> Sink:
+    """Build (not yet connect) the sink a URL names; `SinkConfigError` for a bad URL.
+    `ocsf_version` is the global setting, for sinks without `ocsf_version=`; `spool_root`
+    where sinks that hold events locally keep them (beside the state)."""
+    spec = replace(parse_sink_url(url, default_schema, ocsf_version), spool_root=spool_root)
     target = SCHEMES.get(spec.scheme)
     if target is None:
         raise SinkConfigError(

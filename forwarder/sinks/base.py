@@ -8,10 +8,12 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from forwarder.logs import REDACTED, strip_url_credentials
+from mappings.ocsf_versions import check_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +95,21 @@ class SinkSpec:
     params: dict[str, str] = field(default_factory=dict)
     schema: str = "ecs"
     original: bool = False  # `original=true`: event.original / raw_data in the documents
+    # `ocsf_version=` (or the global setting): the OCSF version of an `ocsf` sink's documents;
+    # None renders the mapper's own (1.8.0).
+    ocsf_version: str | None = None
+    # Where a sink that keeps events locally before sending (the S3 Parquet spool) keeps
+    # them: beside the state database. None: such a sink needs a directory in its URL.
+    spool_root: Path | None = None
 
     @property
     def mapping(self) -> str:
-        """The map function this sink's documents come from (schemas.build_mappers)."""
-        return self.schema + "+original" if self.original else self.schema
+        """The map function this sink's documents come from (schemas.build_mappers):
+        `SCHEMA[@OCSF_VERSION][+original]`."""
+        name = self.schema
+        if self.ocsf_version is not None and self.schema == "ocsf":
+            name += f"@{self.ocsf_version}"
+        return name + "+original" if self.original else name
 
     @property
     def display(self) -> str:
@@ -116,12 +128,12 @@ class SinkSpec:
         return self.params.get(name, default)
 
     def reject_unknown(self, known: set[str]) -> None:
-        unknown = sorted(set(self.params) - known - {"schema", "original"})
+        unknown = sorted(set(self.params) - known - COMMON_PARAMS)
         if unknown:
             # Without the parameters' values: an unknown one may be a secret (shared_key=).
             raise SinkConfigError(
                 f"sink {safe_url(self.url)}: unknown parameter {unknown[0]!r} "
-                f"(allowed: {', '.join(sorted(known | {'schema', 'original'}))})"
+                f"(allowed: {', '.join(sorted(known | COMMON_PARAMS))})"
             )
 
     def int_param(self, name: str, default: int, minimum: int = 0) -> int:
@@ -195,8 +207,15 @@ def safe_url(url: str) -> str:
     return base
 
 
-def parse_sink_url(url: str, default_schema: str = "ecs") -> SinkSpec:
-    """Split a sink URL into its parts. `file:PATH` and `stdout:` have no authority."""
+# Parameters every sink URL may carry (parse_sink_url reads them).
+COMMON_PARAMS = {"schema", "original", "ocsf_version"}
+
+
+def parse_sink_url(
+    url: str, default_schema: str = "ecs", default_ocsf_version: str | None = None
+) -> SinkSpec:
+    """Split a sink URL into its parts. `file:PATH` and `stdout:` have no authority.
+    `default_ocsf_version` is the global setting, for sinks without `ocsf_version=`."""
     parts = urlsplit(url)
     if not parts.scheme:
         raise SinkConfigError(
@@ -224,6 +243,13 @@ def parse_sink_url(url: str, default_schema: str = "ecs") -> SinkSpec:
     )
     if "original" in params:
         spec = replace(spec, original=spec.bool_param("original", False))
+    version = params.get("ocsf_version", default_ocsf_version)
+    if version is not None:
+        try:
+            check_version(version)
+        except ValueError as exc:
+            raise SinkConfigError(f"sink {spec.display}: ocsf_version: {exc}") from None
+        spec = replace(spec, ocsf_version=version)
     return spec
 
 
@@ -286,6 +312,15 @@ class Sink(ABC):
     def check(self) -> str:
         """Connect and verify without sending events; return a short description of what was
         checked. Raise `SinkError` with a one-line reason when the sink is not usable."""
+
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Send what the sink holds of committed batches and is due (the S3 Parquet spool):
+        called after each sweep, once its batches are committed. Raise `SinkError` as
+        `write` does."""
+
+    def status(self) -> dict[str, Any] | None:
+        """What the sink holds back, for /healthz (None: nothing)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files."""
