@@ -418,8 +418,10 @@ def _entity(
         entity["name"] = plan.kind  # OCSF needs a name or uid; the payload named neither
     if payload is not None and plan.is_update:
         changes = payload.get("changes_requested")
-        if details is not None and type(changes) is not dict:
-            changes = details  # the new state the payload names (the allowlist's CIDRs)
+        if details is not None:
+            # The new state the payload names outside changes_requested (an allowlist's CIDRs,
+            # a binding's permissions, a mapping's provider) belongs with the change.
+            changes = {**changes, **details} if type(changes) is dict else details
         if type(changes) is dict:
             result = {}
             if "uid" in entity:
@@ -595,13 +597,17 @@ def make_mapper(context: MappingContext) -> MapFunction:
                 if member is not None:
                     doc["user"] = {"uid": member}
             else:
-                doc["user"] = _target_user(plan, payload, tid)
+                user = doc["user"] = _target_user(plan, payload, tid)
+                role = t.roles(payload) if t.roles else None
                 if mode == _M_ACCOUNT_UPDATE:
-                    role = t.roles(payload) if t.roles else None
                     if role is not None:
                         doc["privileges"] = [role]
                     else:
                         head = plan.alt
+                elif role is not None:
+                    # Account Change has no privileges: a role given with the account (user
+                    # added as owner) is the administrative group the user now belongs to.
+                    user["groups"] = [{"name": role, "type": "role"}]
         if head["class_uid"] == ENTITY_MANAGEMENT:
             entity, result = _entity(plan, payload, tid)
             doc["entity"] = entity
