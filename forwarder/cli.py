@@ -938,6 +938,11 @@ def deadletter_replay(**params: Any) -> None:
         )
 
 
+from forwarder.cli_detections import detections  # noqa: E402  (forwarder/cli/ at merge)
+
+cli.add_command(detections)
+
+
 def main() -> None:
     cli(prog_name=PROG)
 

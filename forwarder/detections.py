@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from forwarder.errors import ForwarderError
 from mappings.sigma import BY_NAME, SCHEMAS, is_flattened, pipeline
 
 TARGETS = ("sigma", "splunk", "esql", "eql", "kusto")
@@ -25,7 +26,7 @@ CORRELATIONS: dict[str, frozenset[str]] = {
 }
 
 
-class DetectionsUnavailable(RuntimeError):
+class DetectionsUnavailable(ForwarderError):
     """pySigma or a backend is not installed."""
 
 

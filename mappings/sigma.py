@@ -140,7 +140,8 @@ FLATTENED = {
     "ocsf": ("entity.data.", "entity_result.data."),
 }
 #: Where the documents are found, per target and schema.
-SPLUNK_MACRO = {"ecs": "openai_audit_ecs", "ocsf": "openai_audit_ocsf"}
+SPLUNK_INDEX = "openai_audit"  # as in packaging/splunk/inputs.conf.example and docs/deploy.md
+SPLUNK_SOURCETYPE = {"ecs": "openai:audit:ecs", "ocsf": "openai:audit:ocsf"}
 ELASTIC_INDEX = {"ecs": "logs-openai_audit_forwarder.audit-*", "ocsf": "openai-audit-ocsf-*"}
 SENTINEL_TABLE = {"ecs": "OpenAIAudit_CL", "ocsf": "OpenAIAuditOCSF_CL"}
 
@@ -196,10 +197,14 @@ def pipeline_dict(schema: str, target: str = "sqlite") -> dict[str, Any]:
         ],
     }
     if target == "splunk":
-        # A macro (macros.conf in the Splunk app) names the index and sourcetype, so a site
-        # with another index changes one line.
-        prefix = f"`{SPLUNK_MACRO[schema]}` "
-        spec["postprocessing"] = [{"type": "embed", "prefix": prefix}]
+        spec["transformations"].insert(
+            0,
+            {
+                "id": "openai_audit_splunk_source",
+                "type": "add_condition",
+                "conditions": {"index": SPLUNK_INDEX, "sourcetype": SPLUNK_SOURCETYPE[schema]},
+            },
+        )
     elif target in ("esql", "eql"):
         spec["transformations"].append(
             {

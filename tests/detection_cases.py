@@ -156,7 +156,7 @@ CASES: dict[str, dict[str, list[Sequence]]] = {
         "positive": [[ev(t)] for t in _DELETIONS],
         "negative": [[ev("project.created")], [ev("api_key.updated")]],
     },
-    "openai_failed_login_burst": {
+    "correlation_openai_failed_login_burst": {
         "positive": [_every(5, 60, failed), _every(8, 30, failed)],
         "negative": [
             _every(4, 60, failed),  # one short
@@ -165,7 +165,7 @@ CASES: dict[str, dict[str, list[Sequence]]] = {
             _every(5, 60, lambda at: ev("login.succeeded", at)),
         ],
     },
-    "openai_password_spraying": {
+    "correlation_openai_password_spraying": {
         "positive": [_spray(5), _spray(7, step=500)],
         "negative": [
             _spray(4),  # four users
@@ -174,7 +174,7 @@ CASES: dict[str, dict[str, list[Sequence]]] = {
             [failed(i * 60, ip="192.0.2.33") for i in range(12)],  # one user, many times
         ],
     },
-    "openai_login_after_failed_burst": {
+    "correlation_openai_login_after_failed_burst": {
         "positive": [
             [*_every(5, 60, failed), ev("login.succeeded", 600)],
             [*_every(6, 30, failed), ev("login.succeeded", 300 + 25 * 60)],
@@ -186,7 +186,7 @@ CASES: dict[str, dict[str, list[Sequence]]] = {
             [*_every(3, 60, failed), ev("login.succeeded", 600)],  # no burst
         ],
     },
-    "openai_mfa_failure_burst": {
+    "correlation_openai_mfa_failure_burst": {
         "positive": [
             _every(3, 60, lambda at: failed(at, code="invalid_mfa_code")),
             _every(4, 120, lambda at: failed(at, code="code_rejected")),
@@ -198,7 +198,7 @@ CASES: dict[str, dict[str, list[Sequence]]] = {
             _every(2, 60, lambda at: failed(at, code="invalid_mfa_code")),
         ],
     },
-    "openai_mass_destruction": {
+    "correlation_openai_mass_destruction": {
         "positive": [_deletions(10, 30), _deletions(15, 20)],
         "negative": [
             _deletions(9, 30),

@@ -75,7 +75,7 @@ def test_a_correlation_counts_each_event_once_although_its_lists_make_several_ro
     from tests.sigma_sqlite import rule_columns
 
     mapper = load_mapper("ecs", MappingContext("org-detections"))
-    query = _queries("ecs")["openai_failed_login_burst"]
+    query = _queries("ecs")["correlation_openai_failed_login_burst"]
     exploded = rule_columns("ecs") | {"event.category"}
     events = [failed(i * 60) for i in range(4)]
     db = load([mapper(e) for e in events], "ecs", exploded)
