@@ -95,6 +95,13 @@ CHECKED_BY = {
     "Dockerfile": "hadolint + HEALTHCHECK checks",
     "Dockerfile.dockerignore": "COPY sources kept",
     ".gitignore": "git",
+    # The Splunk app (tests/test_splunk_app.py, splunk-appinspect) and the detection exports
+    # (tests/test_detections_export.py: regenerated from detections/ and compared).
+    ".meta": "splunk-appinspect",
+    ".example": "configparser (tests/test_splunk_app.py)",
+    "README.txt": "splunk-appinspect",
+    ".ndjson": "detection exports: regenerated and compared",
+    ".yml": "detection exports: regenerated and compared, loaded by pySigma",
 }
 
 
