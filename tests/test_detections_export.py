@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from forwarder.detection_exports import COMMITTED, export_all
-from forwarder.detections import describe
+from forwarder.detections import convert, describe
+from mappings.sigma import FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,3 +128,26 @@ def test_the_sigma_export_is_a_pipeline_sigma_cli_can_load(tmp_path: Path) -> No
     [query] = [q for q in queries if "tenant.admin\\_api\\_key.created" in q]
     assert query.startswith("SELECT * FROM logs WHERE `metadata.event_code` LIKE")
     assert yaml.safe_load(text)["transformations"][0]["type"] == "field_name_mapping"
+
+
+def test_the_docs_name_every_rule_every_field_and_what_each_target_converts() -> None:
+    text = (ROOT / "docs" / "detections.md").read_text()
+    words = " ".join(text.split())
+    for info in describe():
+        assert info.title in words, info.title
+    for f in FIELDS:
+        row = " | ".join(
+            [
+                f"| `{f.name}`",
+                ", ".join(f"`{p}`" for p in f.ecs),
+                ", ".join(f"`{p}`" for p in f.ocsf),
+            ]
+        )
+        assert f"{row} | `{f.column}` |" in text, f.name
+    total = sum(i.alerting for i in describe())
+    for target in ("splunk", "eql", "kusto"):
+        counts = {len(convert(target, s).queries) for s in ("ecs", "ocsf")}
+        assert len(counts) == 1
+        assert f"| `{target}` | {counts.pop()} of {total} |" in text, target
+    esql = [len(convert("esql", s).queries) for s in ("ecs", "ocsf")]
+    assert f"| `esql` | ECS {esql[0]}, OCSF {esql[1]} |" in text
