@@ -5,6 +5,8 @@ what the backends make of the rules now (regenerate: `openai-audit-forwarder det
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +153,19 @@ def test_the_docs_name_every_rule_every_field_and_what_each_target_converts() ->
         assert f"| `{target}` | {counts.pop()} of {total} |" in text, target
     esql = [len(convert("esql", s).queries) for s in ("ecs", "ocsf")]
     assert f"| `esql` | ECS {esql[0]}, OCSF {esql[1]} |" in text
+
+
+def test_the_commands_in_the_docs_run_as_written(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "detections.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", text, re.S).group(1)  # type: ignore[union-attr]
+    commands = [c for c in block.splitlines() if c.startswith("openai-audit-forwarder ")]
+    assert len(commands) == 2
+    script = Path(sys.executable).parent / "openai-audit-forwarder"
+    for command in commands:
+        args = shlex.split(command)[1:]
+        run = subprocess.run(
+            [str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, (command, run.stderr)
+    written = (tmp_path / "savedsearches.conf").read_text()
+    assert written == (ROOT / COMMITTED[("splunk", "ecs")]).read_text()
