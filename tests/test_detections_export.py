@@ -169,3 +169,17 @@ def test_the_commands_in_the_docs_run_as_written(tmp_path: Path) -> None:
         assert run.returncode == 0, (command, run.stderr)
     written = (tmp_path / "savedsearches.conf").read_text()
     assert written == (ROOT / COMMITTED[("splunk", "ecs")]).read_text()
+
+
+def test_without_the_detections_extra_the_command_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['sigma'] = None  # as if pySigma were not installed\n"
+        "sys.argv = ['openai-audit-forwarder', 'detections', 'list']\n"
+        "from forwarder.cli import main; main()\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 1
+    assert "pip install 'openai-audit-forwarder[detections]'" in run.stderr
+    assert "Traceback" not in run.stderr
