@@ -54,7 +54,11 @@ class Target:
     member: tuple[Path, ...] = ()  # group membership: the user id
     resource_id: tuple[Path, ...] = ()
     resource_type: tuple[Path, ...] = ()
-    details: tuple[str, ...] = ()  # payload keys that describe the target (IP allowlist CIDRs)
+    # Named values that describe the target or the change asked for, each read from alternative
+    # payload paths: what detections look at (an allowlist's CIDRs, the API-call logging mode,
+    # rate limits, a role's scope). ECS puts numbers in entity.target.metrics and the rest in
+    # entity.target.raw; OCSF puts them in entity.data (entity_result.data for updates).
+    details: tuple[tuple[str, tuple[Path, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,38 @@ _ASSIGN_T = {
     "resource_type": _p("resource_type", "data.resource_type"),
 }
 
+
+def _d(*names: str, under: str = "") -> tuple[tuple[str, tuple[Path, ...]], ...]:
+    """Details read from the payload keys of the same name (under `under.` when given)."""
+    return tuple((n, _p(f"{under}.{n}" if under else n)) for n in names)
+
+
 # The CIDR ranges of an allowlist: what detections look at (0.0.0.0/0 opens it to everyone).
-_IPAL_T = {"details": ("allowed_ips",)}
+_IPAL_T = {"details": _d("allowed_ips")}
+# The settings organization.updated may change: API-call logging is an audit trail of its own.
+_ORG_SETTINGS = _d(
+    "api_call_logging",
+    "api_call_logging_project_ids",
+    "threads_ui_visibility",
+    "usage_dashboard_visibility",
+    under="changes_requested",
+)
+_RATE_LIMITS = _d(
+    "max_requests_per_1_minute",
+    "max_tokens_per_1_minute",
+    "max_images_per_1_minute",
+    "max_audio_megabytes_per_1_minute",
+    "max_requests_per_1_day",
+    "batch_1_day_max_input_tokens",
+    under="changes_requested",
+)
+# What a role grants and its scope (api.organization or api.project).
+_ROLE_BINDING = _d("permissions", "resource_type", "resource_id")
+_ROLE_CHANGE = (
+    *_d("resource_type", "resource_id", under="changes_requested"),
+    ("permissions_removed", _p("changes_requested.permissions_removed")),
+)
+_WIP_MAPPING_T = {"details": _d("identity_provider_id")}
 
 # type: (action, realm, target, extra spec fields)
 _TABLE: dict[str, tuple[Action, Realm, Target | None, dict[str, Any]]] = {
@@ -170,7 +204,11 @@ _TABLE: dict[str, tuple[Action, Realm, Target | None, dict[str, Any]]] = {
     "organization.updated": (
         A.UPDATE,
         R.CONFIGURATION,
-        _t("organization", name=_p("name", "changes_requested.name", "changes_requested.title")),
+        _t(
+            "organization",
+            name=_p("name", "changes_requested.name", "changes_requested.title"),
+            details=_ORG_SETTINGS,
+        ),
         {},
     ),
     "project.created": (A.CREATE, R.CONFIGURATION, _t("project", name=_p("data.name")), {}),
@@ -182,7 +220,12 @@ _TABLE: dict[str, tuple[Action, Realm, Target | None, dict[str, Any]]] = {
     ),
     "project.archived": (A.DISABLE, R.CONFIGURATION, _t("project"), {}),
     "project.deleted": (A.DELETE, R.CONFIGURATION, _t("project"), {}),
-    "rate_limit.updated": (A.UPDATE, R.CONFIGURATION, _t("rate_limit"), {}),
+    "rate_limit.updated": (
+        A.UPDATE,
+        R.CONFIGURATION,
+        _t("rate_limit", details=_RATE_LIMITS),
+        {},
+    ),
     "rate_limit.deleted": (A.DELETE, R.CONFIGURATION, _t("rate_limit"), {}),
     "resource.deleted": (A.DELETE, R.CONFIGURATION, _t("resource"), {}),
     "tunnel.created": (A.CREATE, R.CONFIGURATION, _t("tunnel", name=_NAME_ANY), {}),
@@ -209,25 +252,25 @@ _TABLE: dict[str, tuple[Action, Realm, Target | None, dict[str, Any]]] = {
     "workload_identity_provider_mapping.created": (
         A.CREATE,
         R.ACCESS,
-        _t("workload_identity_provider_mapping"),
+        _t("workload_identity_provider_mapping", **_WIP_MAPPING_T),
         {},
     ),
     "workload_identity_provider_mapping.updated": (
         A.UPDATE,
         R.ACCESS,
-        _t("workload_identity_provider_mapping"),
+        _t("workload_identity_provider_mapping", **_WIP_MAPPING_T),
         {},
     ),
     "workload_identity_provider_mapping.deleted": (
         A.DELETE,
         R.ACCESS,
-        _t("workload_identity_provider_mapping"),
+        _t("workload_identity_provider_mapping", **_WIP_MAPPING_T),
         {},
     ),
     "role.created": (
         A.CREATE,
         R.ACCESS,
-        _t("role", name=_p("role_name"), privileges=_p("permissions")),
+        _t("role", name=_p("role_name"), privileges=_p("permissions"), details=_ROLE_BINDING),
         {},
     ),
     "role.updated": (
@@ -237,6 +280,7 @@ _TABLE: dict[str, tuple[Action, Realm, Target | None, dict[str, Any]]] = {
             "role",
             name=_p("changes_requested.role_name"),
             privileges=_p("changes_requested.permissions_added"),
+            details=_ROLE_CHANGE,
         ),
         {},
     ),
@@ -253,6 +297,7 @@ _TABLE: dict[str, tuple[Action, Realm, Target | None, dict[str, Any]]] = {
             privileges=_p("permissions"),
             resource_id=_p("resource_id"),
             resource_type=_p("resource_type"),
+            details=_ROLE_BINDING,
         ),
         {},
     ),
@@ -266,6 +311,7 @@ _TABLE: dict[str, tuple[Action, Realm, Target | None, dict[str, Any]]] = {
             privileges=_p("permissions"),
             resource_id=_p("resource_id"),
             resource_type=_p("resource_type"),
+            details=_ROLE_BINDING,
         ),
         {},
     ),

@@ -459,7 +459,14 @@ def _entity_target(
     if t.details:
         details = t.detail_values(payload)
         if details is not None:
-            entity["raw"] = details
+            # Numbers (rate limits) are metrics, which Elasticsearch maps as numbers; the rest
+            # stays raw (a flattened field, searched as keywords).
+            raw = {k: v for k, v in details.items() if type(v) not in (int, float)}
+            metrics = {k: v for k, v in details.items() if type(v) in (int, float)}
+            if raw:
+                entity["raw"] = raw
+            if metrics:
+                entity["metrics"] = metrics
     doc["entity"] = {"target": entity}
     return plan.event
 

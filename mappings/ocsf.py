@@ -418,8 +418,10 @@ def _entity(
         entity["name"] = plan.kind  # OCSF needs a name or uid; the payload named neither
     if payload is not None and plan.is_update:
         changes = payload.get("changes_requested")
-        if details is not None and type(changes) is not dict:
-            changes = details  # the new state the payload names (the allowlist's CIDRs)
+        if details is not None:
+            # The new state the payload names outside changes_requested (an allowlist's CIDRs,
+            # a binding's permissions, a mapping's provider) belongs with the change.
+            changes = {**changes, **details} if type(changes) is dict else details
         if type(changes) is dict:
             result = {}
             if "uid" in entity:
@@ -535,7 +537,12 @@ def _render_group(
 def _render_account(
     plan: _Plan, doc: dict[str, Any], payload: dict[str, Any], t: CompiledTarget, tid: str
 ) -> tuple:
-    doc["user"] = _target_user(plan, payload, tid)
+    user = doc["user"] = _target_user(plan, payload, tid)
+    role = t.roles(payload) if t.roles else None
+    if role is not None:
+        # Account Change has no privileges: a role given with the account (user added as
+        # owner) is the administrative group the user now belongs to.
+        user["groups"] = [{"name": role, "type": "role"}]
     return plan.main, tid
 
 

@@ -74,11 +74,19 @@ class CompiledTarget:
         self.member = compile_paths(target.member)
         self.resource_id = compile_paths(target.resource_id)
         self.resource_type = compile_paths(target.resource_type)
-        self.details = target.details
+        self.details = tuple(
+            (name, getter)
+            for name, paths in target.details
+            if (getter := compile_paths(paths, want=None)) is not None
+        )
 
     def detail_values(self, payload: dict[str, Any]) -> dict[str, Any] | None:
-        """The payload's `details` entries that are present (None when none is)."""
-        found = {k: payload[k] for k in self.details if payload.get(k) is not None}
+        """The target's `details` found in the payload, by name (None when none is)."""
+        found = {}
+        for name, get in self.details:
+            value = get(payload)
+            if value is not None:
+                found[name] = value
         return found or None
 
 

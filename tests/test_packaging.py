@@ -176,14 +176,39 @@ READ_BY: dict[str, tuple[str, ...]] = {
         "test_rsyslog_relay_config_passes_rsyslogd_check",
         "test_rsyslog_relay_passes_forwarder_messages_on_as_one_json_document_per_line",
     ),
-    "packaging/splunk/*.conf": ("test_splunk_conf_parses_strictly",),
-    "packaging/splunk/props.conf": (
+    "packaging/splunk/*": ("tests/test_splunk_app.py::test_splunk_appinspect_passes_the_app",),
+    "packaging/splunk/default/*.conf": ("test_splunk_conf_parses_strictly",),
+    "packaging/splunk/default/app.conf": (
+        "tests/test_splunk_app.py::test_app_conf_names_the_app_as_installed",
+    ),
+    "packaging/splunk/default/props.conf": (
         "test_splunk_sourcetypes_break_lines_and_extract_json_once",
         "test_splunk_timestamp_extraction_finds_the_event_time_in_real_output",
+        "tests/test_splunk_app.py::test_the_generic_sourcetype_gets_the_event_time_of_every_schema",
+        "tests/test_splunk_app.py::test_cim_aliases_and_evals_read_fields_our_documents_have",
     ),
-    "packaging/splunk/transforms.conf": (
+    "packaging/splunk/default/transforms.conf": (
         "test_splunk_sourcetypes_break_lines_and_extract_json_once",
         "test_splunk_generic_sourcetype_is_routed_by_document_shape",
+    ),
+    "packaging/splunk/default/eventtypes.conf": (
+        "tests/test_splunk_app.py::test_eventtypes_and_tags_feed_the_authentication_and_change_data_models",
+    ),
+    "packaging/splunk/default/tags.conf": (
+        "tests/test_splunk_app.py::test_eventtypes_and_tags_feed_the_authentication_and_change_data_models",
+    ),
+    "packaging/splunk/default/savedsearches.conf": (
+        "tests/test_detections_export.py::test_committed_conversions_are_what_the_backends_make_now",
+        "tests/test_splunk_app.py::test_the_ecs_saved_searches_search_the_ecs_sourcetype",
+    ),
+    "packaging/splunk/inputs.conf.example": (
+        "tests/test_splunk_app.py::test_the_input_examples_name_a_schema_sourcetype_for_a_single_schema_input",
+    ),
+    "packaging/detections/*": (
+        "tests/test_detections_export.py::test_committed_conversions_are_what_the_backends_make_now",
+    ),
+    "packaging/detections/sigma/*.yml": (
+        "tests/test_detections_export.py::test_the_sigma_export_is_a_pipeline_sigma_cli_can_load",
     ),
     "packaging/systemd/config.toml": (
         "test_example_config_loads_with_the_forwarder_settings",
@@ -759,7 +784,7 @@ def _port_open(port: int) -> bool:
 
 # -- Splunk --------------------------------------------------------------------------------------
 
-SPLUNK = PKG / "splunk"
+SPLUNK = PKG / "splunk" / "default"  # the app's default/ (tests/test_splunk_app.py: the app)
 SOURCETYPES = {"ecs": "openai:audit:ecs", "ocsf": "openai:audit:ocsf", "raw": "openai:audit:raw"}
 
 
@@ -768,7 +793,10 @@ def _splunk_conf(name: str) -> configparser.RawConfigParser:
         strict=True, delimiters=("=",), interpolation=None, comment_prefixes=("#",)
     )
     parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read_string((SPLUNK / name).read_text(), source=name)
+    # Splunk continues a value on the next line after a trailing backslash; configparser after
+    # an indented line.
+    text = (SPLUNK / name).read_text().replace("\\\n", "\n ")
+    parser.read_string(text, source=name)
     return parser
 
 
@@ -796,7 +824,8 @@ def test_splunk_sourcetypes_break_lines_and_extract_json_once() -> None:
                 for transform in value.split(","):
                     assert transform.strip() in transforms, f"{name}: {transform} undefined"
     for name in transforms.sections():
-        re.compile(transforms[name]["REGEX"])
+        if "INGEST_EVAL" not in transforms[name]:  # tests/test_splunk_app.py runs those
+            re.compile(transforms[name]["REGEX"])
 
 
 def _splunk_time(line: str, stanza: configparser.SectionProxy) -> int:
@@ -851,7 +880,7 @@ def test_splunk_generic_sourcetype_is_routed_by_document_shape() -> None:
         for _, line in _mapped_lines(schema, 200):
             sourcetype = "openai:audit"
             for name in chain:  # each matching transform overwrites, in order
-                if re.search(transforms[name]["REGEX"], line):
+                if "REGEX" in transforms[name] and re.search(transforms[name]["REGEX"], line):
                     sourcetype = transforms[name]["FORMAT"].removeprefix("sourcetype::")
             assert sourcetype == expected, line[:200]
 

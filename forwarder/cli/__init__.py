@@ -20,6 +20,7 @@ COMMANDS = {
     "checkpoint": "forwarder.cli.checkpoint:checkpoint",
     "check": "forwarder.cli.check:check",
     "deadletter": "forwarder.cli.deadletter:deadletter",
+    "detections": "forwarder.cli.detections:detections",
 }
 
 
