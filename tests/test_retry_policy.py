@@ -372,7 +372,7 @@ def test_no_module_sleeps_outside_the_retry_policy_but_the_state_wal_poll() -> N
         for path in (REPO / "forwarder").rglob("*.py")
         if re.search(r"\btime\.sleep\(|\bfrom time import .*\bsleep\b", path.read_text())
     }
-    assert sleepers == {"forwarder/state.py"}
+    assert sleepers == {"forwarder/state/schema.py"}
 
 
 def progressing(attempts_with_progress: int) -> tuple[Any, list[float], list[int]]:
