@@ -1,7 +1,10 @@
 """Backfill: split `[since, until)` into windows, fetch them concurrently, and deliver and commit
 each window independently, so that re-running the same command resumes where it stopped. A
 window denser than the page budget is split, its untouched older part fetched in parallel.
-A backfill up to now hands over to the live stream when that has no checkpoint yet."""
+A backfill up to now hands over to the live stream when that has no checkpoint yet. A stream's
+job keeps its delivered ids for its tenant companion's job, which runs next and skips them (a
+server that ignores `tenant_only` lists every event in both), forgetting them window by
+window as it goes."""
 
 from __future__ import annotations
 
@@ -15,9 +18,10 @@ from typing import Any
 
 import orjson
 
-from forwarder.config import Settings, stream_targets, warn_insecure
+from forwarder.config import Settings, stream_groups, warn_insecure
 from forwarder.delivery import Delivery
 from forwarder.errors import ConfigError, ForwarderError, SourceError, Stopped
+from forwarder.listed_twice import JobPartner
 from forwarder.logs import get_logger, redact
 from forwarder.runtime import Runtime, install_stop_handlers
 from forwarder.sources import Source
@@ -49,6 +53,14 @@ class BackfillRequest:
     restart: bool = False
 
 
+@dataclass(frozen=True)
+class PartnerJob:
+    """The job of the stream a tenant companion belongs to: its ids are skipped."""
+
+    stream: str
+    job: str
+
+
 @dataclass
 class BackfillReport:
     """What one stream's backfill did."""
@@ -56,6 +68,7 @@ class BackfillReport:
     stream: str
     since: int = 0
     until: int = 0
+    job: str = ""  # the job's key in the state
     already_complete: bool = False  # finished by an earlier run (--restart runs it again)
     windows: int = 0
     events: int = 0
@@ -80,17 +93,28 @@ def backfill_streams(
     """Backfill every configured stream (or the one --stream names) one after the other, each
     with a job of its own, and each followed by its tenant companion; a report per stream.
     A companion whose listing the API refuses is reported, not a failure."""
-    targets = stream_targets(settings, stream_given)
-    warn_insecure(targets)
+    groups = stream_groups(settings, stream_given)
+    warn_insecure([target for group in groups for target in group])
     stop = threading.Event()
     install_stop_handlers(stop)
-    for target in targets:
-        try:
-            yield run_backfill(target, request, stop, on_progress)
-        except TenantRefused as exc:
-            if not target.tenant_companion:
-                raise
-            yield BackfillReport(target.stream, tenant_refused=redact(str(exc)))
+    for group in groups:
+        # A stream and its tenant companion: the companion skips what the stream delivered.
+        paired = len(group) == 2 and group[1].tenant_companion
+        partner: PartnerJob | None = None
+        for target in group:
+            keep_ids = paired and target is group[0]
+            try:
+                report = run_backfill(
+                    target, request, stop, on_progress, keep_ids=keep_ids, partner=partner
+                )
+            except TenantRefused as exc:
+                if not target.tenant_companion:
+                    raise
+                yield BackfillReport(target.stream, tenant_refused=redact(str(exc)))
+                continue
+            if keep_ids:
+                partner = PartnerJob(report.stream, report.job)
+            yield report
 
 
 def run_backfill(
@@ -98,11 +122,15 @@ def run_backfill(
     request: BackfillRequest,
     stop: threading.Event,
     on_progress: Callable[[Progress, int], None] | None = None,
+    *,
+    keep_ids: bool = False,
+    partner: PartnerJob | None = None,
 ) -> BackfillReport:
     """Backfill one stream: find the job these arguments started before (or plan it), deliver
     its windows, and hand over to the live stream when this backfill runs up to now and the
     live stream has no checkpoint yet. A backfill with an explicit end fills a gap and never
-    touches the live checkpoint."""
+    touches the live checkpoint. With `keep_ids` the job keeps its delivered ids for its
+    tenant companion's job; with `partner` (the companion) it skips the ids that job kept."""
     try:
         since = parse_when(request.since)
         until = parse_when(request.until) if request.until else int(time.time() - settings.lag)
@@ -125,9 +153,14 @@ def run_backfill(
         if request.restart:
             rt.state.delete_job(job_key(rt.stream, arguments))
         job = find_or_create_job(rt.state, rt.stream, arguments, since, until, int(settings.window))
-        report = BackfillReport(rt.stream, job.since, job.until)
+        report = BackfillReport(rt.stream, job.since, job.until, job.job)
         if job.finished_at is not None:
             report.already_complete = True
+            # Ids kept for a companion's job that will not use them (not run, or complete).
+            if not keep_ids:
+                rt.state.forget_job_ids(job.job)
+            if partner is not None:
+                rt.state.forget_job_ids(partner.job)
             return report
         handover = None
         if request.until is None and rt.source.live:
@@ -145,11 +178,19 @@ def run_backfill(
             stop=stop,
             on_progress=on_progress,
             handover=handover,
+            keep_ids=keep_ids,
+            partner=JobPartner(rt.state, rt.stream, partner.stream, partner.job)
+            if partner is not None
+            else None,
         )
         try:
             progress = runner.run()
         except Stopped:
             raise BackfillInterrupted() from None
+        except TenantRefused:
+            if partner is not None:  # a refused listing lists nothing twice
+                rt.state.forget_job_ids(partner.job)
+            raise
         report.elapsed = time.monotonic() - started
         report.windows = progress.windows_done
         report.events = progress.events
@@ -217,9 +258,13 @@ class Backfill:
         stop: threading.Event | None = None,
         on_progress: Callable[[Progress, int], None] | None = None,
         handover: Handover | None = None,
+        keep_ids: bool = False,
+        partner: JobPartner | None = None,
     ) -> None:
         self.job = job
         self.handover = handover
+        self.keep_ids = keep_ids  # for the tenant companion's job (`partner` there)
+        self.partner = partner
         self.scope = backfill_scope(job.job)
         self.source = source
         self.delivery = delivery
@@ -326,10 +371,14 @@ class Backfill:
                     raise BackfillInterrupted()
                 if window not in seen:
                     seen[window] = self.state.delivered_ids(self.scope, window.start, window.end)
+                    if self.partner is not None:
+                        seen[window] |= self.partner.ids(window)
                     buffers[window] = []
                     counts[window] = 0
                 buffer = buffers[window]
                 if kind == "page":
+                    if self.partner is not None:
+                        self.partner.count(window, payload)
                     self.delivery.take_new(payload, seen[window], buffer)
                     if len(buffer) >= self.batch_size:  # full batches now, the rest waits
                         full = len(buffer) - len(buffer) % self.batch_size
@@ -344,6 +393,8 @@ class Backfill:
                     progress.windows_done += 1
                     outstanding -= 1
                     self._forget(window, buffers, seen, counts)
+                    if self.partner is not None:
+                        self.partner.done(window)
                 elif kind == "split":
                     oldest = payload
                     delivered_part = Window(oldest + 1, window.end)
@@ -360,15 +411,24 @@ class Backfill:
                     progress.windows_total += len(rest)
                     outstanding += len(rest) - 1
                     self._forget(window, buffers, seen, counts)
+                    if self.partner is not None:
+                        self.partner.split(window, oldest, rest)
                     for part in rest:
                         self._todo.put(part)
                     self.log.debug("split dense window %s into %s", window, rest)
                 if self.on_progress:
                     self.on_progress(progress, done_at_start)
-            progress.handed_over = self.state.finish_job(self.job.job, self.handover)
+            progress.handed_over = self.state.finish_job(
+                self.job.job,
+                self.handover,
+                keep_ids=self.keep_ids,
+                partner_job=self.partner.job if self.partner is not None else None,
+            )
             self.delivery.flush()
             return progress
         finally:
+            if self.partner is not None:
+                self.partner.report(self.log)
             self._abort.set()
             for _ in threads:
                 self._todo.put(None)
@@ -379,8 +439,12 @@ class Backfill:
         """Deliver and commit `batch` in slices of at most `batch_size` (a page may hold more:
         a file's pages are 500 events, and a window ends with what its last pages left), the
         window's `changes` with the last slice."""
-        if self.handover is not None:
+        if self.keep_ids:  # all of them, until the companion's job has covered their window
+            changes["keep_ids_from"] = self.job.since
+        elif self.handover is not None:
             changes["keep_ids_from"] = self.handover.keep_from
+        if self.partner is not None:
+            changes["partner_scope"] = self.partner.scope
         total = 0
         while len(batch) > self.batch_size:
             head, batch = batch[: self.batch_size], batch[self.batch_size :]

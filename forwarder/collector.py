@@ -15,6 +15,7 @@ from typing import Any
 from forwarder import metrics
 from forwarder.delivery import Delivery
 from forwarder.errors import ForwarderError
+from forwarder.listed_twice import LiveListing
 from forwarder.logs import get_logger
 from forwarder.sources import Source
 from forwarder.sources.openai_api import TenantRefused
@@ -26,8 +27,8 @@ TENANT_RETRY_SECONDS = 3600.0
 # Ids remembered in memory during one listing before they are reloaded from the state, limited
 # to the part of the span not yet complete: memory follows a batch, not the span.
 SEEN_LIMIT = 20_000
-# How far back a stream keeps its delivered ids for its partner (see `_ListedTwice`) beyond
-# its own overlap, while the partner has not listed that part yet: a partner further behind
+# How far back a stream keeps its delivered ids for its partner (`forwarder.listed_twice`)
+# beyond its own overlap, while the partner has not listed that part yet: a partner further behind
 # (a tenant listing refused for days) may see events of a server that ignores tenant_only twice.
 PARTNER_KEEP = 86_400
 # A stream that starts this much later than now - lag is told that it waits (a --lag of years).
@@ -74,7 +75,6 @@ class Collector:
         # The stream that lists the other half of this organization's events (a stream and
         # its tenant companion): an event both listings return is delivered once.
         self.partner = partner
-        self.partner_scope = live_scope(partner) if partner else None
         # Called for every page: tells the daemon's /livez that a long sweep still moves.
         self.heartbeat = heartbeat or (lambda: None)
         self.log = get_logger()
@@ -148,7 +148,7 @@ class Collector:
         move the watermark to `span_end` (None: leave it). While the listing runs, the part
         [done_from, span_end) known to be complete is committed after each batch."""
         seen = self.state.delivered_ids(self.scope, read_from, end)
-        twice = _ListedTwice(self, read_from, start, end)
+        twice = self._listed_twice(read_from, start, end)
         seen |= twice.ids
         batch: list[dict[str, Any]] = []
         oldest: int | None = None  # the oldest time listed so far
@@ -185,18 +185,23 @@ class Collector:
                     self.state.set_live_span(self.stream, LiveSpan(start, span_end, done_from))
                 if len(seen) > SEEN_LIMIT:
                     seen = self.state.delivered_ids(self.scope, read_from, done_from)
-                    twice = _ListedTwice(self, read_from, start, done_from, twice.counted)
+                    twice = self._listed_twice(read_from, start, done_from, twice.counted)
                     seen |= twice.ids
             if self.stop.is_set():
                 self.log.info("stop requested: window left open", extra=log_extra)
                 return total
         total += self._deliver(batch, span_end)
-        twice.report()
+        twice.report(self.log)
         if span_end is not None and self.state.live_span(self.stream) is not None:
             self.state.set_live_span(self.stream, None)
         if total:
             self.log.info("delivered %d events", total, extra=log_extra)
         return total
+
+    def _listed_twice(
+        self, read_from: int, start: int, end: int, counted: set[str] | None = None
+    ) -> LiveListing:
+        return LiveListing(self.state, self.stream, self.partner, read_from, start, end, counted)
 
     def _warn_of_repeats(self, read_from: int | None) -> None:
         """A re-read reaching further back than the ids kept (--overlap widened since the
@@ -322,69 +327,6 @@ class Collector:
         if self.state.tenant_refusal(self.stream) is not None:
             self.state.set_tenant_refusal(self.stream, None)
             self.log.info("tenant listing accepted again", extra={"stream": self.stream})
-
-
-class _ListedTwice:
-    """The events of a listing that the partner stream (a stream and its tenant companion)
-    delivered already: a server that ignores `tenant_only` lists every event in both. Which
-    types are tenant-scoped is partly our inference, so no event is dropped for its type:
-    an id check costs a lookup, a wrong guess about a type would cost the event. Counted in
-    `oaf_events_listed_twice_total`, with one warning per stream and process."""
-
-    warned: set[str] = set()  # streams warned about, in this process
-
-    def __init__(
-        self,
-        collector: Collector,
-        read_from: int,
-        start: int,
-        end: int,
-        counted: set[str] | None = None,
-    ) -> None:
-        self.collector = collector
-        scope = collector.partner_scope
-        self.ids = collector.state.delivered_ids(scope, read_from, end) if scope else set()
-        self.start = start
-        self.counted: set[str] = set() if counted is None else counted
-
-    @property
-    def found(self) -> int:
-        return len(self.counted)
-
-    def count(self, page: list[Any]) -> None:
-        """Count the events of `page` the partner delivered, in the span's new part only
-        (the re-read overlap before it was counted by the sweep that first listed it)."""
-        if not self.ids:
-            return
-        ids, start, counted = self.ids, self.start, self.counted
-        for event in page:
-            event_id = event.get("id") if isinstance(event, dict) else None
-            if not isinstance(event_id, str) or event_id not in ids:
-                continue
-            at = event.get("effective_at")
-            if type(at) is int and at >= start:
-                counted.add(event_id)
-
-    def report(self) -> None:
-        if not self.found:
-            return
-        stream = self.collector.stream
-        metrics.EVENTS_LISTED_TWICE.labels(stream).inc(self.found)
-        message = (
-            "%d events listed here were delivered by stream %s already (the API listed them "
-            "with and without tenant_only); each is delivered once"
-        )
-        partner = (self.collector.partner_scope or "").partition(":")[2]
-        if stream in self.warned:
-            self.collector.log.info(message, self.found, partner, extra={"stream": stream})
-            return
-        self.warned.add(stream)
-        self.collector.log.warning(
-            message + "; counted in oaf_events_listed_twice_total, not warned again",
-            self.found,
-            partner,
-            extra={"stream": stream},
-        )
 
 
 def _duration_text(seconds: int) -> str:

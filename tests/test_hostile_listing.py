@@ -8,11 +8,14 @@ reruns against a server that behaves again: nothing lost, nothing repeated."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,11 @@ import httpx
 import orjson
 import pytest
 
+from forwarder import metrics
+from forwarder.backfill import BackfillReport, BackfillRequest, backfill_streams
+from forwarder.config import load_settings
 from forwarder.deadletter import read_dead_letters
+from forwarder.state import BackfillJob, Commit, State, Window, backfill_scope
 from tests.conftest import ADMIN_KEY, ORG_TYPES, cli_env, raw_file_sink, read_ndjson, run_cli
 from tests.fakes.events import EVENT_TYPES, is_tenant_scoped, make_events
 from tests.fakes.openai_api import MALFORMED_PAGES, FakeOpenAI
@@ -260,6 +267,147 @@ def test_a_server_that_ignores_tenant_only_delivers_each_event_once_with_one_war
         assert len(warned) == 1, text
         assert "delivered by stream default already" in warned[0]
         assert "each is delivered once" in warned[0]
+
+
+@contextlib.contextmanager
+def forwarder_log() -> Any:
+    """The records the forwarder logs meanwhile (its logger may not propagate to the root)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("forwarder")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def backfill_in_process(
+    tmp_path: Path,
+    fake: FakeOpenAI,
+    stream: str,
+    page_budget: int,
+    between: Callable[[], None] = lambda: None,
+) -> list[BackfillReport]:
+    """`backfill --since 2h` of `stream` and then its tenant companion, in this process (the
+    metric is read from its registry), `between` called in between; the signal handlers it
+    installs are put back after."""
+    settings = load_settings(
+        sinks=[f"file:{tmp_path / 'out.ndjson'}"],
+        output_schema="raw",
+        state=tmp_path / "s.db",
+        dead_letter=tmp_path / "dl",
+        admin_key=ADMIN_KEY,
+        base_url=fake.base_url,
+        stream=stream,
+        window="30m",
+    )
+    request = BackfillRequest("2h", concurrency=2, page_budget=page_budget)
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    handlers = {sig: signal.getsignal(sig) for sig in signals}
+    reports = []
+    try:
+        for report in backfill_streams(settings, request, stream_given=False):
+            reports.append(report)
+            if len(reports) == 1:
+                between()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return reports
+
+
+def kept_backfill_ids(tmp_path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(tmp_path / "s.db")) as db:
+        query = "SELECT count(*) FROM delivered WHERE scope LIKE 'backfill:%'"
+        return db.execute(query).fetchone()[0]
+
+
+@pytest.mark.parametrize("page_budget", [50, 1], ids=["whole-windows", "split-windows"])
+def test_a_server_that_ignores_tenant_only_makes_backfill_deliver_each_event_once_with_one_warning(
+    tmp_path: Path, page_budget: int
+) -> None:
+    events = events_of_the_last_hour(500, seed=158, types=EVENT_TYPES)
+    assert any(is_tenant_scoped(e["type"]) for e in events), "both kinds of events"
+    stream = f"acme{page_budget}"  # warned once per stream and process: a stream of its own
+    twice = f"{stream}-tenant"
+
+    def listed_twice() -> float:
+        sample = "oaf_events_listed_twice_total"
+        return metrics.REGISTRY.get_sample_value(sample, {"stream": twice}) or 0.0
+
+    with FakeOpenAI(events, admin_key=ADMIN_KEY) as fake:
+        fake.set_faults(ignore_tenant_only=True)
+        counted_before = listed_twice()
+        kept: list[int] = []
+        with forwarder_log() as records:
+            reports = backfill_in_process(
+                tmp_path,
+                fake,
+                stream,
+                page_budget,
+                lambda: kept.append(kept_backfill_ids(tmp_path)),
+            )
+        # The stream's job kept its ids (on disk, by time) until its companion's job ran; that
+        # job loads them one window at a time and forgets them as it covers each window.
+        assert kept == [500]
+        assert [(r.stream, r.events) for r in reports] == [(stream, 500), (twice, 0)]
+        if page_budget == 1:
+            assert reports[1].windows > 4  # the companion's windows were split, and split again
+        # 1,000 listed, 500 delivered, once each; the companion's 500 counted once each.
+        assert delivered(tmp_path) == Counter(e["id"] for e in events)
+        assert listed_twice() - counted_before == 500
+        warned = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+        assert len(warned) == 1, warned
+        assert f"500 events listed here were delivered by stream {stream} already" in warned[0]
+        assert kept_backfill_ids(tmp_path) == 0
+
+        with forwarder_log() as records:
+            again = backfill_in_process(tmp_path, fake, stream, page_budget)
+        assert [r.already_complete for r in again] == [True, True]
+        assert delivered(tmp_path) == Counter(e["id"] for e in events)
+        assert listed_twice() - counted_before == 500
+        assert [r for r in records if r.levelno >= logging.WARNING] == []
+        # The live streams continue from the backfill's end: nothing repeats there either.
+        live = run_once(tmp_path, fake, "--stream", stream)
+        assert live.code == 0, live.stderr
+        assert delivered(tmp_path) == Counter(e["id"] for e in events)
+
+
+def test_a_companion_job_forgets_the_ids_kept_for_it_window_by_window(tmp_path: Path) -> None:
+    """What an interrupted companion job has not covered yet stays for its rerun; what it
+    covered is gone, so the kept ids shrink as it goes (bounded by what is left to do)."""
+    start = int(time.time()) - 7200
+    older, newer = Window(start, start + 3600), Window(start + 3600, start + 7200)
+    ids = [(f"e{i}", start + i * 72) for i in range(100)]  # 50 in each window
+    kept_for_b = backfill_scope("job-a")
+    state = State(tmp_path / "s.db")
+    try:
+        for job, stream in (("job-a", "acme"), ("job-b", "acme-tenant")):
+            plan = BackfillJob(job, stream, start, start + 7200, 3600, None)
+            state.create_job(plan, "{}", [older, newer])
+        # job-a (the stream's) keeps its ids past its windows and its end, for job-b.
+        for window, delivered_here in ((newer, ids[50:]), (older, ids[:50])):
+            done = ("job-a", window, 50)
+            state.commit(
+                Commit(kept_for_b, delivered_here, {}, window_done=done, keep_ids_from=start)
+            )
+        state.finish_job("job-a", keep_ids=True)
+        assert state.count_delivered(kept_for_b) == 100
+
+        # job-b covers the newer window, then stops: the older window's ids stay for its rerun.
+        done = ("job-b", newer, 0)
+        scope = backfill_scope("job-b")
+        state.commit(Commit(scope, [], {}, window_done=done, partner_scope=kept_for_b))
+        assert state.delivered_ids(kept_for_b, start) == {i for i, at in ids if at < newer.start}
+        state.finish_job("job-b", partner_job="job-a")
+        assert state.count_delivered(kept_for_b) == 0
+    finally:
+        state.close()
 
 
 def test_a_page_in_ascending_order_breaks_the_listing_and_a_repeated_page_does_not() -> None:

@@ -55,6 +55,9 @@ class Commit:
     # (job, old window, its delivered part, events in it so far, the pending rest)
     window_split: tuple[str, Window, Window, int, list[Window]] | None = None
     keep_ids_from: int | None = None  # a finished window keeps its ids from here on (Handover)
+    # A companion's job: the scope of its stream's job, whose ids kept for it are forgotten
+    # in each window (or delivered part) this one finishes.
+    partner_scope: str | None = None
 
 
 class State(StreamRows, BackfillJobs, SinkPositions):
@@ -72,6 +75,10 @@ class State(StreamRows, BackfillJobs, SinkPositions):
             if commit.prune_before is not None:
                 self._forget_ids_before(db, scope, commit.prune_before)
             if commit.window_done is not None:
-                self._window_done(db, scope, commit.window_done, commit.keep_ids_from)
+                self._window_done(
+                    db, scope, commit.window_done, commit.keep_ids_from, commit.partner_scope
+                )
             if commit.window_split is not None:
-                self._window_split(db, scope, commit.window_split, commit.keep_ids_from)
+                self._window_split(
+                    db, scope, commit.window_split, commit.keep_ids_from, commit.partner_scope
+                )

@@ -80,9 +80,18 @@ class BackfillJobs(DeliveredIds):
         )
         return [(Window(start, end), status, events) for start, end, status, events in rows]
 
-    def finish_job(self, job: str, handover: Handover | None = None) -> bool:
-        """Mark the job finished and forget its ids. With `handover`, a live stream that has no
-        watermark yet starts where the job ended; returns whether that happened."""
+    def finish_job(
+        self,
+        job: str,
+        handover: Handover | None = None,
+        *,
+        keep_ids: bool = False,
+        partner_job: str | None = None,
+    ) -> bool:
+        """Mark the job finished and forget its ids, unless `keep_ids` (the tenant companion's
+        job still has to skip them), and the ids `partner_job` kept for this one. With
+        `handover`, a live stream that has no watermark yet starts where the job ended; returns
+        whether that happened."""
         scope = backfill_scope(job)
         with self._transaction() as db:
             db.execute("UPDATE backfill_jobs SET finished_at=? WHERE job=?", (time.time(), job))
@@ -92,18 +101,43 @@ class BackfillJobs(DeliveredIds):
                     "SELECT 1 FROM streams WHERE stream=?", (handover.stream,)
                 ).fetchone()
                 if row is None:
-                    db.execute(
-                        "UPDATE OR IGNORE delivered SET scope=? WHERE scope=? AND effective_at>=?",
-                        (live_scope(handover.stream), scope, handover.keep_from),
-                    )
+                    self._hand_ids_over(db, scope, handover, keep_ids)
                     db.execute(
                         "INSERT INTO streams(stream, watermark, updated_at, ids_from) "
                         "VALUES (?,?,?,?)",
                         (handover.stream, handover.watermark, time.time(), handover.keep_from),
                     )
                     handed_over = True
-            self._forget_scope(db, scope)
+            if not keep_ids:
+                self._forget_scope(db, scope)
+            if partner_job is not None:
+                self._forget_scope(db, backfill_scope(partner_job))
         return handed_over
+
+    @staticmethod
+    def _hand_ids_over(
+        db: sqlite3.Connection, scope: str, handover: Handover, keep_ids: bool
+    ) -> None:
+        """The job's ids from `handover.keep_from` on become the live stream's: moved, or
+        copied when the job keeps its own."""
+        live = live_scope(handover.stream)
+        if keep_ids:
+            db.execute(
+                "INSERT OR IGNORE INTO delivered(scope, effective_at, id) "
+                "SELECT ?, effective_at, id FROM delivered WHERE scope=? AND effective_at>=?",
+                (live, scope, handover.keep_from),
+            )
+        else:
+            db.execute(
+                "UPDATE OR IGNORE delivered SET scope=? WHERE scope=? AND effective_at>=?",
+                (live, scope, handover.keep_from),
+            )
+
+    def forget_job_ids(self, job: str) -> None:
+        """Forget the ids a finished job kept for its tenant companion's job, which will not
+        need them (the companion's listing refused, or not run)."""
+        with self._transaction() as db:
+            self._forget_scope(db, backfill_scope(job))
 
     @reported
     def jobs(self) -> list[tuple[str, str, int, int, float | None, int, int, int]]:
@@ -126,6 +160,7 @@ class BackfillJobs(DeliveredIds):
         scope: str,
         done: tuple[str, Window, int],
         keep_ids_from: int | None,
+        partner_scope: str | None,
     ) -> None:
         job, window, events = done
         db.execute(
@@ -135,7 +170,7 @@ class BackfillJobs(DeliveredIds):
         )
         # A finished window is never read again: its ids need not be remembered, which
         # keeps every later commit of a long backfill small.
-        cls._forget_window_ids(db, scope, window, keep_ids_from)
+        cls._forget_window_ids(db, scope, window, keep_ids_from, partner_scope)
 
     @classmethod
     def _window_split(
@@ -144,9 +179,10 @@ class BackfillJobs(DeliveredIds):
         scope: str,
         split: tuple[str, Window, Window, int, list[Window]],
         keep_ids_from: int | None,
+        partner_scope: str | None,
     ) -> None:
         job, old, done_part, done_events, rest = split
-        cls._forget_window_ids(db, scope, done_part, keep_ids_from)
+        cls._forget_window_ids(db, scope, done_part, keep_ids_from, partner_scope)
         db.execute(
             "DELETE FROM backfill_windows WHERE job=? AND start=? AND end=?",
             (job, old.start, old.end),
@@ -159,7 +195,14 @@ class BackfillJobs(DeliveredIds):
 
     @classmethod
     def _forget_window_ids(
-        cls, db: sqlite3.Connection, scope: str, window: Window, keep_from: int | None
+        cls,
+        db: sqlite3.Connection,
+        scope: str,
+        window: Window,
+        keep_from: int | None,
+        partner_scope: str | None,
     ) -> None:
         end = window.end if keep_from is None else min(window.end, keep_from)
         cls._forget_ids(db, scope, window.start, end)
+        if partner_scope is not None:  # what the companion's job has covered now
+            cls._forget_ids(db, partner_scope, window.start, window.end)
