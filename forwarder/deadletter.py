@@ -1,6 +1,8 @@
 """The dead-letter directory: every event that could not be mapped, or that a sink refused for
 good, is appended here (NDJSON, fsynced before the checkpoint moves) with its reason, once:
-a letter whose content is already in the directory is not written again."""
+a letter whose content is already in the directory is not written again, nor counted again
+(`oaf_events_dead_lettered_total`, the sweep's report). A batch that fails after its letters
+were written (a sink down) meets the same events next sweep: the same letters, not new ones."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from forwarder import metrics
 from forwarder.deepjson import DEEP_NESTING, dumps_deep, loads_deep
 from forwarder.errors import StorageError
 from forwarder.files import make_private_dirs
@@ -29,6 +32,9 @@ class DeadLetter:
     event: Any
     schema: str | None = None
     sink: str | None = None
+    # Why, for the metric (invalid, mapping, rejected; None: not counted): not stored, the
+    # reason says it.
+    kind: str | None = None
 
     def fields(self) -> dict[str, Any]:
         """The letter as stored, without its time (what its content hash covers)."""
@@ -93,7 +99,8 @@ class DeadLetters:
     def __init__(self, directory: Path, stream: str) -> None:
         self.directory = directory
         self.stream = stream
-        self.count = 0  # letters handed in, including those already on file
+        self.count = 0  # new letters written (not those already on file)
+        self.handed_in = 0  # letters handed in, including those already on file
         self._known: set[str] | None = None
 
     def add(
@@ -103,8 +110,9 @@ class DeadLetters:
         *,
         schema: str | None = None,
         sink: str | None = None,
+        kind: str | None = None,
     ) -> None:
-        self.add_many([DeadLetter(time.time(), self.stream, reason, event, schema, sink)])
+        self.add_many([DeadLetter(time.time(), self.stream, reason, event, schema, sink, kind)])
 
     def _known_hashes(self) -> set[str]:
         if self._known is None:
@@ -115,19 +123,24 @@ class DeadLetters:
         return self._known
 
     def add_many(self, letters: list[DeadLetter]) -> None:
+        """Write the letters the directory does not hold yet (fsynced), then count them: a
+        letter whose write failed is new again at the next attempt."""
         if not letters:
             return
         known = self._known_hashes()
         lines: list[bytes] = []
+        new: list[DeadLetter] = []
+        digests: set[str] = set()
         for letter in letters:
             fields = letter.fields()
             digest = content_hash(fields)
-            if digest in known:
+            if digest in known or digest in digests:
                 continue
-            known.add(digest)
+            digests.add(digest)
+            new.append(letter)
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(letter.time))
             lines.append(orjson.dumps({"time": stamp, **fields}, default=repr) + b"\n")
-        self.count += len(letters)
+        self.handed_in += len(letters)
         if not lines:
             return
         path = self.directory / time.strftime("dead-letters-%Y-%m-%d.ndjson", time.gmtime())
@@ -148,6 +161,11 @@ class DeadLetters:
             raise StorageError(
                 f"dead letters {self.directory}: cannot write ({exc.strerror or exc})"
             ) from None
+        known.update(digests)
+        self.count += len(new)
+        for letter in new:
+            if letter.kind is not None:
+                metrics.EVENTS_DEAD_LETTERED.labels(letter.stream, letter.kind).inc()
 
 
 CLAIMED = ".replaying"

@@ -90,8 +90,9 @@ class Delivery:
         for event in page:
             problem = intake_problem(event, now)
             if problem:
-                self.dead_letters.add(f"invalid event: {problem}", event)
-                metrics.EVENTS_DEAD_LETTERED.labels(self.stream, "invalid").inc()
+                # Written now, before the batch commits; when the batch fails and the event is
+                # listed again, it is the same letter, neither written nor counted twice.
+                self.dead_letters.add(f"invalid event: {problem}", event, kind="invalid")
                 continue
             if event["id"] in seen:
                 continue
@@ -170,9 +171,9 @@ class Delivery:
                         by_id.get(rejection.record.id, rejection.record.id),
                         sink.schema,
                         sink.name,
+                        "rejected",
                     )
                 )
-                metrics.EVENTS_DEAD_LETTERED.labels(self.stream, "rejected").inc()
         # Dead letters are durable before the caller commits the checkpoint.
         self.dead_letters.add_many(letters)
 
@@ -201,9 +202,9 @@ class Delivery:
                         f"mapping {schema}: {exc.reason}",
                         event,
                         schema,
+                        kind="mapping",
                     )
                 )
-                metrics.EVENTS_DEAD_LETTERED.labels(self.stream, "mapping").inc()
                 continue
             if lines:
                 # Serialized now, and freed, while the document is in cache: for the whole batch

@@ -106,8 +106,8 @@ def _deliver(
                 delivery.deliver(batch)
                 # The file sink's committed offset must cover what replay appended.
                 state.set_sink_positions(opener.positions())
-            result.kept += again.count
-            result.delivered += len(events) - again.count
+            result.kept += again.handed_in
+            result.delivered += len(events) - again.handed_in
         opener.flush()
         DeadLetters(directory, "replay").add_many(unroutable)
         result.kept += len(unroutable)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -18,9 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgpack
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
     ADMIN_KEY,
@@ -32,6 +35,7 @@ from tests.conftest import (
 )
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.rsyslog import Rsyslog
+from tests.peers import free_port
 from tests.waiting import wait_for
 
 ERROR_PREFIX = "openai-audit-forwarder: error: "
@@ -690,11 +694,10 @@ def test_event_without_an_id_swept_11_times_leaves_exactly_one_dead_letter(
     for number in range(11):
         result = run_cli(*args, cwd=tmp_path, env=api_env)
         assert result.code == 0, result.stderr
-        # Every sweep meets the event again (it is handed to the dead letters each time).
-        assert re.search(r"sweep done: \d+ events delivered, .*, 1 dead-lettered", result.stderr), (
-            number,
-            result.stderr,
-        )
+        # Every sweep meets the event again; only the first one writes (and counts) a letter:
+        # the others meet the same letter, not a new one. (Its stream, then the companion.)
+        counted = re.findall(r"sweep done: .*, (\d+) dead-lettered", result.stderr)
+        assert counted == ["1" if number == 0 else "0", "0"], (number, result.stderr)
         time.sleep(1.1)  # the next sweep has a new second to ask for
 
     letters = read_letters(tmp_path / "dl")
@@ -708,6 +711,59 @@ def test_event_without_an_id_swept_11_times_leaves_exactly_one_dead_letter(
     received = [doc["id"] for doc in read_ndjson(out)]
     assert Counter(received) == Counter(e["id"] for e in events)
     assert len(received) + len(letters) == len(events) + 1
+
+
+def test_a_sink_down_for_3_sweeps_leaves_one_letter_for_an_invalid_event_counted_once(
+    tmp_path: Path, fake_api: FakeOpenAI, api_env: dict[str, str]
+) -> None:
+    events = recent_events(20, hours=1, seed=31)
+    fake_api.add_events(events)
+    at = int(time.time()) - 1800
+    anonymous = {"type": "login.failed", "effective_at": at}
+    fake_api.add_raw(orjson.dumps(anonymous), at, "login.failed")
+    out = tmp_path / "out.ndjson"
+    rotating = tmp_path / "out.ndjson.rotating"
+    rotating.touch()  # the file sink writes nothing while it exists: down, and retried
+    port = free_port()
+    sink = ("--schema", "raw", "--sink", f"file:{out}")
+    args = [a for a in sweep(tmp_path, *sink) if a not in ("--once", "-q")]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "forwarder", *args, "--interval", "1s", "--without-tenant",
+         "--sink-retry-timeout", "1s", "--metrics-addr", f"127.0.0.1:{port}"],
+        cwd=tmp_path, env=api_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+    def metric(name: str, **labels: str) -> float | None:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        wanted = {"stream": "default", **labels}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and wanted.items() <= sample.labels.items():
+                    return sample.value
+        return 0.0
+
+    try:
+        # Each failed sweep listed the window, met the invalid event, and handed it in again.
+        assert wait_for(lambda: (metric("oaf_sweeps_total", outcome="failure") or 0) >= 3, 60)
+        assert len(read_letters(tmp_path / "dl")) == 1
+        assert metric("oaf_events_dead_lettered_total", kind="invalid") == 1
+        assert not out.exists() or read_ndjson(out) == []
+
+        rotating.unlink()  # the sink is back
+        assert wait_for(lambda: len(read_ndjson(out)) >= len(events), 60)
+        assert wait_for(lambda: (metric("oaf_sweeps_total", outcome="success") or 0) >= 2, 60)
+        assert metric("oaf_events_dead_lettered_total", kind="invalid") == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr.decode()
+    letters = read_letters(tmp_path / "dl")
+    assert [letter_event(letter) for letter in letters] == [anonymous]
+    # No loss, no duplicate: received plus dead-lettered equals the input.
+    assert Counter(doc["id"] for doc in read_ndjson(out)) == Counter(e["id"] for e in events)
 
 
 def test_deadletter_list_and_replay_report_a_non_object_and_a_garbage_line_by_number_and_process_the_rest(  # noqa: E501
