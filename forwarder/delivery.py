@@ -64,7 +64,8 @@ class Delivery:
         for sink in self.sinks:
             self._retry(sink, sink.open)
             position = committed(sink.name)
-            sink.restore(position)
+            # Retried: a file sink does not cut its tail while a rotation runs.
+            self._retry(sink, lambda s=sink, p=position: s.restore(p))
             if position is None:
                 adopted[sink.name] = sink.position()
         return adopted
@@ -118,8 +119,14 @@ class Delivery:
             except BaseException:
                 self._roll_back(state)
                 raise
+            self.committed()
         metrics.EVENTS_COLLECTED.labels(self.stream).inc(len(batch))
         return len(batch)
+
+    def committed(self) -> None:
+        """The batch written last is committed: sinks release what they kept for it."""
+        for sink in self.sinks:
+            sink.committed()
 
     def _roll_back(self, state: State) -> None:
         """The batch was not committed (a sink down, the dead letters or the state not

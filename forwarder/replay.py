@@ -106,6 +106,7 @@ def _deliver(
                 delivery.deliver(batch)
                 # The file sink's committed offset must cover what replay appended.
                 state.set_sink_positions(opener.positions())
+                opener.committed()
             result.kept += again.handed_in
             result.delivered += len(events) - again.handed_in
         opener.flush()

@@ -21,13 +21,18 @@ from pathlib import Path
 import orjson
 import pytest
 
+from forwarder.deadletter import DeadLetters
+from forwarder.delivery import Delivery
+from forwarder.errors import DeliveryError
 from forwarder.sinks import open_sink
 from forwarder.sinks.base import Record
 from forwarder.sinks.file import request_reopen
+from forwarder.state import State
+from mappings.registry import load_mapper
 from tests.conftest import ADMIN_KEY, ORG_TYPES, REPO, cli_env
 from tests.fakes.events import make_events
 from tests.fakes.openai_api import FakeOpenAI
-from tests.peers import require_executable
+from tests.peers import free_port, require_executable
 from tests.waiting import wait_for
 
 CONFIGS = {
@@ -241,6 +246,7 @@ def test_request_reopen_reopens_a_file_sink_before_its_next_batch(tmp_path: Path
     sink = open_sink(f"file:{path}")
     sink.restore(None)
     sink.write(records(1))
+    sink.committed()  # as Delivery does after the commit: a reopen waits for it
     request_reopen()  # what SIGHUP calls
     assert not sink.follow()  # reopened, same file, same position
     sink.write(records(1, start=1))
@@ -279,6 +285,7 @@ def test_no_batch_is_written_while_a_rotation_holds_the_marker(tmp_path: Path) -
     sink = open_sink(f"file:{path}")
     sink.restore(None)
     sink.write(records(1))
+    sink.committed()
     marker = tmp_path / "out.ndjson.rotating"
     marker.touch()
     with pytest.raises(SinkError, match=r"being rotated \(.*out.ndjson.rotating exists\)"):
@@ -307,3 +314,64 @@ def test_a_batch_is_not_written_while_another_process_holds_the_files_flock(
     sink.write(records(1))
     sink.close()
     assert path.read_bytes().count(b"\n") == 1
+
+
+def test_a_batch_that_fails_after_its_file_write_is_cut_before_logrotate_can_keep_it(
+    tmp_path: Path,
+) -> None:
+    """The file sink keeps the file's flock from a batch's write until it is committed or
+    cut: a rotation (copytruncate, the packaged config) that starts while another sink of the
+    batch is down waits for the roll-back, so the failed batch is not in the copy, and the
+    retried batch arrives once."""
+    logrotate = require_executable("logrotate", "apt-get install logrotate")
+    directory = tmp_path / "out"
+    out = directory / "audit.ndjson"
+    file_sink = open_sink(f"file:{out}", "raw")
+    down = open_sink(f"syslog+tcp://127.0.0.1:{free_port()}?retries=0&timeout=1", "raw")
+    mappers = {"raw": load_mapper("raw")}
+    state = State(tmp_path / "s.db")
+    dead_letters = DeadLetters(tmp_path / "dl", "default")
+    alone = Delivery([file_sink], mappers, dead_letters, stream="default")
+    state.set_sink_positions(alone.open(state.sink_position))  # (the other one is down)
+    both = Delivery([file_sink, down], mappers, dead_letters, stream="default", retry_timeout=3)
+    now = int(time.time())
+    events = make_events(20, start=now - 600, end=now - 60, seed=5, types=ORG_TYPES)
+    failed: list[float] = []
+
+    def deliver() -> None:
+        own = State(tmp_path / "s.db")  # a connection of this thread's own
+        try:
+            with pytest.raises(DeliveryError, match="syslog"):
+                both.deliver_and_commit(own, "live:default", events)
+            failed.append(time.monotonic())
+        finally:
+            own.close()
+
+    config = logrotate_config(tmp_path, "copytruncate", directory, os.getpid())
+    attempt = threading.Thread(target=deliver)
+    attempt.start()
+    try:
+        # The batch is in the file, the other sink is being retried: rotate now.
+        assert wait_for(lambda: out.exists() and out.stat().st_size > 0, 30)
+        rotated = subprocess.run(
+            [logrotate, "-f", "-s", str(tmp_path / "logrotate.state"), str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        rotation_ended = time.monotonic()
+        assert rotated.returncode == 0 and not rotated.stderr, rotated.stderr
+    finally:
+        attempt.join()
+    assert failed and rotation_ended >= failed[0]  # the rotation waited for the roll-back
+    found, everything = ids_in(directory)
+    assert found == Counter()  # nothing of the failed batch, in the copy or the file
+
+    # The other sink is gone for good; the batch goes again, to the file alone.
+    alone.deliver_and_commit(state, "live:default", events)
+    file_sink.close()
+    down.close()
+    state.close()
+    found, everything = ids_in(directory)
+    assert found == Counter(e["id"] for e in events)  # once each
+    assert b"\x00" not in everything

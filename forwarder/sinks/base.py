@@ -255,7 +255,8 @@ def parse_sink_url(
 
 class Sink(ABC):
     """A destination. The collector calls `open`, `restore`, then `write` per batch, commits
-    its state with `position()` after each successful write, and `close` at the end."""
+    its state with `position()` after each successful write and then calls `committed` (or
+    `restore` when the batch failed), and `close` at the end."""
 
     # The sink writes each `doc` as `orjson.dumps(doc, option=OPT_APPEND_NEWLINE)`: delivery
     # then serializes it into `Record.line` right after mapping, while it is still in cache.
@@ -301,6 +302,10 @@ class Sink(ABC):
     def position(self) -> str | None:
         """A position to commit with the state after a successful write (None: nothing)."""
         return None
+
+    def committed(self) -> None:  # noqa: B027 - optional hook
+        """The batch written last is committed: release what was kept for it until then (the
+        file sink's lock, which holds a rotation off until the batch is committed or cut)."""
 
     def follow(self) -> bool:
         """Before each batch: notice that the destination moved (a file rotated, truncated,

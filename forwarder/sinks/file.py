@@ -10,9 +10,11 @@ file (logrotate `copytruncate`) is written at its real end, never at the old off
 would leave NUL bytes). SIGHUP (`request_reopen`) makes every file sink reopen before its next
 batch. A moved position is reported by `follow` so that it is committed before the batch is
 written into the new place. While `PATH.rotating` exists (logrotate's prerotate creates it,
-postrotate removes it) no batch is written: each write holds `flock` on the file, which the
-prerotate takes once after creating the marker, so logrotate never copies, renames or
-truncates the file in the middle of a batch (`packaging/logrotate/`).
+postrotate removes it) no batch is written: a batch holds `flock` on the file from its write
+until it is committed (`committed`) or cut (`restore`), and the prerotate takes that lock once
+after creating the marker, so logrotate never copies, renames or truncates the file between a
+batch's write and its commit or roll-back: a batch that fails (another sink down) is cut
+before a rotation can keep it, and is not repeated (`packaging/logrotate/`).
 
 One process per file: an open-file-description lock (`F_OFD_SETLK`) held as long as the sink
 is open refuses a second writer (`flock` stays free for the rotation handshake). The target
@@ -78,6 +80,10 @@ class FileSink(Sink):
         self._offset = 0
         self._generation = _reopen_generation[0]
         self._told_stale = False
+        # `_opened` of the file whose flock a batch written and not yet committed or cut keeps
+        # (None: no such batch): a rotation waits for it.
+        self._held: int | None = None
+        self._restored = False  # the tail a crash may have left was looked at
         self._lock = threading.Lock()  # the sink is shared by the streams of one process
 
     @classmethod
@@ -144,9 +150,41 @@ class FileSink(Sink):
     # The committed position ------------------------------------------------------------
 
     def restore(self, position: str | None) -> None:
-        """Cut what was written after the last committed offset (a batch whose commit the
-        crash prevented). A different inode means the file was rotated: keep it whole."""
-        self.open()
+        """Cut what was written after the last committed offset: at start, a batch whose
+        commit a crash prevented; later, a batch that failed (another sink down, the state not
+        writable), still under the lock it was written with, so no rotation took it meanwhile.
+        At start, not while a rotation runs (`SinkError`, retried). A different inode means
+        the file was rotated: keep it whole."""
+        with self._lock:
+            self.open()
+            if self._holding():
+                try:
+                    self._cut(position)
+                finally:
+                    self._release()
+                return
+            self._held = None
+            if self._restored:
+                return  # nothing written since the last commit: nothing to cut
+            with self._write_window():
+                self._cut(position)
+            self._restored = True
+
+    def committed(self) -> None:
+        """The batch written last is committed: a rotation may go on."""
+        with self._lock:
+            self._release()
+
+    def _holding(self) -> bool:
+        return self._held is not None and self._held == self._opened
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and held == self._opened and self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _cut(self, position: str | None) -> None:
         assert self._fd is not None
         if not position:
             return
@@ -195,7 +233,10 @@ class FileSink(Sink):
             except OSError as exc:
                 raise SinkError(f"file {self.path}: cannot lock ({exc.strerror or exc})") from None
             try:
-                self._refuse_while_rotating()
+                # A batch not yet committed keeps the lock: a rotation is waiting for it, and
+                # the batch's retry goes on in the file it began in.
+                if not self._holding():
+                    self._refuse_while_rotating()
                 self._follow()
             except BaseException:
                 self._unlock(fd, opened)
@@ -209,6 +250,8 @@ class FileSink(Sink):
             self._unlock(fd, opened)
 
     def _unlock(self, fd: int, opened: int) -> None:
+        if self._held == opened:
+            return  # kept for the batch until it is committed or cut
         if self._opened == opened and fd == self._fd:  # else closed already: lock gone
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -221,8 +264,8 @@ class FileSink(Sink):
             now = None
         if now is None or (now.st_dev, now.st_ino) != self._identity:
             self._reopen("the path names another file: rotated, moved or deleted")
-        elif self._generation != _reopen_generation[0]:
-            self._reopen("SIGHUP")
+        elif self._generation != _reopen_generation[0] and not self._holding():
+            self._reopen("SIGHUP")  # (after the batch in flight: it keeps its file)
         else:
             size = os.fstat(self._fd).st_size
             if size < self._offset:
@@ -264,6 +307,7 @@ class FileSink(Sink):
             # Follows a rotation too, normally a no-op: `follow` ran (and its move was
             # committed) just before.
             with self._write_window() as fd:
+                self._held = self._opened  # until committed or cut: see the module docstring
                 try:
                     written = os.pwrite(fd, data, self._offset)
                     while written < len(data):
@@ -284,8 +328,9 @@ class FileSink(Sink):
 
     def close(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
+            os.close(self._fd)  # releases the lock; an uncommitted tail is cut at next start
             self._fd = None
+            self._held = None
 
 
 def target_problem(path: Path, follow_symlinks: bool) -> str | None:
