@@ -18,7 +18,11 @@ lists its pages oldest first, each page newest first inside (its `after` cursors
 newer events); `malformed_page` answers pages
 that continue a listing (with `after`) with a malformed body: "no_has_more" (the key left out),
 "data_null" (`"data": null`) or "more_without_cursor" (`has_more: true`, no events, no
-`last_id`), `malformed_count` times (None: every time).
+`last_id`), `malformed_count` times (None: every time); `paging` breaks the cursors: "cycle"
+answers the second page's cursor with the first page again (a cursor that comes back),
+"endless" answers every cursor with the first page under a fresh cursor and `has_more`
+forever; `strays` adds to every page the two newest and the two oldest events from outside
+the requested window (whatever the filters).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import itertools
 import random
 import re
 import socket
@@ -62,6 +67,7 @@ _KNOWN_PARAMS = frozenset(
 
 Params = dict[str, list[str]]
 MALFORMED_PAGES = ("no_has_more", "data_null", "more_without_cursor")
+BROKEN_PAGING = ("cycle", "endless")
 
 
 class ApiError(Exception):
@@ -376,6 +382,9 @@ class FakeOpenAI:
         self._oldest_first = False
         self._malformed_page: str | None = None
         self._malformed_count: int | None = None
+        self._paging: str | None = None
+        self._fresh_cursors = 0
+        self._strays = False
         #: Stored events the last list request examined (pins down O(page) paging in tests).
         self.last_scanned = 0
         #: The most API requests that waited out their latency at the same time so far.
@@ -437,12 +446,21 @@ class FakeOpenAI:
         oldest_first: bool | None = None,
         malformed_page: str | None = None,
         malformed_count: int | None = None,
+        paging: str | None = None,
+        strays: bool | None = None,
     ) -> None:
         """Change fault injection; None leaves a setting as it is (`malformed_page=""` ends
-        the malformed pages; see the module docstring for the hostile modes)."""
+        the malformed pages, `paging=""` the broken cursors; see the module docstring for the
+        hostile modes)."""
         if malformed_page and malformed_page not in MALFORMED_PAGES:
             raise ValueError(f"malformed_page must be one of {', '.join(MALFORMED_PAGES)}")
+        if paging and paging not in BROKEN_PAGING:
+            raise ValueError(f"paging must be one of {', '.join(BROKEN_PAGING)}")
         with self._lock:
+            if paging is not None:
+                self._paging = paging or None
+            if strays is not None:
+                self._strays = strays
             if ignore_tenant_only is not None:
                 self._ignore_tenant_only = ignore_tenant_only
             if oldest_first is not None:
@@ -626,6 +644,12 @@ class FakeOpenAI:
             a = bisect_left(st.ts, q.lo)  # first position inside the window
             b = bisect_right(st.ts, q.up)  # one past the last
             cursor = q.after if q.after is not None else q.before
+            continues = cursor is not None
+            fresh_cursor: str | None = None
+            if self._paging == "endless" and q.after is not None:
+                self._fresh_cursors += 1
+                fresh_cursor = f"cursor-{self._fresh_cursors}"
+                cursor = None  # the first page again, under a cursor never seen before
             pos: int | None = None
             if cursor is not None:
                 pos = st.position(cursor)
@@ -637,6 +661,10 @@ class FakeOpenAI:
                         param=name,
                         code="invalid_cursor",
                     )
+                if self._paging == "cycle" and q.after is not None:
+                    listed = sum(self._matches(q, i) for i in range(max(a, pos), b))
+                    if listed == 2 * q.limit:  # the second page's cursor: back to the first
+                        pos = None
             page: list[int] = []
             has_more = False
             last_of_page: int | None = None
@@ -681,11 +709,15 @@ class FakeOpenAI:
             blobs = [st.blobs[i] for i in page]
             # Oldest first: the next (newer) page starts after the newest of this one.
             cursor_blob = st.blobs[last_of_page] if last_of_page is not None else None
-            malformed = self._take_malformed(cursor is not None)
+            malformed = self._take_malformed(continues)
+            strays = self._stray_blobs(a, b) if self._strays else []
         first_id = _blob_id(blobs[0]) if blobs else None
         last_id = _blob_id(blobs[-1]) if blobs else None
         if cursor_blob is not None:
             last_id = _blob_id(cursor_blob)
+        if fresh_cursor is not None:
+            last_id, has_more = fresh_cursor, True
+        blobs += strays
         if malformed is not None:
             return _malformed_body(malformed, blobs, first_id, last_id, has_more)
         return b"".join(
@@ -701,6 +733,16 @@ class FakeOpenAI:
                 b"}",
             )
         )
+
+    def _stray_blobs(self, a: int, b: int) -> list[bytes]:
+        """The two newest and the two oldest stored events outside positions [a, b), in
+        listing order (called under the lock)."""
+        st = self._store
+        newest_first = itertools.chain(range(len(st) - 1, b - 1, -1), range(a - 1, -1, -1))
+        oldest_first = itertools.chain(range(a), range(b, len(st)))
+        newest = list(itertools.islice(newest_first, 2))
+        oldest = list(itertools.islice(oldest_first, 2))[::-1]
+        return [st.blobs[i] for i in newest + oldest]
 
     def _take_malformed(self, continues: bool) -> str | None:
         """The malformed answer due for this page, if any (called under the lock)."""
