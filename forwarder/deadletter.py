@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 
-from forwarder import metrics
 from forwarder.deepjson import DEEP_NESTING, dumps_deep, loads_deep
 from forwarder.errors import StorageError
 from forwarder.files import make_private_dirs
@@ -32,8 +31,7 @@ class DeadLetter:
     event: Any
     schema: str | None = None
     sink: str | None = None
-    # Why, for the metric (invalid, mapping, rejected; None: not counted): not stored, the
-    # reason says it.
+    # Why, for the metric (invalid, mapping, rejected): not stored, the reason says it.
     kind: str | None = None
 
     def fields(self) -> dict[str, Any]:
@@ -111,8 +109,10 @@ class DeadLetters:
         schema: str | None = None,
         sink: str | None = None,
         kind: str | None = None,
-    ) -> None:
-        self.add_many([DeadLetter(time.time(), self.stream, reason, event, schema, sink, kind)])
+    ) -> list[DeadLetter]:
+        return self.add_many(
+            [DeadLetter(time.time(), self.stream, reason, event, schema, sink, kind)]
+        )
 
     def _known_hashes(self) -> set[str]:
         if self._known is None:
@@ -122,11 +122,11 @@ class DeadLetters:
                     self._known.update(content_hash(letter) for _, _, letter in read_file(path))
         return self._known
 
-    def add_many(self, letters: list[DeadLetter]) -> None:
-        """Write the letters the directory does not hold yet (fsynced), then count them: a
+    def add_many(self, letters: list[DeadLetter]) -> list[DeadLetter]:
+        """Write the letters the directory does not hold yet (fsynced) and return them: a
         letter whose write failed is new again at the next attempt."""
         if not letters:
-            return
+            return []
         known = self._known_hashes()
         lines: list[bytes] = []
         new: list[DeadLetter] = []
@@ -142,7 +142,7 @@ class DeadLetters:
             lines.append(orjson.dumps({"time": stamp, **fields}, default=repr) + b"\n")
         self.handed_in += len(letters)
         if not lines:
-            return
+            return []
         path = self.directory / time.strftime("dead-letters-%Y-%m-%d.ndjson", time.gmtime())
         data = b"".join(lines)
         try:
@@ -163,9 +163,7 @@ class DeadLetters:
             ) from None
         known.update(digests)
         self.count += len(new)
-        for letter in new:
-            if letter.kind is not None:
-                metrics.EVENTS_DEAD_LETTERED.labels(letter.stream, letter.kind).inc()
+        return new
 
 
 CLAIMED = ".replaying"

@@ -93,7 +93,8 @@ class Delivery:
             if problem:
                 # Written now, before the batch commits; when the batch fails and the event is
                 # listed again, it is the same letter, neither written nor counted twice.
-                self.dead_letters.add(f"invalid event: {problem}", event, kind="invalid")
+                reason = f"invalid event: {problem}"
+                self._dead_letter([DeadLetter(now, self.stream, reason, event, kind="invalid")])
                 continue
             if event["id"] in seen:
                 continue
@@ -182,7 +183,13 @@ class Delivery:
                     )
                 )
         # Dead letters are durable before the caller commits the checkpoint.
-        self.dead_letters.add_many(letters)
+        self._dead_letter(letters)
+
+    def _dead_letter(self, letters: list[DeadLetter]) -> None:
+        """Hand `letters` to the dead letters; count those new to the directory (a repeat of a
+        letter it holds is not a new dead letter)."""
+        for letter in self.dead_letters.add_many(letters):
+            metrics.EVENTS_DEAD_LETTERED.labels(self.stream, letter.kind or "other").inc()
 
     def _render(
         self,

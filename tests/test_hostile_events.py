@@ -33,6 +33,7 @@ from tests.conftest import (
     run_cli,
     write_jsonl,
 )
+from tests.fakes.forward_server import ForwardServer
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.rsyslog import Rsyslog
 from tests.peers import free_port
@@ -721,11 +722,9 @@ def test_a_sink_down_for_3_sweeps_leaves_one_letter_for_an_invalid_event_counted
     at = int(time.time()) - 1800
     anonymous = {"type": "login.failed", "effective_at": at}
     fake_api.add_raw(orjson.dumps(anonymous), at, "login.failed")
-    out = tmp_path / "out.ndjson"
-    rotating = tmp_path / "out.ndjson.rotating"
-    rotating.touch()  # the file sink writes nothing while it exists: down, and retried
+    fluentd = ForwardServer(port=free_port())  # not started yet: the sink is down
+    sink = ("--schema", "raw", "--sink", fluentd.url(tag="openai.audit", retries="1", timeout="1"))
     port = free_port()
-    sink = ("--schema", "raw", "--sink", f"file:{out}")
     args = [a for a in sweep(tmp_path, *sink) if a not in ("--once", "-q")]
     process = subprocess.Popen(
         [sys.executable, "-m", "forwarder", *args, "--interval", "1s", "--without-tenant",
@@ -733,11 +732,11 @@ def test_a_sink_down_for_3_sweeps_leaves_one_letter_for_an_invalid_event_counted
         cwd=tmp_path, env=api_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
 
-    def metric(name: str, **labels: str) -> float | None:
+    def metric(name: str, **labels: str) -> float:
         try:
             text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         except httpx.HTTPError:
-            return None
+            return -1.0  # not listening yet
         wanted = {"stream": "default", **labels}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -747,23 +746,24 @@ def test_a_sink_down_for_3_sweeps_leaves_one_letter_for_an_invalid_event_counted
 
     try:
         # Each failed sweep listed the window, met the invalid event, and handed it in again.
-        assert wait_for(lambda: (metric("oaf_sweeps_total", outcome="failure") or 0) >= 3, 60)
+        assert wait_for(lambda: metric("oaf_sweeps_total", outcome="failure") >= 3, 60)
         assert len(read_letters(tmp_path / "dl")) == 1
         assert metric("oaf_events_dead_lettered_total", kind="invalid") == 1
-        assert not out.exists() or read_ndjson(out) == []
 
-        rotating.unlink()  # the sink is back
-        assert wait_for(lambda: len(read_ndjson(out)) >= len(events), 60)
-        assert wait_for(lambda: (metric("oaf_sweeps_total", outcome="success") or 0) >= 2, 60)
+        fluentd.start()  # the receiver is back
+        assert wait_for(lambda: len(fluentd.entries) >= len(events), 60)
+        assert wait_for(lambda: metric("oaf_sweeps_total", outcome="success") >= 2, 60)
         assert metric("oaf_events_dead_lettered_total", kind="invalid") == 1
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
+        fluentd.stop()
     assert process.returncode == 0, stderr.decode()
     letters = read_letters(tmp_path / "dl")
     assert [letter_event(letter) for letter in letters] == [anonymous]
     # No loss, no duplicate: received plus dead-lettered equals the input.
-    assert Counter(doc["id"] for doc in read_ndjson(out)) == Counter(e["id"] for e in events)
+    received = Counter(entry[2]["id"] for entry in fluentd.entries)
+    assert received == Counter(e["id"] for e in events)
 
 
 def test_deadletter_list_and_replay_report_a_non_object_and_a_garbage_line_by_number_and_process_the_rest(  # noqa: E501

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from forwarder.errors import ForwarderError
 from forwarder.state.delivered import DeliveredIds, live_scope
@@ -97,17 +98,8 @@ class StreamRows(DeliveredIds):
         return None if row is None else LiveSpan(*row)
 
     def set_live_span(self, stream: str, span: LiveSpan | None) -> None:
-        with self._transaction() as db:
-            if span is None:
-                db.execute("DELETE FROM live_spans WHERE stream=?", (stream,))
-            else:
-                db.execute(
-                    "INSERT INTO live_spans(stream, start, end, done_from, updated_at) "
-                    "VALUES (?,?,?,?,?) ON CONFLICT(stream) DO UPDATE SET start=excluded.start, "
-                    "end=excluded.end, done_from=excluded.done_from, "
-                    "updated_at=excluded.updated_at",
-                    (stream, span.start, span.end, span.done_from, time.time()),
-                )
+        values = None if span is None else (span.start, span.end, span.done_from, time.time())
+        self._set_row("live_spans", ("start", "end", "done_from", "updated_at"), stream, values)
 
     @reported
     def tenant_refusal(self, stream: str) -> tuple[float, str] | None:
@@ -122,13 +114,21 @@ class StreamRows(DeliveredIds):
         return list(self.db.execute("SELECT stream, refused_at, message FROM tenant_refusals"))
 
     def set_tenant_refusal(self, stream: str, message: str | None) -> None:
+        values = None if message is None else (time.time(), message)
+        self._set_row("tenant_refusals", ("refused_at", "message"), stream, values)
+
+    def _set_row(
+        self, table: str, columns: tuple[str, ...], stream: str, values: tuple[Any, ...] | None
+    ) -> None:
+        """Write the stream's row of `table` (a table of this module), or delete it (None)."""
         with self._transaction() as db:
-            if message is None:
-                db.execute("DELETE FROM tenant_refusals WHERE stream=?", (stream,))
-            else:
-                db.execute(
-                    "INSERT INTO tenant_refusals(stream, refused_at, message) VALUES (?,?,?) "
-                    "ON CONFLICT(stream) DO UPDATE SET refused_at=excluded.refused_at, "
-                    "message=excluded.message",
-                    (stream, time.time(), message),
-                )
+            if values is None:
+                db.execute(f"DELETE FROM {table} WHERE stream=?", (stream,))
+                return
+            updates = ", ".join(f"{column}=excluded.{column}" for column in columns)
+            db.execute(
+                f"INSERT INTO {table}(stream, {', '.join(columns)}) "
+                f"VALUES (?{',?' * len(columns)}) "
+                f"ON CONFLICT(stream) DO UPDATE SET {updates}",
+                (stream, *values),
+            )
