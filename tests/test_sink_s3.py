@@ -23,7 +23,7 @@ import pytest
 from forwarder.sinks import Record, SinkConfigError, SinkError, open_sink
 from forwarder.sinks.s3 import S3Sink
 from tests.peers import free_port
-from tests.seaweedfs import SECRET_KEY, SeaweedFS, use_credentials
+from tests.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, use_credentials
 
 pytestmark = pytest.mark.peer
 
@@ -77,7 +77,9 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def s3_client(server: Any) -> Any:
-    return boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
+    return boto3.session.Session(
+        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY
+    ).client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
 
 
 @pytest.fixture
