@@ -11,8 +11,7 @@ from typing import Any
 import msgpack
 from fluent.sender import EventTime
 
-from forwarder.errors import one_line
-from forwarder.sinks.base import Record, Rejection
+from forwarder.sinks.base import Record, Rejection, encode_each
 from forwarder.sinks.fluentd.transport import Chunk, new_chunk_id
 
 
@@ -26,32 +25,33 @@ class ChunkEncoder:
         self._packer = msgpack.Packer(use_bin_type=True)
 
     def encode(self, records: Sequence[Record]) -> tuple[list[Chunk], list[Rejection]]:
-        """Pack `[EventTime, doc]` entries and cut them into chunks of at most `chunk_bytes`;
-        a record msgpack cannot encode is rejected alone."""
-        pack = self._packer.pack
+        """Pack `[EventTime, doc]` entries (`encode_each`: a record msgpack cannot encode is
+        rejected alone) and cut them into chunks of at most `chunk_bytes`."""
+        packer = self._packer
+        pack = packer.pack
         times: dict[Any, EventTime] = {}
-        rejections: list[Rejection] = []
-        chunks: list[Chunk] = []
-        parts: list[bytes] = []
-        size = 0
-        for record in records:
+
+        def entry(record: Record) -> bytes:
             ts = record.effective_at
             event_time = times.get(ts)
             if event_time is None:
                 event_time = times[ts] = event_time_of(ts)
             try:
-                entry = pack((event_time, record.doc))
-            except (TypeError, ValueError, OverflowError) as exc:
-                self._packer.reset()
-                rejections.append(
-                    Rejection(record, f"cannot encode as msgpack: {one_line(str(exc))}")
-                )
-                continue
-            if parts and size + len(entry) > self.chunk_bytes:
+                return pack((event_time, record.doc))
+            except BaseException:
+                packer.reset()  # drop what a failed pack left in the buffer
+                raise
+
+        entries, rejections = encode_each(records, entry, "msgpack")
+        chunks: list[Chunk] = []
+        parts: list[bytes] = []
+        size = 0
+        for packed in entries:
+            if parts and size + len(packed) > self.chunk_bytes:
                 chunks.append(self._chunk(parts))
                 parts, size = [], 0
-            parts.append(entry)
-            size += len(entry)
+            parts.append(packed)
+            size += len(packed)
         if parts:
             chunks.append(self._chunk(parts))
         return chunks, rejections
