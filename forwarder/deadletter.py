@@ -114,22 +114,25 @@ class DeadLetters:
                     self._known.update(content_hash(letter) for _, _, letter in read_file(path))
         return self._known
 
-    def add_many(self, letters: list[DeadLetter]) -> None:
+    def add_many(self, letters: list[DeadLetter]) -> list[DeadLetter]:
+        """Append `letters`; returns those written now (not already in the directory)."""
         if not letters:
-            return
+            return []
         known = self._known_hashes()
         lines: list[bytes] = []
+        new: list[DeadLetter] = []
         for letter in letters:
             fields = letter.fields()
             digest = content_hash(fields)
             if digest in known:
                 continue
             known.add(digest)
+            new.append(letter)
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(letter.time))
             lines.append(orjson.dumps({"time": stamp, **fields}, default=repr) + b"\n")
         self.count += len(letters)
         if not lines:
-            return
+            return new
         path = self.directory / time.strftime("dead-letters-%Y-%m-%d.ndjson", time.gmtime())
         data = b"".join(lines)
         try:
@@ -148,6 +151,7 @@ class DeadLetters:
             raise StorageError(
                 f"dead letters {self.directory}: cannot write ({exc.strerror or exc})"
             ) from None
+        return new
 
 
 CLAIMED = ".replaying"
