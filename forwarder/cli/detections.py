@@ -19,7 +19,13 @@ from mappings.sigma import SCHEMAS
 @click.group()
 def detections() -> None:
     """Sigma detections for the OpenAI audit log, and their conversions per SIEM (needs the
-    `detections` extra: pip install 'openai-audit-forwarder[detections]')."""
+    `detections` extra: pip install 'openai-audit-forwarder[detections]').
+
+    \b
+    Examples:
+      openai-audit-forwarder detections list
+      openai-audit-forwarder detections export --target esql --schema ecs -o rules.ndjson
+    """
 
 
 @detections.command("list")
