@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from mappings import ecs, ocsf
 from mappings.catalog import CATALOG, VERB_ACTIONS, Action, EventSpec, Realm, spec_for
+from mappings.ecs import plan as ecs
+from mappings.ocsf import classes as ocsf
 
 
 def _ecs_cell(spec: EventSpec, realm: Realm | None = None) -> str:

@@ -1,4 +1,4 @@
-"""OCSF versions: renders the OCSF 1.8.0 documents of `mappings/ocsf.py` in an older version,
+"""OCSF versions: renders the OCSF 1.8.0 documents of `mappings/ocsf/` in an older version,
 driven by that version's official schema (the `ocsf-json-schema` package embeds every one).
 
 The rules, applied to every attribute of the document, recursively:
@@ -25,7 +25,7 @@ from typing import Any
 
 from mappings.registry import MappingError
 
-NATIVE_VERSION = "1.8.0"  # what mappings/ocsf.py renders
+NATIVE_VERSION = "1.8.0"  # what mappings/ocsf/ renders
 # Versions documents can be rendered in (and are tested against): 1.0.0 and its release
 # candidates predate the shape of today's IAM classes.
 SUPPORTED_VERSIONS = ("1.1.0", "1.2.0", "1.3.0", "1.4.0", "1.5.0", "1.6.0", "1.7.0", "1.8.0")

@@ -61,7 +61,7 @@ def _put(doc: Any, path: str, value: Any) -> None:
     doc[steps[-1]] = value
 
 
-# What mappings/ocsf.py itself puts in `unmapped`: the source's fields without an OCSF place.
+# What mappings/ocsf/ itself puts in `unmapped`: the source's fields without an OCSF place.
 _SOURCE_LEFTOVERS = ("actor", "project", "payload", "extra")
 
 

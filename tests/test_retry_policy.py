@@ -306,6 +306,7 @@ def test_delivery_binds_its_stop_signal_to_every_sink(tmp_path: Path) -> None:
     relp = open_sink("syslog+relp://127.0.0.1:1?schema=raw")
     delivery(relp, tmp_path, stop=stop)
     assert relp.stop is stop and relp._relp is not None and relp._relp.stop is stop
+    assert relp._stream is not None and relp._stream.stop is stop  # its connects and sends
 
 
 def test_a_retrier_copy_without_waits_keeps_the_budget() -> None:

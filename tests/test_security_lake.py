@@ -68,7 +68,9 @@ def forwarder_env() -> dict[str, str]:
 
 
 def client(server: SeaweedFS) -> Any:
-    return boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
+    return boto3.session.Session(
+        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY
+    ).client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
 
 
 @pytest.fixture

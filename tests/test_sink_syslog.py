@@ -14,7 +14,7 @@ import pytest
 import trustme
 
 from forwarder.sinks import Record, SinkError, open_sink
-from forwarder.sinks.rfc5424 import escape_param
+from forwarder.sinks.syslog.rfc5424 import escape_param
 from tests.fakes.rsyslog import Rsyslog
 from tests.peers import free_port
 from tests.waiting import wait_for

@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from forwarder.sinks import Record, SinkConfigError, SinkError, open_sink
-from forwarder.sinks.cef import CefBody, escape_extension, escape_header
-from forwarder.sinks.relp import RelpError, RelpSession
-from forwarder.sinks.rfc5424 import (
+from forwarder.sinks.syslog.cef import CefBody, escape_extension, escape_header
+from forwarder.sinks.syslog.relp import RelpError, RelpSession
+from forwarder.sinks.syslog.rfc5424 import (
     MessageBuilder,
     escape_param,
     parse_facility,
@@ -106,6 +106,7 @@ def test_cef_escaping() -> None:
         ("syslog+tcp://127.0.0.1:514?max_size=10", "max_size must be >= 64"),
         ("syslog+tls://127.0.0.1:514?ca_file=/nonexistent.pem", "TLS setup"),
         ("syslog+tcp://127.0.0.1", "needs HOST:PORT"),
+        ("syslog+tcp://127.0.0.1:514?sd_id=ours]x", "sd_id='ours]x' must not contain"),
     ],
 )
 def test_bad_parameters_are_config_errors_naming_the_setting(url: str, message: str) -> None:

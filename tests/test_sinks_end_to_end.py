@@ -54,7 +54,7 @@ AWS_ENV = {
 
 
 def s3_ids(endpoint: str, bucket: str) -> Counter[str]:
-    client = boto3.client(
+    client = boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint,
         region_name="us-east-1",
@@ -91,7 +91,7 @@ def test_fan_out_to_three_sinks_commits_only_when_all_acknowledged_and_one_down_
     tmp_path: Path, rsyslog: Rsyslog, s3_endpoint: str
 ) -> None:
     bucket = "fanout-audit"
-    boto3.client(
+    boto3.session.Session().client(
         "s3",
         endpoint_url=s3_endpoint,
         region_name="us-east-1",

@@ -27,7 +27,7 @@ __all__ = [
     "parse_sink_url",
 ]
 
-# scheme -> "module:class"; each class has `from_spec(spec: SinkSpec) -> Sink`.
+# scheme -> "module:class"; each class builds itself with `Sink.from_spec(spec)`.
 SCHEMES: dict[str, str] = {
     "file": "forwarder.sinks.file:FileSink",
     "stdout": "forwarder.sinks.stdout:StdoutSink",

@@ -1,9 +1,14 @@
 """The sink interface: a sink takes a batch of mapped records and returns only once the
-receiver has accepted it (or raises), so that the collector may commit its checkpoint."""
+receiver has accepted it (or raises), so that the collector may commit its checkpoint.
+
+Also what every sink's configuration shares (the URL, typed parameters, the TLS client
+context) and `short_reason`, a failure as the one line an error message carries."""
 
 from __future__ import annotations
 
 import math
+import socket
+import ssl
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -12,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from forwarder import errors
 from forwarder.logs import REDACTED, strip_url_credentials
 from mappings.ocsf_versions import check_version
 
@@ -265,6 +271,13 @@ class Sink(ABC):
         self.spec = spec
         self.stop = threading.Event()
 
+    @classmethod
+    @abstractmethod
+    def from_spec(cls, spec: SinkSpec) -> Sink:
+        """Build (not yet connect) the sink a parsed URL names: `spec.reject_unknown` first,
+        then its typed parameters. A bad parameter is a `SinkConfigError` here (exit 2), never
+        a failure at the first write."""
+
     def bind_stop(self, stop: threading.Event) -> None:
         """The stop signal every wait of this sink wakes on, ending it with `Stopped` (a sink
         never sleeps or waits past it). `Delivery` binds its own; unbound (as in `check`), a
@@ -324,3 +337,56 @@ class Sink(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files."""
+
+
+def short_reason(exc: BaseException) -> str:
+    """A connection, TLS or file failure as a short reason on one line, for the message of a
+    `SinkError` or `SinkConfigError` (the receiver is "the server")."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by the server"
+    if isinstance(exc, BrokenPipeError):
+        return "connection closed by the server"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return errors.one_line(exc.strerror)
+    return errors.one_line(str(exc)) or type(exc).__name__
+
+
+def tls_context(spec: SinkSpec, *, client_cert: bool = False) -> ssl.SSLContext:
+    """The TLS client context of a sink's `ca_file=` and `verify=` parameters (and, with
+    `client_cert`, `cert_file=` and `key_file=`): TLS 1.2 at least, the receiver's certificate
+    and host name verified unless `verify=false`. A file that cannot be loaded is a
+    `SinkConfigError` naming the parameter, at build time."""
+    verify = spec.bool_param("verify", True)
+    ca_file = spec.take("ca_file")
+    where = f"sink {spec.display}: TLS setup"
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise SinkConfigError(
+            f"{where}: ca_file {ca_file!r} cannot be loaded: {short_reason(exc)}"
+        ) from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if client_cert:
+        cert_file, key_file = spec.take("cert_file"), spec.take("key_file")
+        if key_file and not cert_file:
+            raise SinkConfigError(f"sink {spec.display}: key_file needs cert_file")
+        if cert_file:
+            try:
+                context.load_cert_chain(cert_file, key_file)
+            except (OSError, ssl.SSLError) as exc:
+                files = f"cert_file {cert_file!r}"
+                if key_file:
+                    files += f", key_file {key_file!r}"
+                raise SinkConfigError(
+                    f"{where}: {files} cannot be loaded: {short_reason(exc)}"
+                ) from None
+    return context

@@ -64,22 +64,6 @@ def _as_bytes(value: Any) -> bytes:
     raise Retryable(f"invalid HELO field {type(value).__name__}")
 
 
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, ConnectionResetError):
-        return "connection reset by the server"
-    if isinstance(exc, BrokenPipeError):
-        return "connection closed by the server"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve host ({exc.strerror})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return one_line(str(exc)) or type(exc).__name__
-
-
 def is_helo(message: Any) -> bool:
     return (
         isinstance(message, list)
@@ -138,18 +122,7 @@ class Connection:
         waits.send_all(self.sock, data, time.monotonic() + timeout, self.stop)
 
     def close(self) -> None:
-        close_socket(self.sock)
-
-
-def close_socket(sock: socket.socket) -> None:
-    """Close; a TLS socket first says close_notify, so the receiver sees a clean end of stream
-    (without it Fluentd logs `unexpected eof while reading` for every connection)."""
-    if isinstance(sock, ssl.SSLSocket):
-        with contextlib.suppress(OSError, ValueError):
-            sock.settimeout(1.0)
-            sock.unwrap()
-    with contextlib.suppress(OSError):
-        sock.close()
+        waits.close_socket(self.sock)
 
 
 class ForwardTransport:
@@ -209,7 +182,7 @@ class ForwardTransport:
             if self._shared_key is not None:
                 self._handshake(conn, self._shared_key)
         except BaseException:
-            close_socket(sock)
+            waits.close_socket(sock)
             raise
         return conn
 
@@ -273,7 +246,7 @@ class ForwardTransport:
             return ""
         finally:
             if sock is not None:
-                close_socket(sock)
+                waits.close_socket(sock)
 
     def _speaks_tls(self) -> bool:
         """True when the server completes a TLS handshake (certificate not checked here)."""
@@ -287,7 +260,7 @@ class ForwardTransport:
                     raw, server_hostname=self.host, do_handshake_on_connect=False
                 )
                 waits.sliced(sock, sock.do_handshake, time.monotonic() + wait, self.stop)
-                close_socket(sock)
+                waits.close_socket(sock)
                 return True
         except (OSError, ValueError):
             return False

@@ -23,6 +23,7 @@ from forwarder.sinks.base import (
     Sink,
     SinkError,
     SinkSpec,
+    encode_each,
 )
 from forwarder.sinks.s3 import config as s3config
 from forwarder.sinks.s3.objects import (
@@ -30,7 +31,6 @@ from forwarder.sinks.s3.objects import (
     PARQUET_TYPE,
     ndjson_objects,
     parquet_objects,
-    serializable,
 )
 from forwarder.sinks.s3.transport import S3Transport
 
@@ -110,11 +110,11 @@ class S3Sink(Sink):
         ordered = sorted(records, key=lambda r: (r.effective_at, r.id))
         if self.format == "parquet":
             return self._spool_write(ordered)
-        try:
-            newline = orjson.OPT_APPEND_NEWLINE
-            rejections, lines = [], [orjson.dumps(r.doc, option=newline) for r in ordered]
-        except ENCODE_ERRORS:
-            ordered, lines, rejections = serializable(ordered)
+        dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+        lines, rejections = encode_each(ordered, lambda r: dumps(r.doc, option=newline), "JSON")
+        if rejections:
+            refused = {id(rejection.record) for rejection in rejections}
+            ordered = [record for record in ordered if id(record) not in refused]
         if ordered:
             cfg = self.config
             for dt, name, body in ndjson_objects(ordered, lines, cfg.max_events, cfg.max_bytes):

@@ -11,9 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import orjson
-
-from forwarder.sinks.base import ENCODE_ERRORS, Record, Rejection
+from forwarder.sinks.base import Record
 from forwarder.sinks.s3.ocsf_arrow import SPOOL_ID, SPOOL_TIME, import_pyarrow
 
 GZIP_LEVEL = 6
@@ -56,22 +54,6 @@ def _chunks(sizes: list[int], max_events: int, max_bytes: int) -> Iterator[tuple
         total += size
     if start < len(sizes):
         yield start, len(sizes)
-
-
-def serializable(records: list[Record]) -> tuple[list[Record], list[bytes], list[Rejection]]:
-    """Slow path after a failed bulk dump: keep the records orjson can serialize (with their
-    lines), reject the others (a lone surrogate, a non-JSON type) so they go to dead letters."""
-    good: list[Record] = []
-    lines: list[bytes] = []
-    rejections: list[Rejection] = []
-    for record in records:
-        try:
-            lines.append(orjson.dumps(record.doc, option=orjson.OPT_APPEND_NEWLINE))
-        except ENCODE_ERRORS as exc:  # orjson.JSONEncodeError is a TypeError
-            rejections.append(Rejection(record, f"document is not serializable as JSON: {exc}"))
-        else:
-            good.append(record)
-    return good, lines, rejections
 
 
 def ndjson_objects(

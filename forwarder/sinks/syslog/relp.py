@@ -11,10 +11,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from forwarder import __version__, errors
+from forwarder import __version__
 from forwarder.retry import sink_retrying
 from forwarder.sinks import waits
-from forwarder.sinks.base import SinkError
+from forwarder.sinks.base import SinkError, short_reason
 
 MAX_TXNR = 999_999_999
 MAX_BACKOFF = 5.0
@@ -26,14 +26,6 @@ _HEADER = re.compile(rb"(\d{1,9}) ([A-Za-z]{1,32}) (\d{1,9})")
 
 class RelpError(Exception):
     """The session broke (error response, protocol violation, server close)."""
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as a single line of text (sink errors must be one line)."""
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return "timed out"
-    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return errors.one_line(text or type(exc).__name__)
 
 
 class RelpSession:
@@ -213,7 +205,7 @@ class RelpClient:
         except (OSError, RelpError) as exc:
             self._drop()
             owed.resend()
-            raise SinkError(f"{self._label}: {one_line(exc)}") from None
+            raise SinkError(f"{self._label}: {short_reason(exc)}") from None
         except BaseException:
             self._drop()  # stopped mid-exchange: never reuse this session
             raise

@@ -10,7 +10,7 @@ import orjson
 
 from forwarder import __version__
 from forwarder.sinks.base import Record
-from forwarder.sinks.rfc5424 import INFORMATIONAL, NOTICE, WARNING
+from forwarder.sinks.syslog.rfc5424 import INFORMATIONAL, NOTICE, WARNING
 
 CEF_SEVERITY = {INFORMATIONAL: 3, NOTICE: 5, WARNING: 6}
 
