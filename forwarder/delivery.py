@@ -291,10 +291,10 @@ class Delivery:
             base=BACKOFF_BASE,
             cap=self.backoff_cap,
             within=self.retry_timeout,
-            describe=lambda exc: f"sink {sink.name}: {exc}",
+            describe=lambda exc: _about(sink, exc),
             counter=metrics.SINK_RETRIES.labels(self.stream, sink.name),
             give_up=lambda exc, attempts: DeliveryError(
-                f"sink {sink.name}: {exc} (gave up after {attempts} attempts)"
+                f"{_about(sink, exc)} (gave up after {attempts} attempts)"
             ),
             log_extra={"sink": sink.name, "stream": self.stream},
             on_retry=self.on_retry,
@@ -302,7 +302,14 @@ class Delivery:
         try:
             return retrier(action)
         except SinkError as exc:  # permanent: retrying cannot help
-            raise DeliveryError(f"sink {sink.name}: {exc}") from None
+            raise DeliveryError(_about(sink, exc)) from None
+
+
+def _about(sink: Sink, exc: BaseException) -> str:
+    """`sink NAME: failure`, the name once (a sink's own message may start with it)."""
+    text = str(exc)
+    prefix = f"sink {sink.name}: "
+    return text if text.startswith(prefix) else prefix + text
 
 
 def _event_id(event: Any) -> Any:
