@@ -207,10 +207,6 @@ class Progress:
         elapsed = time.monotonic() - self.started
         return self.events / elapsed if elapsed > 0 else 0.0
 
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
     def eta(self, done_at_start: int) -> float | None:
         finished = self.windows_done - done_at_start
         remaining = self.windows_total - self.windows_done

@@ -130,6 +130,15 @@ def test_defaults_read_in_one_style_everywhere() -> None:
         assert not re.search(r"\(Default", flat), path
 
 
+def test_every_example_quotes_what_a_shell_would_expand() -> None:
+    """A `?`, `&` or `*` in a URL must be quoted, or a shell globs or backgrounds it: each
+    example reads exactly as shlex quotes its words."""
+    for path in ALL_PATHS:
+        for line in examples(helps()[path]):
+            assert shlex.join(shlex.split(line)) == line, (path, line)
+    assert "'fluentd://127.0.0.1:24224?tag=openai.audit'" in helps()[("run",)]
+
+
 def test_every_command_has_an_example() -> None:
     missing = [path for path in ALL_PATHS if path and not examples(helps()[path])]
     assert missing == []
@@ -275,6 +284,10 @@ def test_every_example_in_the_help_of_every_command_runs_as_printed(tmp_path: Pa
 
     assert len(ran) >= 15, ran
     assert len(forward.entries) > received  # the run and backfill examples delivered there
+    # The backfill example's span holds the sample: every event of it went to the receiver.
+    assert {event["id"] for event in sample} <= {
+        doc["event"]["id"] for _, _, doc in forward.entries
+    }
     assert read_ndjson(tmp_path / "out" / "ecs.ndjson")
     assert read_ndjson(tmp_path / "out" / "ocsf.ndjson")
     replayed = read_ndjson(tmp_path / "out" / "replayed.ndjson")
