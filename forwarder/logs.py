@@ -3,8 +3,9 @@ names the stream it belongs to: a stream's work runs inside `stream_context(NAME
 thread, or the part of a loop that sweeps it), so the source, the delivery, the sinks and the
 retry policy need not pass the name along; threads a stream starts carry it (`carry_context`).
 
-Verbosity: 0 INFO; 1 (`-v`) adds one line per API request and per sink batch (the logger
-`forwarder.requests`, silent otherwise); 2 (`-vv`) DEBUG; -1 ERROR; -2 CRITICAL."""
+Verbosity: 0 INFO; 1 (`-v`) adds the start-up line and one line per API request and per sink
+batch (the logger `forwarder.verbose`, silent below -v, so that a command that fails at start
+prints its one error line alone); 2 (`-vv`) DEBUG; -1 ERROR; -2 CRITICAL."""
 
 from __future__ import annotations
 
@@ -147,9 +148,9 @@ def setup_logging(log_format: str = "text", verbosity: int = 0) -> logging.Logge
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
-    # Request lines from -v on: below that, the child logger lets only warnings through.
-    requests = logging.getLogger(VERBOSE_LOGGER)
-    requests.setLevel(logging.NOTSET if verbosity > 0 else logging.WARNING)
+    # The start-up, request and batch lines from -v on; below, only its warnings pass.
+    verbose = logging.getLogger(VERBOSE_LOGGER)
+    verbose.setLevel(logging.NOTSET if verbosity > 0 else logging.WARNING)
     for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     threading.excepthook = _log_thread_crash
