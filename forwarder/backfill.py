@@ -18,12 +18,14 @@ from typing import Any
 
 import orjson
 
+from forwarder import metrics
 from forwarder.config import Settings, stream_groups, warn_insecure
 from forwarder.delivery import Delivery
 from forwarder.errors import ConfigError, ForwarderError, SourceError, Stopped
 from forwarder.listed_twice import JobPartner
-from forwarder.logs import get_logger, redact
-from forwarder.runtime import Runtime, install_stop_handlers
+from forwarder.logs import carry_context, get_logger, redact, stream_context
+from forwarder.replay import warn_of_dead_letters
+from forwarder.runtime import Runtime, install_stop_handlers, log_start, stream_name
 from forwarder.sources import Source
 from forwarder.sources.openai_api import TenantRefused
 from forwarder.state import BackfillJob, Handover, State, Window, backfill_scope
@@ -71,8 +73,8 @@ class BackfillReport:
     job: str = ""  # the job's key in the state
     already_complete: bool = False  # finished by an earlier run (--restart runs it again)
     windows: int = 0
-    events: int = 0
-    dead_lettered: int = 0
+    events: int = 0  # delivered (dead letters not counted)
+    dead_lettered: int = 0  # dead letters written
     elapsed: float = 0.0
     handed_over: bool = False  # the live stream now continues where this backfill ended
     live_kept: bool = False  # it would have, but the live stream has a checkpoint already
@@ -94,7 +96,15 @@ def backfill_streams(
     with a job of its own, and each followed by its tenant companion; a report per stream.
     A companion whose listing the API refuses is reported, not a failure."""
     groups = stream_groups(settings, stream_given)
-    warn_insecure([target for group in groups for target in group])
+    targets = [target for group in groups for target in group]
+    log_start("backfill", targets)
+    warn_insecure(targets)
+    if settings.metrics_addr:
+        from forwarder.health import Health, serve_metrics
+
+        for target in targets:
+            metrics.declare_backfill(stream_name(target))
+        serve_metrics(settings.metrics_addr, Health(float("inf")))
     stop = threading.Event()
     install_stop_handlers(stop)
     for group in groups:
@@ -104,9 +114,10 @@ def backfill_streams(
         for target in group:
             keep_ids = paired and target is group[0]
             try:
-                report = run_backfill(
-                    target, request, stop, on_progress, keep_ids=keep_ids, partner=partner
-                )
+                with stream_context(stream_name(target)):
+                    report = run_backfill(
+                        target, request, stop, on_progress, keep_ids=keep_ids, partner=partner
+                    )
             except TenantRefused as exc:
                 if not target.tenant_companion:
                     raise
@@ -193,10 +204,12 @@ def run_backfill(
             raise
         report.elapsed = time.monotonic() - started
         report.windows = progress.windows_done
-        report.events = progress.events
-        report.dead_lettered = rt.delivery.dead_letters.count
+        report.events = rt.delivery.tally.delivered
+        report.dead_lettered = rt.delivery.tally.dead_lettered
         report.handed_over = progress.handed_over
         report.live_kept = handover is not None and not progress.handed_over
+        sinks = [sink.name for sink in rt.delivery.sinks]
+        warn_of_dead_letters(rt.delivery.tally, settings, sinks, rt.stream, "backfill")
         return report
 
 
@@ -226,7 +239,7 @@ def find_or_create_job(
 class Progress:
     windows_total: int
     windows_done: int = 0
-    events: int = 0
+    events: int = 0  # delivered (dead letters not counted)
     started: float = field(default_factory=time.monotonic)
     handed_over: bool = False  # the live stream now starts where this backfill ended
 
@@ -343,12 +356,13 @@ class Backfill:
         done_at_start = progress.windows_done
         for window in pending:
             self._todo.put(window)
-        threads = [
-            threading.Thread(target=self._worker, name=f"backfill-{i}", daemon=True)
+        threads = [  # each carries the stream, for its log lines
+            threading.Thread(target=carry_context(self._worker), name=f"backfill-{i}", daemon=True)
             for i in range(min(self.concurrency, max(1, len(pending))))
         ]
         for thread in threads:
             thread.start()
+        self._progressed(progress, done_at_start)
         outstanding = len(pending)
         buffers: dict[Window, list[dict[str, Any]]] = {}
         seen: dict[Window, set[str]] = {}
@@ -383,13 +397,11 @@ class Backfill:
                     if len(buffer) >= self.batch_size:  # full batches now, the rest waits
                         full = len(buffer) - len(buffer) % self.batch_size
                         counts[window] += self._commit(buffer[:full])
-                        progress.events += full
                         del buffer[:full]
                 elif kind == "done":
                     counts[window] += self._commit(
                         buffer, window_done=(self.job.job, window, counts[window] + len(buffer))
                     )
-                    progress.events += len(buffer)
                     progress.windows_done += 1
                     outstanding -= 1
                     self._forget(window, buffers, seen, counts)
@@ -406,7 +418,6 @@ class Backfill:
                         buffer,
                         window_split=(self.job.job, window, delivered_part, events, rest),
                     )
-                    progress.events += len(buffer)
                     progress.windows_done += 1
                     progress.windows_total += len(rest)
                     outstanding += len(rest) - 1
@@ -416,8 +427,7 @@ class Backfill:
                     for part in rest:
                         self._todo.put(part)
                     self.log.debug("split dense window %s into %s", window, rest)
-                if self.on_progress:
-                    self.on_progress(progress, done_at_start)
+                self._progressed(progress, done_at_start)
             progress.handed_over = self.state.finish_job(
                 self.job.job,
                 self.handover,
@@ -434,6 +444,18 @@ class Backfill:
                 self._todo.put(None)
             for thread in threads:
                 thread.join(timeout=5)
+
+    def _progressed(self, progress: Progress, done_at_start: int) -> None:
+        """Progress after a page or a window: its events, the metrics, the caller's display."""
+        stream = self.job.stream
+        delivered = self.delivery.tally.delivered
+        metrics.BACKFILL_EVENTS.labels(stream).inc(delivered - progress.events)
+        progress.events = delivered
+        metrics.BACKFILL_WINDOWS.labels(stream, "done").set(progress.windows_done)
+        pending = progress.windows_total - progress.windows_done
+        metrics.BACKFILL_WINDOWS.labels(stream, "pending").set(pending)
+        if self.on_progress:
+            self.on_progress(progress, done_at_start)
 
     def _commit(self, batch: list[dict[str, Any]], **changes: Any) -> int:
         """Deliver and commit `batch` in slices of at most `batch_size` (a page may hold more:

@@ -12,13 +12,18 @@ from forwarder.state import LiveSpan, State, StreamLock, live_scope, watermark_p
 from forwarder.timeparse import format_when, out_of_range, parse_when
 
 
-def checkpoint_report(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+def checkpoint_report(
+    settings: Settings, only: str | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """`streams`, `backfills`, `sinks`, `tenant_refused` and `spools` (the S3 Parquet spool), times
-    as ISO 8601."""
+    as ISO 8601. With `only`, the streams, backfills and tenant refusals of that stream alone
+    (`ConfigError` when the state holds no such stream)."""
     if not settings.state_path.exists():
         raise ForwarderError(f"no state at {settings.state_path} (nothing collected yet)")
     state = State(settings.state_path)
     try:
+        if only is not None:
+            _require_stream(state, only, settings)
         streams = [
             {
                 "stream": stream,
@@ -51,6 +56,10 @@ def checkpoint_report(settings: Settings) -> dict[str, list[dict[str, Any]]]:
         ]
     finally:
         state.close()
+    if only is not None:
+        streams = [s for s in streams if s["stream"] == only]
+        jobs = [j for j in jobs if j["stream"] == only]
+        refusals = [r for r in refusals if r["stream"] == only]
     return {
         "streams": streams,
         "backfills": jobs,
@@ -92,15 +101,47 @@ def parse_watermark(when: str) -> int:
     return watermark
 
 
-def change_watermark(settings: Settings, watermark: int | None) -> str:
+def _require_stream(state: State, stream: str, settings: Settings) -> None:
+    """`ConfigError` (exit 2) unless the state holds something of `stream`: a watermark, a
+    sweep in progress, remembered ids, a backfill or a refused tenant listing."""
+    if (
+        any(name == stream for name, _, _ in state.streams())
+        or state.live_span(stream) is not None
+        or state.count_delivered(live_scope(stream))
+        or any(job[1] == stream for job in state.jobs())
+        or any(name == stream for name, _, _ in state.tenant_refusals())
+    ):
+        return
+    known = sorted({name for name, _, _ in state.streams()})
+    raise ConfigError(
+        f"invalid setting stream: no such stream {stream!r} in {settings.state_path} "
+        f"(streams there: {', '.join(known) or 'none'})"
+    )
+
+
+def forget_stream(settings: Settings) -> str:
+    """`checkpoint reset`: remove the stream's watermark and remembered ids (its next run
+    starts at --start-at); `ConfigError` when the state holds no such stream."""
+    if not settings.state_path.exists():
+        raise ConfigError(
+            f"invalid setting stream: no such stream {settings.stream!r}: no state at "
+            f"{settings.state_path}"
+        )
+    return change_watermark(settings, None, must_exist=True)
+
+
+def change_watermark(settings: Settings, watermark: int | None, must_exist: bool = False) -> str:
     """Move the stream's watermark (None: remove it, the next run starts at --start-at), with
-    its remembered ids forgotten, under the stream's lock. Returns the stream's name."""
+    its remembered ids forgotten, under the stream's lock. Returns the stream's name.
+    `must_exist`: `ConfigError` when the state holds no such stream."""
     stream = settings.stream
     lock = StreamLock(settings.state_path, f"stream {stream}")
     lock.acquire("checkpoint")
     try:
         state = State(settings.state_path)
         try:
+            if must_exist:
+                _require_stream(state, stream, settings)
             state.set_watermark(stream, watermark)
         finally:
             state.close()

@@ -6,14 +6,15 @@ listing is complete. A tenant stream whose listing the API refuses is retried at
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from forwarder import metrics
-from forwarder.delivery import Delivery
+from forwarder import PROG, metrics
+from forwarder.delivery import Delivery, Tally
 from forwarder.errors import ForwarderError
 from forwarder.listed_twice import LiveListing
 from forwarder.logs import get_logger
@@ -39,9 +40,11 @@ _WARNED_OVERLAP: set[str] = set()
 
 @dataclass
 class SweepResult:
-    events: int = 0
+    events: int = 0  # committed, dead-lettered ones included
     windows: int = 0
     watermark: int | None = None
+    # This sweep's delivered events and dead letters (the summary line and its warning).
+    tally: Tally = field(default_factory=Tally)
 
 
 class Collector:
@@ -83,6 +86,7 @@ class Collector:
         started = time.monotonic()
         now = time.time() if now is None else now
         result = SweepResult()
+        self.delivery.tally = result.tally
         # A refused tenant listing not yet due again is a successful sweep with nothing to do.
         if not self.tenant_companion or self._tenant_listing_due():
             self._sweep(now, result)
@@ -195,7 +199,7 @@ class Collector:
         if span_end is not None and self.state.live_span(self.stream) is not None:
             self.state.set_live_span(self.stream, None)
         if total:
-            self.log.info("delivered %d events", total, extra=log_extra)
+            self.log.debug("committed %d events", total, extra=log_extra)
         return total
 
     def _listed_twice(
@@ -257,6 +261,23 @@ class Collector:
         new_watermark = max(candidates) if candidates else None
         result.events += self._deliver(batch, new_watermark)
         result.windows += 1
+        if committed is not None and result.events == 0 and not result.tally.dead_lettered:
+            self._tell_nothing_new(committed)
+
+    def _tell_nothing_new(self, watermark: int) -> None:
+        """A rerun on the same input (after `rm -rf out`, say) delivers nothing: say why, and
+        how to deliver it again."""
+        state = str(self.state.path.resolve())
+        reset = [PROG, "checkpoint", "reset", "--stream", self.stream, "--state", state]
+        self.log.info(
+            "nothing new in %s: its events up to %s were delivered before (the checkpoint in "
+            "%s); to deliver them again: %s",
+            getattr(self.source, "label", "the input"),
+            format_when(watermark - 1),
+            state,
+            shlex.join(reset),
+            extra={"stream": self.stream},
+        )
 
     def _deliver(self, batch: list[dict[str, Any]], watermark: int | None = None) -> int:
         """Deliver and commit `batch` in slices of at most `batch_size` (a page may hold more:

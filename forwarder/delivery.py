@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -15,17 +16,59 @@ from forwarder import metrics
 from forwarder.deadletter import DeadLetter, DeadLetters
 from forwarder.errors import DeliveryError, Stopped
 from forwarder.intake import intake_problem
-from forwarder.logs import get_logger
+from forwarder.logs import get_logger, redact, verbose_logger
 from forwarder.retry import retrying, sink_failure_is_passing
 from forwarder.sinks.base import Record, Sink, SinkError
 from forwarder.state import Commit, State
 from mappings.registry import MapFunction, MappingError
 
-__all__ = ["Delivery", "Stopped", "close_sinks"]  # Stopped: where the CLI and service take it
+__all__ = ["Delivery", "Stopped", "Tally", "close_sinks"]  # Stopped: for the CLI and service
 
 BACKOFF_BASE = 0.5  # seconds before the first retry of a sink
 # The document of a record that only NDJSON sinks read: `Record.line` holds it.
 _SERIALIZED: dict[str, Any] = {}
+
+
+@dataclass
+class _Reason:
+    count: int
+    example: str  # the first letter's reason after its kind
+    varied: bool = False  # the letters of this group gave other details too
+
+
+@dataclass
+class Tally:
+    """What a stretch of work (one sweep, one backfill) delivered and dead-lettered: events
+    committed that no sink refused and no schema failed to map, and the dead letters written
+    (a letter already in the directory, an event met again in the overlap, is not counted
+    twice), grouped by kind of reason (`invalid event`, `mapping ecs`, `rejected`) and sink."""
+
+    delivered: int = 0
+    dead_lettered: int = 0
+    reasons: dict[tuple[str, str | None], _Reason] = field(default_factory=dict)
+
+    def add_letters(self, letters: Sequence[DeadLetter]) -> None:
+        self.dead_lettered += len(letters)
+        for letter in letters:
+            kind, _, detail = redact(letter.reason).partition(": ")
+            group = self.reasons.get((kind, letter.sink))
+            if group is None:
+                self.reasons[(kind, letter.sink)] = _Reason(1, detail)
+            else:
+                group.count += 1
+                group.varied |= detail != group.example
+
+    def reasons_text(self, limit: int = 5) -> str:
+        """The groups, the largest first: `2x rejected by sink S, e.g.: …; 1x mapping ecs: …`."""
+        groups = sorted(self.reasons.items(), key=lambda item: -item[1].count)
+        parts = []
+        for (kind, sink), group in groups[:limit]:
+            where = f" by sink {sink}" if sink else ""
+            example = ", e.g." if group.varied else ""
+            parts.append(f"{group.count}x {kind}{where}{example}: {group.example}")
+        if len(groups) > limit:
+            parts.append(f"{len(groups) - limit} other kinds")
+        return "; ".join(parts)
 
 
 class Delivery:
@@ -55,6 +98,8 @@ class Delivery:
         self.batch_lock: threading.Lock = threading.Lock()
         # Told "sink NAME: reason" before each retry of a sink (the daemon's /healthz).
         self.on_retry: Callable[[str], None] | None = None
+        # What was delivered and dead-lettered since the caller last set a new one (a sweep).
+        self.tally = Tally()
 
     def open(self, committed: Callable[[str], str | None]) -> dict[str, str | None]:
         """Open every sink, hand it its committed position (read only once the sink is open, so
@@ -108,7 +153,7 @@ class Delivery:
         other `changes` in one transaction. Returns the number of events committed."""
         with self.batch_lock:
             try:
-                self.deliver(batch, moved=state.set_sink_positions)
+                lettered = self.deliver(batch, moved=state.set_sink_positions)
                 state.commit(
                     Commit(
                         scope=scope,
@@ -122,6 +167,7 @@ class Delivery:
                 raise
             self.committed()
         metrics.EVENTS_COLLECTED.labels(self.stream).inc(len(batch))
+        self.tally.delivered += len(batch) - lettered
         return len(batch)
 
     def committed(self) -> None:
@@ -146,13 +192,14 @@ class Delivery:
         self,
         events: list[dict[str, Any]],
         moved: Callable[[dict[str, str | None]], None] | None = None,
-    ) -> None:
-        """Return once every sink acknowledged `events`; raise `DeliveryError` when a sink
-        stays down past the retry budget, `Stopped` when told to stop before that. `moved`
-        commits the position of a sink whose destination moved (a file rotated) before the
-        batch is written there."""
+    ) -> int:
+        """Return once every sink acknowledged `events`, with the number of them that were
+        dead-lettered (a schema could not map them, or a sink refused them for good); raise
+        `DeliveryError` when a sink stays down past the retry budget, `Stopped` when told to
+        stop before that. `moved` commits the position of a sink whose destination moved (a
+        file rotated) before the batch is written there."""
         if not events:
-            return
+            return 0
         letters: list[DeadLetter] = []
         lines = {sink.schema for sink in self.sinks if sink.ndjson_lines}
         docs = {sink.schema for sink in self.sinks if not sink.ndjson_lines}
@@ -164,7 +211,15 @@ class Delivery:
             records = rendered[sink.mapping]
             if not records:
                 continue
+            started = time.monotonic()
             rejections = self._retry(sink, lambda s=sink, r=records: _write(s, r, moved))
+            verbose_logger().info(
+                "batch of %d written in %.0f ms, %d refused",
+                len(records),
+                (time.monotonic() - started) * 1000,
+                len(rejections or ()),
+                extra={"sink": sink.name},
+            )
             metrics.EVENTS_DELIVERED.labels(self.stream, sink.name).inc(
                 len(records) - len(rejections or ())
             )
@@ -184,12 +239,15 @@ class Delivery:
                 )
         # Dead letters are durable before the caller commits the checkpoint.
         self._dead_letter(letters)
+        return len({_event_id(letter.event) for letter in letters})
 
     def _dead_letter(self, letters: list[DeadLetter]) -> None:
         """Hand `letters` to the dead letters; count those new to the directory (a repeat of a
-        letter it holds is not a new dead letter)."""
-        for letter in self.dead_letters.add_many(letters):
+        letter it holds is not a new dead letter), in the metric and this sweep's tally."""
+        new = self.dead_letters.add_many(letters)
+        for letter in new:
             metrics.EVENTS_DEAD_LETTERED.labels(self.stream, letter.kind or "other").inc()
+        self.tally.add_letters(new)
 
     def _render(
         self,
@@ -246,10 +304,10 @@ class Delivery:
             base=BACKOFF_BASE,
             cap=self.backoff_cap,
             within=self.retry_timeout,
-            describe=lambda exc: f"sink {sink.name}: {exc}",
+            describe=lambda exc: _about(sink, exc),
             counter=metrics.SINK_RETRIES.labels(self.stream, sink.name),
             give_up=lambda exc, attempts: DeliveryError(
-                f"sink {sink.name}: {exc} (gave up after {attempts} attempts)"
+                f"{_about(sink, exc)} (gave up after {attempts} attempts)"
             ),
             log_extra={"sink": sink.name, "stream": self.stream},
             on_retry=self.on_retry,
@@ -257,7 +315,19 @@ class Delivery:
         try:
             return retrier(action)
         except SinkError as exc:  # permanent: retrying cannot help
-            raise DeliveryError(f"sink {sink.name}: {exc}") from None
+            raise DeliveryError(_about(sink, exc)) from None
+
+
+def _about(sink: Sink, exc: BaseException) -> str:
+    """`sink NAME: failure`, the name once (a sink's own message may start with it)."""
+    text = str(exc)
+    prefix = f"sink {sink.name}: "
+    return text if text.startswith(prefix) else prefix + text
+
+
+def _event_id(event: Any) -> Any:
+    """The id of a dead letter's event (a rejected record's letter may carry only the id)."""
+    return event.get("id") if isinstance(event, dict) else event
 
 
 def _write(

@@ -90,6 +90,20 @@ EVENTS_LISTED_TWICE = Counter(
     registry=REGISTRY,
 )
 
+BACKFILL_WINDOWS = Gauge(
+    "oaf_backfill_windows",
+    "Windows of the running backfill by state: done, pending (0 in a process that runs none)",
+    ["stream", "state"],
+    registry=REGISTRY,
+)
+BACKFILL_WINDOW_STATES = ("done", "pending")
+BACKFILL_EVENTS = Counter(
+    "oaf_backfill_events",
+    "Events a backfill delivered (dead letters not counted)",
+    ["stream"],
+    registry=REGISTRY,
+)
+
 
 def declare_stream(stream: str, interval: float) -> None:
     """Export a configured stream before its first sweep: its interval, its sweep counters at
@@ -101,3 +115,11 @@ def declare_stream(stream: str, interval: float) -> None:
     EVENTS_LISTED_TWICE.labels(stream)
     for outcome in SWEEP_OUTCOMES:
         SWEEPS.labels(stream, outcome)
+    declare_backfill(stream)
+
+
+def declare_backfill(stream: str) -> None:
+    """Export a stream's backfill series at 0 (kept if there)."""
+    BACKFILL_EVENTS.labels(stream)
+    for state in BACKFILL_WINDOW_STATES:
+        BACKFILL_WINDOWS.labels(stream, state)

@@ -1,16 +1,21 @@
 """`deadletter replay`: re-send dead letters and remove what was delivered. Letters are routed
 to the sink that rejected them, or to the sinks of the schema that could not map them (or to
-every `--sink` given); what fails again is dead-lettered again with the new reason."""
+every `--sink` given, unless one of them is the sink that rejected the letter); what fails
+again is dead-lettered again with the new reason. Also the warning that tells an operator a
+sweep dead-lettered events, with the replay command for them."""
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from forwarder import PROG
 from forwarder.config import Settings
 from forwarder.deadletter import (
     CLAIMED,
@@ -20,7 +25,7 @@ from forwarder.deadletter import (
     letter_event,
     read_file,
 )
-from forwarder.delivery import Delivery
+from forwarder.delivery import Delivery, Tally
 from forwarder.intake import intake_problem
 from forwarder.logs import get_logger
 from forwarder.runtime import build_sinks
@@ -118,9 +123,48 @@ def _deliver(
         state.close()
 
 
+def replay_command(settings: Settings, sinks: Sequence[str]) -> str:
+    """The `deadletter replay` command, as a shell line, that sends the dead letters of a
+    stream with these settings and `sinks` (their names) back to the sink that refused each,
+    or to the sinks of the schema that could not map it."""
+    args = [PROG, "deadletter", "replay", "--state", str(settings.state_path.resolve())]
+    if settings.dead_letter is not None:
+        args += ["--dead-letter", str(settings.dead_letter.resolve())]
+    for sink in sinks:
+        args += ["--sink", sink]
+    if settings.output_schema != "ecs":
+        args += ["--schema", settings.output_schema]
+    if settings.ocsf_version is not None:
+        args += ["--ocsf-version", settings.ocsf_version]
+    if settings.original:
+        args.append("--original")
+    return shlex.join(args)
+
+
+def warn_of_dead_letters(
+    tally: Tally, settings: Settings, sinks: Sequence[str], stream: str, work: str
+) -> None:
+    """One warning for the dead letters a sweep or a backfill (`work`) wrote: how many, why
+    (grouped), where, and the command that sends them again."""
+    if not tally.dead_lettered:
+        return
+    get_logger().warning(
+        "%d dead-lettered in this %s: %s; written to %s; after a fix, send them again with: %s",
+        tally.dead_lettered,
+        work,
+        tally.reasons_text(),
+        settings.dead_letter_dir.resolve(),
+        replay_command(settings, sinks),
+        extra={"stream": stream},
+    )
+
+
 def _targets(letter: dict[str, Any], sinks: list[Sink], explicit: bool) -> list[Sink]:
     if explicit:
-        return sinks
+        # Given the sink that refused it (as the command of `warn_of_dead_letters` does), a
+        # letter goes back to that one alone; else to every sink given.
+        own = [sink for sink in sinks if sink.name == letter.get("sink")]
+        return own or sinks
     if letter.get("sink"):
         return [sink for sink in sinks if sink.name == letter["sink"]]
     schema = letter.get("schema")

@@ -4,6 +4,7 @@ and the stream lock; and owns the stop signal (SIGTERM/SIGINT) they all watch.""
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import signal
 import threading
@@ -14,13 +15,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from forwarder import PROG, __version__
 from forwarder.config import Settings
 from forwarder.deadletter import DeadLetters
 from forwarder.delivery import Delivery, close_sinks
 from forwarder.errors import ConfigError
-from forwarder.logs import get_logger, register_secret
+from forwarder.logs import get_logger, register_secret, verbose_logger
 from forwarder.schemas import build_mappers
 from forwarder.sinks import Sink, SinkConfigError, open_sink
+from forwarder.sinks.base import safe_url
 from forwarder.sinks.file import request_reopen
 from forwarder.sources import Source
 from forwarder.sources.jsonl import JsonlSource
@@ -76,6 +79,40 @@ def build_sinks(settings: Settings, stream: str | None = None) -> list[Sink]:
     if len(set(names)) != len(names):
         raise ConfigError("invalid setting sink: the same sink is named twice")
     return sinks
+
+
+def log_start(command: str, targets: list[Settings]) -> None:
+    """Log (from -v on) the line a command starts with: the version, the streams, where their
+    events come from and go to (the sinks' names, without credentials, each with its schema)
+    and the state. Nothing is opened; a stream whose sinks are misconfigured fails later, on
+    its own."""
+    if not verbose_logger().isEnabledFor(logging.INFO):
+        return
+    streams = [stream_name(target) for target in targets]
+    sources: list[str] = []
+    sinks: list[str] = []
+    for target, stream in zip(targets, streams, strict=True):
+        source = f"input {target.input}" if target.input else f"API {target.base_url}"
+        if source not in sources:
+            sources.append(source)
+        try:
+            built = [f"{sink.name} ({sink.mapping})" for sink in build_sinks(target, stream)]
+        except ConfigError:
+            built = [safe_url(url) for url in target.sinks]
+        sinks.extend(text for text in built if text not in sinks)
+    schemas = sorted({target.output_schema for target in targets})
+    states = sorted({str(target.state_path.resolve()) for target in targets})
+    verbose_logger().info(
+        "%s %s %s: streams %s; source %s; sinks %s; schema %s; state %s",
+        PROG,
+        __version__,
+        command,
+        ", ".join(streams),
+        ", ".join(sources),
+        ", ".join(sinks),
+        ", ".join(schemas),
+        ", ".join(states),
+    )
 
 
 def stream_name(settings: Settings) -> str:

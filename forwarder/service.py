@@ -9,12 +9,20 @@ import threading
 from collections.abc import Callable, Sequence
 
 from forwarder import metrics
-from forwarder.collector import Collector
+from forwarder.collector import Collector, SweepResult
 from forwarder.config import Settings, stream_groups, warn_insecure
 from forwarder.errors import ConfigError, ForwarderError, StateLockedError, Stopped
 from forwarder.health import Health, max_silence, serve_metrics
-from forwarder.logs import get_logger
-from forwarder.runtime import Runtime, SinkPool, install_stop_handlers, start_at, stream_name
+from forwarder.logs import get_logger, stream_context
+from forwarder.replay import warn_of_dead_letters
+from forwarder.runtime import (
+    Runtime,
+    SinkPool,
+    install_stop_handlers,
+    log_start,
+    start_at,
+    stream_name,
+)
 from forwarder.timeparse import format_when
 
 
@@ -23,6 +31,7 @@ def serve(settings: Settings, *, once: bool, stream_given: bool) -> None:
     companion, until SIGTERM/SIGINT (or one sweep each with `once`), with /metrics and /healthz
     when `metrics_addr` is set. Raises when a stream failed (--once) or cannot start."""
     groups = stream_groups(settings, stream_given)
+    log_start("run --once" if once else "run", [target for group in groups for target in group])
     warn_insecure([target for group in groups for target in group])
     stop = threading.Event()
     install_stop_handlers(stop)
@@ -85,25 +94,20 @@ def run_stream(
                                 on_retry=functools.partial(health.retrying, name),
                             )
                         )
-                        rt.open()
+                        with stream_context(name):
+                            rt.open()
                         health.watch(rt.delivery.sinks if rt.delivery else ())
                         partner = _partner(target, targets)
-                        sweeps.append((rt, _collector(rt, target, stop, beat, partner)))
+                        sweeps.append((rt, target, _collector(rt, target, stop, beat, partner)))
                     while True:
-                        for rt, collector in sweeps:
+                        for rt, target, collector in sweeps:
                             current = rt.stream
                             beat()
-                            result = collector.sweep()
-                            health.success(rt.stream)
-                            metrics.SWEEPS.labels(rt.stream, "success").inc()
-                            assert rt.delivery
-                            log.info(
-                                "sweep done: %d events delivered, watermark %s, %d dead-lettered",
-                                result.events,
-                                format_when(result.watermark),
-                                rt.delivery.dead_letters.count,
-                                extra={"stream": rt.stream},
-                            )
+                            with stream_context(rt.stream):
+                                result = collector.sweep()
+                                health.success(rt.stream)
+                                metrics.SWEEPS.labels(rt.stream, "success").inc()
+                                _report(result, rt, target)
                             if stop.is_set():
                                 return
                         beat()
@@ -131,6 +135,21 @@ def run_stream(
                     return
     finally:
         health.loop_ended(loop, ended)
+
+
+def _report(result: SweepResult, rt: Runtime, settings: Settings) -> None:
+    """The sweep's summary line: this sweep's delivered events and dead letters; and one
+    warning when it dead-lettered any."""
+    assert rt.delivery
+    tally = result.tally
+    get_logger().info(
+        "sweep done: %d events delivered, %d dead-lettered, watermark %s",
+        tally.delivered,
+        tally.dead_lettered,
+        format_when(result.watermark),
+    )
+    sinks = [sink.name for sink in rt.delivery.sinks]
+    warn_of_dead_letters(tally, settings, sinks, rt.stream, "sweep")
 
 
 def _failed(health: Health, names: list[str], current: str, exc: ForwarderError) -> None:

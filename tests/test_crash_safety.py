@@ -113,8 +113,6 @@ def test_sigkill_during_backfill_and_run_leaves_every_event_exactly_once(tmp_pat
             "run",
             "--start-at",
             str(boundary),
-            "--window",
-            "10m",
             "--interval",
             "1s",
             "--lag",

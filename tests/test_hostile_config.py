@@ -47,9 +47,12 @@ ERROR_PREFIX = "openai-audit-forwarder: error: "
 
 
 def assert_one_line(result: CliResult, code: int, *fragments: str) -> str:
-    """Exit `code` with exactly one line on stderr, the error line naming `fragments`."""
+    """Exit `code` with exactly one line on stderr, the error line naming `fragments` (with
+    -v, after the start-up line and nothing else)."""
     assert result.code == code, result.output
     lines = result.stderr.strip().splitlines()
+    if lines and " INFO openai-audit-forwarder " in lines[0]:  # the -v start-up line
+        lines = lines[1:]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(ERROR_PREFIX), lines[0]
     for fragment in fragments:
@@ -261,7 +264,8 @@ def test_a_key_file_with_a_second_line_or_a_control_character_is_exit_2_before_a
     common += ["--dead-letter", str(dead), "--admin-key-file", str(key_file)]
     bad = run_cli("run", "--once", "-vv", *common, cwd=tmp_path, env=env)
     assert_one_line(bad, 2, "invalid setting admin_key_file", "one line")
-    as_json = run_cli("check", "-vv", "--log-format", "json", *common[2:], cwd=tmp_path, env=env)
+    checked = [*common[2:6], *common[8:]]  # check delivers nothing: no --dead-letter
+    as_json = run_cli("check", "-vv", "--log-format", "json", *checked, cwd=tmp_path, env=env)
     assert_one_line(as_json, 2, "invalid setting admin_key_file", "one line")
     assert fake_api.requests == [], "the key went out before it was checked"
     assert not out.exists() and state_rows(tmp_path / "s.db") == []
@@ -430,7 +434,8 @@ def test_verify_tls_false_is_warned_at_start_and_in_check(tmp_path: Path) -> Non
     run = run_cli("run", "--once", *common, cwd=tmp_path, env=env)
     assert run.code == 1
     lines = run.stderr.strip().splitlines()
-    assert "WARNING verify_tls=false: the API's certificate is not checked" in lines[0]
+    assert " WARNING " in lines[0]
+    assert "verify_tls=false: the API's certificate is not checked" in lines[0]
     assert lines[-1].startswith(ERROR_PREFIX + "OpenAI API: giving up")
     check = run_cli("check", *common, cwd=tmp_path, env=env)
     assert check.code == 1

@@ -695,10 +695,13 @@ def test_event_without_an_id_swept_11_times_leaves_exactly_one_dead_letter(
     for number in range(11):
         result = run_cli(*args, cwd=tmp_path, env=api_env)
         assert result.code == 0, result.stderr
-        # Every sweep meets the event again; only the first one writes (and counts) a letter:
-        # the others meet the same letter, not a new one. (Its stream, then the companion.)
-        counted = re.findall(r"sweep done: .*, (\d+) dead-lettered", result.stderr)
+        # Every sweep meets the event again; only the first one writes, counts and warns of a
+        # letter: the others find its letter on file. (Its stream, then the companion.)
+        counted = re.findall(
+            r"sweep done: \d+ events delivered, (\d+) dead-lettered", result.stderr
+        )
         assert counted == ["1" if number == 0 else "0", "0"], (number, result.stderr)
+        assert result.stderr.count(" WARNING ") == (1 if number == 0 else 0), result.stderr
         time.sleep(1.1)  # the next sweep has a new second to ask for
 
     letters = read_letters(tmp_path / "dl")

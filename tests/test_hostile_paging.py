@@ -91,7 +91,7 @@ def test_events_outside_the_requested_window_are_dropped_and_never_delivered_twi
     start = events[-1]["effective_at"] + 1  # the oldest events lie before the first window
     inside = [e for e in events if e["effective_at"] >= start]
     api.set_faults(strays=True)
-    first = run_once(tmp_path, api, "--start-at", str(start), "-v")
+    first = run_once(tmp_path, api, "--start-at", str(start), "-vv")  # a debug line
     assert first.code == 0, first.stderr
     assert "dropped 4 events outside the requested window" in first.stderr
     again = run_once(tmp_path, api, "--start-at", str(start))  # re-reads the overlap

@@ -94,8 +94,8 @@ def test_a_peer_that_accepts_and_closes_gets_nothing_and_nothing_is_committed(
     errors = [line for line in failed.stderr.splitlines() if line.startswith(ERROR)]  # type: ignore[attr-defined]
     assert len(errors) == 1
     assert re.fullmatch(
-        rf"{ERROR}sink syslog\+tcp://127\.0\.0\.1:{closing.port}: sink syslog\+tcp://127\.0\.0"
-        rf"\.1:{closing.port}: the peer closed the connection at once \(after \d+ attempts\)"
+        rf"{ERROR}sink syslog\+tcp://127\.0\.0\.1:{closing.port}: the peer closed the "
+        r"connection at once \(after \d+ attempts\)"
         r"( \(gave up after \d+ attempts\))?",
         errors[0],
     ), errors[0]

@@ -191,9 +191,8 @@ def test_a_backfill_whose_tenant_listing_is_refused_warns_and_delivers_the_rest(
         args = ["backfill", "--since", str(now - 3600), "--until", str(now - 60), *to_file]
         result = run_cli(*args, cwd=tmp_path, env=env)
         assert result.code == 0, result.stderr
-        warned = [line for line in result.stderr.splitlines() if "warning" in line]
-        assert (
-            len(warned) == 1 and "default-tenant: tenant-scoped events not backfilled" in warned[0]
-        )
+        warned = [line for line in result.stderr.splitlines() if " WARNING " in line]
+        assert len(warned) == 1, result.stderr
+        assert "[stream=default-tenant] tenant-scoped events not backfilled" in warned[0]
         assert "HTTP 404" in warned[0]
         assert Counter(doc["id"] for doc in read_ndjson(out)) == Counter(fake.listing())

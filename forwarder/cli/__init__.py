@@ -37,7 +37,7 @@ def cli() -> None:
     \b
     Example:
       export OPENAI_ADMIN_KEY=sk-admin-...
-      openai-audit-forwarder run --sink 'syslog+relp://siem.example:2514'
+      openai-audit-forwarder run --sink 'fluentd://fluentd.example:24224?tag=openai.audit'
     """
 
 

@@ -1,9 +1,8 @@
 """`backfill`: deliver a past time range, windows fetched in parallel and committed one by
-one; a summary line per stream on stderr, and the progress on a terminal."""
+one; a summary line per stream, and the progress: a bar on a terminal, else a log line."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
@@ -12,6 +11,8 @@ from forwarder.cli import render
 from forwarder.cli.errors import handle_errors
 from forwarder.cli.options import (
     CONFIG_OPTIONS,
+    DELIVERY_OPTIONS,
+    METRICS_OPTION,
     SINK_OPTIONS,
     SOURCE_OPTIONS,
     _option,
@@ -27,25 +28,35 @@ from forwarder.cli.options import (
     metavar="WHEN",
     help="Start: ISO 8601, unix seconds, or a span ago such as 30d.",
 )
-@click.option("--until", metavar="WHEN", help="End (default now minus --lag).")
-@_option("--window", setting="window", help="Window size (default 1h).")
+@click.option(
+    "--until",
+    metavar="WHEN",
+    help="End (default now minus --lag; then the live stream continues from there if it has no "
+    "checkpoint yet).",
+)
+@_option("--window", setting="window", metavar="DURATION", help="Window size (default 1h).")
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 64),
     default=4,
-    show_default=True,
-    help="Windows fetched at once.",
+    help="Windows fetched at once (default 4).",
 )
 @click.option(
     "--page-budget",
     type=click.IntRange(1, 100_000),
     default=50,
-    show_default=True,
-    help="Pages per window before its older part is split off.",
+    help="Pages per window before its older part is split off (default 50).",
 )
 @click.option("--restart", is_flag=True, help="Forget an earlier run of the same backfill.")
-@_option("--lag", setting="lag", help="Default --until is now minus this (default 60s).")
+@_option(
+    "--lag",
+    setting="lag",
+    metavar="DURATION",
+    help="Default --until is now minus this (default 60s).",
+)
+@METRICS_OPTION
 @apply(SINK_OPTIONS)
+@apply(DELIVERY_OPTIONS)
 @apply(SOURCE_OPTIONS)
 @apply(CONFIG_OPTIONS)
 @handle_errors
@@ -58,26 +69,20 @@ def backfill(
     **params: Any,
 ) -> None:
     """Deliver a past time range, windows fetched in parallel and committed one by one.
-    Re-running the same command resumes it; the live checkpoint is never touched.
+    Re-running the same command resumes it. A live checkpoint that exists is never moved.
 
     \b
     Example:
-      openai-audit-forwarder backfill --since 2026-01-01 --until 2026-02-01 \\
-          --window 6h --concurrency 8 --sink s3://audit-bucket/openai
+      openai-audit-forwarder backfill --since 2026-03-01 --until 2026-04-01 --window 6h \\
+          --concurrency 8 --sink 'fluentd://fluentd.example:24224?tag=openai.audit'
     """
     from forwarder.backfill import BackfillRequest, backfill_streams
 
     settings = settings_from(params)
     request = BackfillRequest(since, until, concurrency, page_budget, restart)
-    progress = render.ProgressLine() if sys.stderr.isatty() else None
-    reports = backfill_streams(
-        settings, request, stream_given=bool(params.get("stream")), on_progress=progress
-    )
-    try:
+    with render.backfill_progress(settings) as progress:
+        given = bool(params.get("stream"))
+        reports = backfill_streams(settings, request, stream_given=given, on_progress=progress)
         for report in reports:
-            if progress:
-                progress.end()
-            render.backfill_report(report)
-    finally:
-        if progress:
             progress.end()
+            render.backfill_report(report)

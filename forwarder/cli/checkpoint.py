@@ -9,7 +9,7 @@ import click
 
 from forwarder.cli import render
 from forwarder.cli.errors import handle_errors
-from forwarder.cli.options import CONFIG_OPTIONS, apply, settings_from
+from forwarder.cli.options import LOG_OPTIONS, STATE_OPTION, apply, settings_from, stream_option
 from forwarder.timeparse import format_when
 
 
@@ -27,18 +27,20 @@ def checkpoint() -> None:
 
 @checkpoint.command("show")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
-@apply(CONFIG_OPTIONS)
+@stream_option("Only this stream and its backfills (default every stream).")
+@STATE_OPTION
+@apply(LOG_OPTIONS)
 @handle_errors
 def checkpoint_show(as_json: bool, **params: Any) -> None:
     """Watermarks per stream, remembered ids, backfill jobs and sink positions.
 
     \b
     Example:
-      openai-audit-forwarder checkpoint show --state /var/lib/oaf/state.db
+      openai-audit-forwarder checkpoint show --state /var/lib/openai-audit-forwarder/state.db
     """
     from forwarder.checkpoint import checkpoint_report
 
-    report = checkpoint_report(settings_from(params))
+    report = checkpoint_report(settings_from(params), only=params.get("stream"))
     if as_json:
         render.as_json(report)
     else:
@@ -47,10 +49,13 @@ def checkpoint_show(as_json: bool, **params: Any) -> None:
 
 @checkpoint.command("set")
 @click.argument("when", metavar="WHEN")
-@apply(CONFIG_OPTIONS)
+@stream_option("The stream whose watermark moves (default 'default').")
+@STATE_OPTION
+@apply(LOG_OPTIONS)
 @handle_errors
 def checkpoint_set(when: str, **params: Any) -> None:
-    """Move a stream's watermark: the next run starts there (minus --overlap).
+    """Move a stream's watermark to WHEN (ISO 8601, unix seconds, or a span ago such as 7d):
+    its next `run` collects from there, re-reading its overlap before it for late events.
 
     \b
     Example:
@@ -64,16 +69,19 @@ def checkpoint_set(when: str, **params: Any) -> None:
 
 
 @checkpoint.command("reset")
-@apply(CONFIG_OPTIONS)
+@stream_option("The stream to forget (default 'default').")
+@STATE_OPTION
+@apply(LOG_OPTIONS)
 @handle_errors
 def checkpoint_reset(**params: Any) -> None:
-    """Forget a stream's watermark: the next run starts at --start-at.
+    """Forget a stream's watermark and remembered ids: its next run starts at its --start-at
+    (with --input, the whole file again). A stream the state does not hold is exit 2.
 
     \b
     Example:
       openai-audit-forwarder checkpoint reset --stream default
     """
-    from forwarder.checkpoint import change_watermark
+    from forwarder.checkpoint import forget_stream
 
-    stream = change_watermark(settings_from(params), None)
+    stream = forget_stream(settings_from(params))
     click.echo(f"stream {stream}: checkpoint removed")

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 
 from forwarder.cli import render
 from forwarder.cli.errors import handle_errors
-from forwarder.cli.options import CONFIG_OPTIONS, SINK_OPTIONS, _option, apply, settings_from
+from forwarder.cli.options import (
+    DEAD_LETTER_OPTION,
+    DELIVERY_OPTIONS,
+    LOG_OPTIONS,
+    STATE_OPTION,
+    apply,
+    settings_from,
+    sink_options,
+)
 from forwarder.errors import ForwarderError
+
+REPLAY_SINK_HELP = (
+    "Send the letters to this sink (repeatable; default each back to the configured sink that "
+    "refused it, or to the configured sinks of the schema that could not map it). A letter "
+    "that one of the sinks given refused goes back to that one alone."
+)
 
 
 @click.group()
@@ -27,20 +40,16 @@ def deadletter() -> None:
 
 @deadletter.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
-@_option(
-    "--dead-letter",
-    setting="dead_letter",
-    type=click.Path(path_type=Path),
-    help="Dead-letter directory (default: beside the state).",
-)
-@apply(CONFIG_OPTIONS)
+@DEAD_LETTER_OPTION
+@STATE_OPTION
+@apply(LOG_OPTIONS)
 @handle_errors
 def deadletter_list(as_json: bool, **params: Any) -> None:
     """Summarize the dead letters by stream, sink, schema and reason.
 
     \b
     Example:
-      openai-audit-forwarder deadletter list --state /var/lib/oaf/state.db
+      openai-audit-forwarder deadletter list --state /var/lib/openai-audit-forwarder/state.db
     """
     from forwarder.deadletter import summarize
 
@@ -52,12 +61,14 @@ def deadletter_list(as_json: bool, **params: Any) -> None:
 
 
 @deadletter.command("replay")
-@apply(SINK_OPTIONS)
-@apply(CONFIG_OPTIONS)
+@apply(sink_options(REPLAY_SINK_HELP))
+@apply(DELIVERY_OPTIONS)
+@STATE_OPTION
+@apply(LOG_OPTIONS)
 @handle_errors
 def deadletter_replay(**params: Any) -> None:
-    """Re-send every dead letter and remove those delivered. Without --sink, a letter goes back
-    to the configured sink that rejected it, or to the sinks of the schema that failed.
+    """Re-send every dead letter and remove those delivered; what fails again stays, with its
+    new reason, and the exit code is 1.
 
     \b
     Example:

@@ -19,7 +19,13 @@ from mappings.sigma import SCHEMAS
 @click.group()
 def detections() -> None:
     """Sigma detections for the OpenAI audit log, and their conversions per SIEM (needs the
-    `detections` extra: pip install 'openai-audit-forwarder[detections]')."""
+    `detections` extra: pip install 'openai-audit-forwarder[detections]').
+
+    \b
+    Examples:
+      openai-audit-forwarder detections list
+      openai-audit-forwarder detections export --target esql --schema ecs -o rules.ndjson
+    """
 
 
 @detections.command("list")
@@ -48,13 +54,18 @@ def list_command(show_all: bool, as_json: bool) -> None:
 
 @detections.command("export")
 @click.option("--target", type=click.Choice(TARGETS), help="The SIEM (sigma: the pipeline).")
-@click.option("--schema", type=click.Choice(SCHEMAS), default="ecs", show_default=True)
+@click.option(
+    "--schema",
+    type=click.Choice(SCHEMAS),
+    default="ecs",
+    help="Schema of the fields (default ecs).",
+)
 @click.option(
     "-o",
     "--output",
     metavar="PATH|-",
     default="-",
-    help="File to write (a directory for sigma); - for stdout.",
+    help="File to write (a directory for sigma; default -: stdout).",
 )
 @click.option(
     "--all",
@@ -62,7 +73,12 @@ def list_command(show_all: bool, as_json: bool) -> None:
     is_flag=True,
     help="Regenerate every conversion committed under packaging/ (run from the repository).",
 )
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    help="With --all: the repository to write into (default the current directory).",
+)
 @handle_errors
 def export_command(
     target: str | None, schema: str, output: str, everything: bool, root: Path

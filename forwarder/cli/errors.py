@@ -13,10 +13,10 @@ from typing import Any
 
 import click
 
+from forwarder import PROG
 from forwarder.errors import ForwarderError, one_line
 from forwarder.logs import get_logger, redact
 
-PROG = "openai-audit-forwarder"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE, as a shell reports a writer whose reader went away
 STDOUT_FD = 1

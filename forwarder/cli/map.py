@@ -9,7 +9,7 @@ import click
 
 from forwarder.cli import render
 from forwarder.cli.errors import handle_errors
-from forwarder.cli.options import CONFIG_OPTIONS, _option, apply, settings_from
+from forwarder.cli.options import LOG_OPTIONS, _option, apply, settings_from
 from forwarder.errors import ForwarderError
 
 
@@ -18,11 +18,16 @@ from forwarder.errors import ForwarderError
     "--schema",
     "schema",
     default="ecs",
-    show_default=True,
-    help="Target schema: ecs, ocsf, raw or a registered mapper.",
+    help="Target schema: ecs, ocsf, raw or a registered mapper (default ecs).",
 )
 @click.argument("input_path", metavar="[INPUT|-]", default="-")
-@click.option("-o", "--output", default="-", metavar="OUTPUT|-", help="Where to write NDJSON.")
+@click.option(
+    "-o",
+    "--output",
+    default="-",
+    metavar="OUTPUT|-",
+    help="Where to write NDJSON (default -: stdout).",
+)
 @_option("--org-id", setting="org_id", help="Organization id stamped into the documents.")
 @_option("--ocsf-version", setting="ocsf_version", help="OCSF version (default 1.8.0).")
 @click.option(
@@ -32,7 +37,7 @@ from forwarder.errors import ForwarderError
     default=None,
     help="Carry the source event as a JSON string (ECS event.original, OCSF raw_data).",
 )
-@apply(CONFIG_OPTIONS[:4])
+@apply(LOG_OPTIONS)
 @handle_errors
 def map_command(schema: str, input_path: str, output: str, **params: Any) -> None:
     """Map audit-log events to a schema, offline: any mix of events, saved list responses

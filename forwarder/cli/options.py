@@ -24,31 +24,54 @@ def _option(*names: str, setting: str, multiple: bool = False, **kwargs: Any) ->
     return decorate
 
 
-CONFIG_OPTIONS = [
+# Help text style: one sentence or two, ending with a period; a default as "(default X)" at
+# the end of the first sentence. Only the options a command uses are on it.
+
+LOG_OPTIONS = [
     click.option(
         "--config",
         "config_file",
         type=click.Path(path_type=Path),
-        help="TOML config file (CLI > env > file > defaults).",
+        help="TOML config file (flags > environment > file > defaults).",
     ),
-    click.option("-v", "--verbose", count=True, help="More log output (repeatable)."),
-    click.option("-q", "--quiet", count=True, help="Less log output (repeatable)."),
+    click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        help="-v: also one line per API request and per sink batch; -vv: debug.",
+    ),
+    click.option(
+        "-q",
+        "--quiet",
+        count=True,
+        help="-q: only errors; -qq: no log lines (a failure's error line stays).",
+    ),
     _option(
         "--log-format",
         setting="log_format",
         type=click.Choice(["text", "json"]),
-        help="Log lines on stderr as text (default) or JSON objects.",
+        help="Log lines on stderr as text or JSON objects (default text).",
     ),
-    _option(
-        "--state",
-        setting="state",
-        type=click.Path(path_type=Path),
-        help="State database (default: $XDG_STATE_HOME/openai-audit-forwarder/state.db).",
-    ),
-    _option(
-        "--stream",
-        setting="stream",
-        help="Checkpoint name (default 'default'; one per file with --input).",
+]
+
+STATE_OPTION = _option(
+    "--state",
+    setting="state",
+    type=click.Path(path_type=Path),
+    help="State database (default $XDG_STATE_HOME/openai-audit-forwarder/state.db).",
+)
+
+
+def stream_option(help: str) -> Callable:
+    return _option("--stream", setting="stream", metavar="NAME", help=help)
+
+
+CONFIG_OPTIONS = [
+    *LOG_OPTIONS,
+    STATE_OPTION,
+    stream_option(
+        "The stream: the name of its checkpoint (default 'default'; with --input one per "
+        "file), or the one of the configured [[streams]] to use (default all)."
     ),
 ]
 
@@ -64,7 +87,7 @@ SOURCE_OPTIONS = [
         "--admin-key-file",
         setting="admin_key_file",
         type=click.Path(path_type=Path),
-        help="File holding the Admin API key (else $OPENAI_ADMIN_KEY).",
+        help="File holding the Admin API key (default $OPENAI_ADMIN_KEY).",
     ),
     _option(
         "--base-url",
@@ -91,9 +114,21 @@ SOURCE_OPTIONS = [
     _option(
         "--project", setting="project_ids", multiple=True, help="Only this project id (repeatable)."
     ),
-    _option("--actor-id", setting="actor_ids", multiple=True, help="Only this actor id."),
-    _option("--actor-email", setting="actor_emails", multiple=True, help="Only this actor email."),
-    _option("--resource-id", setting="resource_ids", multiple=True, help="Only this resource id."),
+    _option(
+        "--actor-id", setting="actor_ids", multiple=True, help="Only this actor id (repeatable)."
+    ),
+    _option(
+        "--actor-email",
+        setting="actor_emails",
+        multiple=True,
+        help="Only this actor email (repeatable).",
+    ),
+    _option(
+        "--resource-id",
+        setting="resource_ids",
+        multiple=True,
+        help="Only this resource id (repeatable).",
+    ),
     click.option(
         "--with-tenant/--without-tenant",
         "with_tenant",
@@ -105,53 +140,73 @@ SOURCE_OPTIONS = [
         "--tenant-only/--no-tenant-only",
         "tenant_only",
         default=None,
-        help="Only tenant-scoped events.",
+        help="Only tenant-scoped events (default off).",
     ),
 ]
 
-SINK_OPTIONS = [
-    _option(
-        "--sink",
-        setting="sinks",
-        multiple=True,
-        metavar="URL",
-        help="Where to send events (repeatable): file:PATH, stdout:, fluentd://HOST:PORT, "
-        "syslog+relp://HOST:PORT, s3://BUCKET/PREFIX, ... (default stdout:).",
-    ),
-    _option(
-        "--schema",
-        setting="output_schema",
-        help="Schema for sinks that do not name one: ecs (default), ocsf, raw.",
-    ),
-    _option(
-        "--ocsf-version",
-        setting="ocsf_version",
-        help="OCSF version of ocsf documents (default 1.8.0; Security Lake: 1.3.0).",
-    ),
-    _option(
-        "--dead-letter",
-        setting="dead_letter",
-        type=click.Path(path_type=Path),
-        help="Dead-letter directory (default: beside the state).",
-    ),
-    click.option(
-        "--original/--no-original",
-        "original",
-        default=None,
-        help="Carry the source event as a JSON string (ECS event.original, OCSF raw_data).",
-    ),
+SINK_HELP = (
+    "Where to send events (repeatable): file:PATH, stdout:, fluentd://HOST:PORT, "
+    "syslog+relp://HOST:PORT, s3://BUCKET/PREFIX, ... (default stdout:)."
+)
+
+
+def sink_options(sink_help: str = SINK_HELP) -> list[Callable]:
+    """The sinks and what shapes their documents."""
+    return [
+        _option("--sink", setting="sinks", multiple=True, metavar="URL", help=sink_help),
+        _option(
+            "--schema",
+            setting="output_schema",
+            help="Schema for sinks that do not name one: ecs, ocsf, raw (default ecs).",
+        ),
+        _option(
+            "--ocsf-version",
+            setting="ocsf_version",
+            help="OCSF version of ocsf documents (default 1.8.0; Security Lake: 1.3.0).",
+        ),
+        click.option(
+            "--original/--no-original",
+            "original",
+            default=None,
+            help="Carry the source event as a JSON string (ECS event.original, OCSF raw_data; "
+            "default off).",
+        ),
+    ]
+
+
+SINK_OPTIONS = sink_options()
+
+DEAD_LETTER_OPTION = _option(
+    "--dead-letter",
+    setting="dead_letter",
+    type=click.Path(path_type=Path),
+    help="Dead-letter directory (default dead-letter/ beside the state).",
+)
+
+# How batches are delivered: what `run`, `backfill` and `deadletter replay` do, `check` not.
+DELIVERY_OPTIONS = [
+    DEAD_LETTER_OPTION,
     _option(
         "--batch-size",
         setting="batch_size",
         type=int,
-        help="Events per delivery batch (default 1000).",
+        help="Events per delivery batch and commit (default 1000).",
     ),
     _option(
         "--sink-retry-timeout",
         setting="sink_retry_timeout",
+        metavar="DURATION",
         help="How long a sink that is down is retried before giving up (default 5m).",
     ),
 ]
+
+METRICS_OPTION = _option(
+    "--metrics-addr",
+    setting="metrics_addr",
+    metavar="HOST:PORT",
+    help="Serve Prometheus /metrics, /healthz and /livez on HOST:PORT, [IPV6]:PORT, or :PORT "
+    "for 127.0.0.1 (default off).",
+)
 
 
 def apply(options: list[Callable]) -> Callable:

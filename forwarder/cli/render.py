@@ -1,20 +1,27 @@
-"""What the commands print: the reports of the domain in text or JSON on stdout, the summaries
-and warnings on stderr, and the progress line of a backfill on a terminal."""
+"""What the commands print: the reports of the domain in text or JSON on stdout; a backfill's
+summaries and progress as log lines (text or JSON, as the other log lines), or as a progress
+bar (tqdm) on a terminal, with the log lines printed above it."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 import orjson
 
 from forwarder.cli.errors import PROG
+from forwarder.logs import get_logger
 from forwarder.timeparse import format_when
 
 if TYPE_CHECKING:
     from forwarder.backfill import BackfillReport, Progress
     from forwarder.checks import CheckRow
+    from forwarder.config import Settings
 
 
 def as_json(document: Any) -> None:
@@ -78,18 +85,23 @@ def check_row(row: CheckRow) -> None:
 
 
 def backfill_report(report: BackfillReport) -> None:
+    """One stream's backfill summary, a log line (a JSON object with --log-format json)."""
+    log = get_logger()
+    extra = {"stream": report.stream}
     if report.tenant_refused is not None:
-        click.echo(
-            f"{PROG}: warning: {report.stream}: tenant-scoped events not backfilled: "
-            f"{report.tenant_refused} (--without-tenant skips them)",
-            err=True,
+        log.warning(
+            "tenant-scoped events not backfilled: %s (--without-tenant skips them)",
+            report.tenant_refused,
+            extra=extra,
         )
         return
     span = f"{format_when(report.since)} .. {format_when(report.until)}"
     if report.already_complete:
-        click.echo(
-            f"backfill {report.stream} {span} already complete (use --restart to run it again)",
-            err=True,
+        log.info(
+            "backfill %s %s already complete (use --restart to run it again)",
+            report.stream,
+            span,
+            extra=extra,
         )
         return
     live = ""
@@ -97,43 +109,126 @@ def backfill_report(report: BackfillReport) -> None:
         live = f"; the live stream continues from {format_when(report.until)}"
     elif report.live_kept:
         live = "; the live stream has a checkpoint already and keeps it"
-    click.echo(
-        f"backfill complete: {report.stream} {span}, "
-        f"{report.windows} windows, {report.events} events delivered, "
-        f"{report.dead_lettered} dead-lettered, {report.elapsed:.1f}s "
-        f"({report.rate:.0f} events/s){live}",
-        err=True,
+    log.info(
+        "backfill complete: %s %s, %d windows, %d events delivered, %d dead-lettered, %.1fs "
+        "(%.0f events/s)%s",
+        report.stream,
+        span,
+        report.windows,
+        report.events,
+        report.dead_lettered,
+        report.elapsed,
+        report.rate,
+        live,
+        extra=extra,
     )
 
 
-class ProgressLine:
-    """A backfill's progress on a terminal, redrawn in place at most five times a second:
-    windows done/total, events, events/s and the ETA. `end` closes the line."""
+# A backfill without a terminal logs its progress at most this often.
+PROGRESS_EVERY = 10.0
 
-    WIDTH = 24
 
-    def __init__(self) -> None:
-        self._last = 0.0
-        self._drawn = False
-
-    def __call__(self, progress: Progress, done_at_start: int) -> None:
-        now = time.monotonic()
-        if now - self._last < 0.2 and progress.windows_done < progress.windows_total:
-            return
-        self._last = now
-        filled = int(self.WIDTH * progress.windows_done / max(1, progress.windows_total))
-        eta = progress.eta(done_at_start)
-        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta is not None else "--:--:--"
-        click.echo(
-            f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {progress.windows_done}/"
-            f"{progress.windows_total} windows  {progress.events:,} events  "
-            f"{progress.rate:,.0f} events/s  ETA {eta_text} ",
-            err=True,
-            nl=False,
-        )
-        self._drawn = True
+class BackfillProgress(Protocol):
+    def __call__(self, progress: Progress, done_at_start: int) -> None: ...
 
     def end(self) -> None:
-        if self._drawn:
-            click.echo("", err=True)
-            self._drawn = False
+        """The stream's backfill ended (its summary follows)."""
+
+
+def backfill_progress(settings: Settings) -> contextlib.AbstractContextManager[BackfillProgress]:
+    """A progress bar on a terminal (text logs, not -q); else a log line every
+    `PROGRESS_EVERY` seconds, for `kubectl logs`, journald or JSON logs."""
+    if sys.stderr.isatty() and settings.log_format == "text" and settings.verbosity >= 0:
+        return ProgressBar()
+    return contextlib.nullcontext(ProgressLog())
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class ProgressLog:
+    """Progress as a log line, at most every `every` seconds: windows done/total, events,
+    events/s and the ETA."""
+
+    def __init__(
+        self, every: float = PROGRESS_EVERY, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.every = every
+        self.clock = clock
+        self._last: float | None = None
+
+    def __call__(self, progress: Progress, done_at_start: int) -> None:
+        now = self.clock()
+        if self._last is not None and now - self._last < self.every:
+            return
+        self._last = now
+        get_logger().info(
+            "backfill progress: %d/%d windows, %d events, %.0f events/s, ETA %s",
+            progress.windows_done,
+            progress.windows_total,
+            progress.events,
+            progress.rate,
+            _duration(progress.eta(done_at_start)),
+        )
+
+    def end(self) -> None:
+        self._last = None
+
+
+class ProgressBar:
+    """A tqdm bar on the terminal: windows done/total, events, events/s, the ETA. While it is
+    shown, log lines (a 429 retried, a warning) print above it instead of tearing it."""
+
+    REDRAW = 0.2  # seconds between redraws
+    FORMAT = "{desc}{percentage:3.0f}%|{bar}| {n}/{total} windows{postfix}, ETA {remaining}"
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._drawn = 0.0
+        self._redirect: contextlib.AbstractContextManager[Any] | None = None
+
+    def __enter__(self) -> ProgressBar:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        loggers = [get_logger(), logging.getLogger("py.warnings")]
+        self._redirect = logging_redirect_tqdm(loggers=loggers)
+        self._redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.end()
+        if self._redirect is not None:
+            self._redirect.__exit__(*exc)
+
+    def __call__(self, progress: Progress, done_at_start: int) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(
+                total=progress.windows_total,
+                initial=done_at_start,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                bar_format=self.FORMAT,
+                desc="backfill ",
+            )
+        bar = self._bar
+        bar.total = progress.windows_total
+        bar.n = progress.windows_done
+        bar.set_postfix_str(
+            f"{progress.events:,} events, {progress.rate:,.0f} events/s", refresh=False
+        )
+        now = time.monotonic()
+        if now - self._drawn >= self.REDRAW or progress.windows_done == progress.windows_total:
+            bar.refresh()
+            self._drawn = now
+
+    def end(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -20,7 +20,7 @@ import orjson
 from forwarder import __version__, metrics
 from forwarder.errors import AuthError, SourceError, Stopped, one_line
 from forwarder.intake import minimal_problem
-from forwarder.logs import get_logger
+from forwarder.logs import get_logger, verbose_logger
 from forwarder.retry import retrying
 from forwarder.sources import Page, Source
 from forwarder.sources.transport import (
@@ -232,21 +232,22 @@ class OpenAIAuditLogSource(Source):
         final `SourceError` here, a stop `Stopped`."""
         if self.stop.is_set():
             raise Stopped("stopped before a request to the OpenAI API") from None
+        started = time.monotonic()
         try:
             status, headers, content = self._exchange(params)
         except Interrupted:
             raise Stopped("stopped during a request to the OpenAI API") from None
         except Malformed:
-            metrics.API_REQUESTS.labels(self.stream, "malformed").inc()
+            self._count_request(params, "malformed", started)
             raise
         except BodyTooLarge:
-            metrics.API_REQUESTS.labels(self.stream, "too_large").inc()
+            self._count_request(params, "too_large", started)
             raise
         except httpx.TimeoutException:
-            metrics.API_REQUESTS.labels(self.stream, "timeout").inc()
+            self._count_request(params, "timeout", started)
             raise
         except httpx.TransportError as exc:
-            metrics.API_REQUESTS.labels(self.stream, "error").inc()
+            self._count_request(params, "error", started)
             if bad := certificate_error(exc):
                 # Retrying cannot change a certificate, as for the sinks: final.
                 raise SourceError(
@@ -255,12 +256,17 @@ class OpenAIAuditLogSource(Source):
                     "signed it"
                 ) from None
             raise
-        metrics.API_REQUESTS.labels(self.stream, str(status)).inc()
         if status == 200:
-            body, documents = parse_list_body(content)
+            try:
+                body, documents = parse_list_body(content)
+            except Malformed:
+                self._count_request(params, "200", started, "a malformed body")
+                raise
+            self._count_request(params, "200", started, f"{len(body['data'])} events")
             if documents > 1:
                 self._tell_concatenated(documents)
             return body
+        self._count_request(params, str(status), started)
         if status in (401, 403):
             raise AuthError(self._auth_message(status, content), status=status) from None
         if status in RETRY_STATUSES:
@@ -275,6 +281,21 @@ class OpenAIAuditLogSource(Source):
             f"OpenAI API refused the request: HTTP {status} {self._error_text(content)}",
             status=status,
         ) from None
+
+    def _count_request(self, params: list, outcome: str, started: float, listed: str = "") -> None:
+        """Count a request by its outcome, and (from -v on) log it: the path with its query
+        (the key travels in a header, never there), the outcome, the time and what it listed."""
+        metrics.API_REQUESTS.labels(self.stream, outcome).inc()
+        query = "&".join(f"{name}={value}" for name, value in params)
+        listed = f", {listed}" if listed else ""
+        verbose_logger().info(
+            "GET %s/organization/audit_logs?%s: %s in %.0f ms%s",
+            httpx.URL(self.base_url).path.rstrip("/"),
+            query,
+            outcome,
+            (time.monotonic() - started) * 1000,
+            listed,
+        )
 
     def _problem(self, exc: BaseException) -> str:
         """A passing failure in one line, for the retry warning and the final error."""
