@@ -125,6 +125,16 @@ class SeaweedFS:
         return self.process is not None and self.process.poll() is None
 
 
+def s3_client(server: Any) -> Any:
+    """A client of the test's own on `server` (SeaweedFS, or moto, which takes any key), with
+    a session of its own: boto3's default session would keep the first credentials it saw."""
+    import boto3
+
+    return boto3.session.Session(
+        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY
+    ).client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
+
+
 def use_credentials(monkeypatch: Any, tmp_path: Path) -> None:
     """The server's credentials through the standard AWS chain (environment); no real AWS
     config is read."""

@@ -265,7 +265,7 @@ def sink_for(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     if kind.startswith("stdout"):
         return f"stdout:?format={kind.partition('-')[2]}"
     if kind == "s3":
-        from tests.test_sink_s3 import s3_client
+        from tests.seaweedfs import s3_client
 
         moto = request.getfixturevalue("moto")
         monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")

@@ -18,7 +18,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 
@@ -28,7 +27,7 @@ from mappings.ocsf_versions import official_schema
 from mappings.registry import MappingContext, load_mapper
 from tests.conftest import cli_env, run_cli, write_jsonl
 from tests.peers import require_module
-from tests.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, use_credentials
+from tests.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, s3_client, use_credentials
 from tests.test_ocsf_versions import ocsf_version_problems
 
 
@@ -67,16 +66,10 @@ def forwarder_env() -> dict[str, str]:
     )
 
 
-def client(server: SeaweedFS) -> Any:
-    return boto3.session.Session(
-        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY
-    ).client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
-
-
 @pytest.fixture
 def bucket(server: SeaweedFS) -> str:
     name = f"lake-{uuid.uuid4().hex[:12]}"
-    client(server).create_bucket(Bucket=name)
+    s3_client(server).create_bucket(Bucket=name)
     return name
 
 
@@ -95,7 +88,7 @@ def lake_url(server: SeaweedFS, bucket: str, spool: Path, **params: Any) -> str:
 
 
 def objects(server: SeaweedFS, bucket: str) -> dict[str, bytes]:
-    c = client(server)
+    c = s3_client(server)
     keys = [
         obj["Key"]
         for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket)
@@ -386,11 +379,12 @@ def test_a_replayed_segment_writes_the_same_keys_with_the_same_bytes(
         sink.flush()
         if spool is first:
             etags = {
-                k: client(server).head_object(Bucket=bucket, Key=k)["ETag"]
+                k: s3_client(server).head_object(Bucket=bucket, Key=k)["ETag"]
                 for k in objects(server, bucket)
             }
     again = {
-        k: client(server).head_object(Bucket=bucket, Key=k)["ETag"] for k in objects(server, bucket)
+        k: s3_client(server).head_object(Bucket=bucket, Key=k)["ETag"]
+        for k in objects(server, bucket)
     }
     assert again == etags
 
@@ -502,7 +496,7 @@ def test_kill_9_at_twelve_points_loses_and_duplicates_nothing(
     failures = []
     for n, (target, when, nth) in enumerate(CRASH_POINTS):
         bucket = f"crash-{n}-{uuid.uuid4().hex[:8]}"
-        client(server).create_bucket(Bucket=bucket)
+        s3_client(server).create_bucket(Bucket=bucket)
         state = tmp_path / f"run{n}" / "s.db"
         args = [
             "run",

@@ -16,14 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 
 from forwarder.sinks import Record, SinkConfigError, SinkError, open_sink
 from forwarder.sinks.s3 import S3Sink
 from tests.peers import free_port
-from tests.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, use_credentials
+from tests.seaweedfs import SECRET_KEY, SeaweedFS, s3_client, use_credentials
 
 pytestmark = pytest.mark.peer
 
@@ -74,12 +73,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     use_credentials(monkeypatch, tmp_path)
-
-
-def s3_client(server: Any) -> Any:
-    return boto3.session.Session(
-        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY
-    ).client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
 
 
 @pytest.fixture
