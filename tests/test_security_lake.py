@@ -322,6 +322,41 @@ def test_the_schema_depth_limit_leaves_out_nothing_our_documents_use() -> None:
                 assert dict(unmapped or []) == flat(doc.get("unmapped", {}), "", {}), version
 
 
+def test_a_spool_chunk_holds_only_the_fields_its_rows_have_and_reads_back_whole(
+    tmp_path: Path,
+) -> None:
+    """Chunks leave out the fields none of their rows has (most of a class's few hundred
+    leaves); a segment of chunks with different fields reads back as the class schema, each
+    row equal to its document."""
+    from forwarder.sinks.s3.ocsf_arrow import (
+        SPOOL_ID,
+        SPOOL_TIME,
+        full_table,
+        record_batch,
+        spool_schema,
+    )
+    from forwarder.sinks.spool import Spool
+
+    docs = [doc for _, doc in golden() if doc["class_uid"] == 3004]
+    plain = [{k: v for k, v in doc.items() if k != "src_endpoint"} for doc in docs]
+    spool = Spool(tmp_path, "destination", "lake")
+    chunks = []
+    for part in (plain, docs):
+        chunks.append(record_batch(part, ["id"] * len(part), [0] * len(part), 3004, VERSION))
+        spool.append(3004, VERSION, chunks[-1])
+    schema = spool_schema(3004, VERSION)
+    assert "src_endpoint" not in chunks[0].schema.names
+    assert "src_endpoint" in chunks[1].schema.names
+    assert chunks[1].schema.field("actor").type != schema.field("actor").type  # pruned inside
+    spool.seal_due(time.time(), 0, 0)
+    (segment,) = spool.sealed()
+    whole = full_table(segment.table, 3004, VERSION)
+    assert whole.schema == schema
+    rows = whole.drop_columns([SPOOL_ID, SPOOL_TIME]).to_pylist()
+    back = [as_document(row, class_attributes(3004)) for row in rows]
+    assert back == [expected_row(doc) for doc in plain + docs]
+
+
 def test_the_spool_waits_for_flush_interval_or_flush_bytes(
     server: SeaweedFS, bucket: str, tmp_path: Path
 ) -> None:

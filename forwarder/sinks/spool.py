@@ -10,7 +10,8 @@ Layout, under the spool root (`spool/` beside the state database):
     <sink key>/<class_uid>-<version>/open-<created ms>/chunks.arrows     the segment being filled
     <sink key>/<class_uid>-<version>/sealed-<created ms>/chunks.arrows   sealed, to be uploaded
 
-A segment's file holds one chunk per write: its length, then an Arrow IPC stream (lz4),
+A segment's file holds one chunk per write: its length, then an Arrow IPC stream (lz4) of a
+record batch that may leave out fields no row of it has (read back as the union of them),
 appended and fsync'ed before `write` returns, so the collector may commit its checkpoint then.
 The sink's position (committed with the checkpoint) names each open segment and its length;
 `restore` cuts what was written after the last commit (and open segments made after it), so a
@@ -195,7 +196,8 @@ class Spool:
                     chunk = data[offset + _FRAME : offset + _FRAME + size]
                     tables.append(pa.ipc.open_stream(pa.py_buffer(chunk)).read_all())
                     offset += _FRAME + size
-                table = pa.concat_tables(tables) if tables else None
+                # Chunks carry only the fields their rows have: the table has the union of them.
+                table = pa.concat_tables(tables, promote_options="permissive") if tables else None
                 yield Segment(segment, int(class_uid), version, table)
 
     def remove(self, segment: Segment) -> None:

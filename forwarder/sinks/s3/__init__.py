@@ -205,12 +205,15 @@ class S3Sink(Sink):
     def _upload_due(self) -> None:
         """Seal the segments that are old or large enough, upload every sealed one, and
         forget it once all its objects are stored."""
+        from forwarder.sinks.s3.ocsf_arrow import full_table
+
         cfg = self.config
         self.spool.seal_due(time.time(), cfg.flush_interval, cfg.flush_bytes)
         for segment in self.spool.sealed():
             if segment.table is not None and segment.table.num_rows:
                 source = self._source_name(str(segment.class_uid))
-                objects = parquet_objects(segment.table, cfg.max_events, cfg.max_bytes)
+                table = full_table(segment.table, segment.class_uid, segment.version)
+                objects = parquet_objects(table, cfg.max_events, cfg.max_bytes)
                 for event_day, name, body in objects:
                     key = self._join(
                         "ext",

@@ -298,17 +298,23 @@ def _walk(value: dict[str, Any], node: _Node, i: int, n: int, columns: list, lef
 def _array(
     pa: ModuleType, kind: Any, arrow_type: Any, path: tuple, n: int, columns: list, slots: dict
 ) -> Any:
-    """The Arrow array of the column (or struct of columns) at `path`."""
+    """The Arrow array of the column (or struct of columns) at `path`, without the fields no
+    row has (a struct keeps at least one, for its length); None when no row has it."""
     values = columns[slots[path]]
     if values is None:
-        return pa.nulls(n, type=arrow_type)
+        return None
     if type(kind) is dict:
-        children = [
-            _array(pa, sub, arrow_type.field(name).type, (*path, name), n, columns, slots)
-            for name, sub in kind.items()
-        ]
+        fields, children = [], []
+        for name, sub in kind.items():
+            field = arrow_type.field(name)
+            child = _array(pa, sub, field.type, (*path, name), n, columns, slots)
+            if child is not None:
+                fields.append(field.with_type(child.type))
+                children.append(child)
+        if not children:
+            fields, children = [arrow_type.field(0)], [pa.nulls(n, arrow_type.field(0).type)]
         absent = pa.compute.invert(pa.array(values, type=pa.bool_()))
-        return pa.StructArray.from_arrays(children, fields=list(arrow_type), mask=absent)
+        return pa.StructArray.from_arrays(children, fields=fields, mask=absent)
     return pa.array(values, type=arrow_type)
 
 
@@ -370,7 +376,10 @@ def record_batch(
 ) -> Any:
     """The spool's record batch of documents of one class: each a row of `arrow_schema` with
     `time_dt` and the `datetime` profile, and what the schema leaves out flattened into
-    `unmapped` (ENCODE_ERRORS when a document cannot be encoded: a lone surrogate, say)."""
+    `unmapped` (ENCODE_ERRORS when a document cannot be encoded: a lone surrogate, say).
+    The batch has only the fields its rows have (the schema is a few hundred mostly empty
+    leaves: null columns were most of the spool's bytes and time); `full_table` restores the
+    others."""
     pa = import_pyarrow()
     shape = class_shape(class_uid, version)
     schema = spool_schema(class_uid, version)
@@ -406,10 +415,29 @@ def record_batch(
                 if not profiles or "datetime" not in profiles:
                     declared = {"profiles": sorted([*(profiles or ()), "datetime"])}
                     _walk(declared, root.fields["metadata"][2], i, n, columns, {})
-    arrays = [
-        _array(pa, kind, schema.field(name).type, (name,), n, columns, slots)
-        for name, kind in shape.items()
-    ]
+    fields, arrays = [], []
+    for name, kind in shape.items():
+        array = _array(pa, kind, schema.field(name).type, (name,), n, columns, slots)
+        if array is not None:
+            fields.append(schema.field(name).with_type(array.type))
+            arrays.append(array)
+    fields += [schema.field(SPOOL_ID), schema.field(SPOOL_TIME)]
     arrays.append(pa.array(ids, type=pa.string()))
     arrays.append(pa.array(times, type=pa.int64()))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def full_table(table: Any, class_uid: int, version: str) -> Any:
+    """A table of spooled chunks (each with only the fields its rows have, see `record_batch`)
+    with every column of the spool schema, in its order: missing fields as nulls."""
+    pa = import_pyarrow()
+    schema = spool_schema(class_uid, version)
+    if table.schema == schema:
+        return table
+    columns = [
+        table.column(field.name).cast(field.type)
+        if field.name in table.column_names
+        else pa.nulls(table.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
