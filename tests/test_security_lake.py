@@ -322,6 +322,25 @@ def test_the_schema_depth_limit_leaves_out_nothing_our_documents_use() -> None:
                 assert dict(unmapped or []) == flat(doc.get("unmapped", {}), "", {}), version
 
 
+def test_unmapped_holds_what_does_not_fit_and_is_null_for_a_row_without_any() -> None:
+    from forwarder.sinks.s3.ocsf_arrow import record_batch
+
+    docs = [doc for _, doc in golden() if doc["class_uid"] == 3004][:3]
+    bare = {k: v for k, v in docs[0].items() if k != "unmapped"}
+    odd = {**docs[1], "metadata": {**docs[1]["metadata"], "profiles": ["host", 7]}}
+    batch = record_batch([bare, odd, docs[2]], ["a", "b", "c"], [0, 0, 0], 3004, VERSION)
+    rows = batch.column("unmapped").to_pylist()
+    assert rows[0] is None
+    assert dict(rows[1]) == {
+        **flat(docs[1]["unmapped"], "", {}),
+        "metadata.profiles[0]": "host",
+        "metadata.profiles[1]": "7",
+    }
+    assert dict(rows[2]) == flat(docs[2]["unmapped"], "", {})
+    profiles = [row["profiles"] for row in batch.column("metadata").to_pylist()]
+    assert profiles == [["datetime", "host"], ["datetime"], ["datetime", "host"]]
+
+
 def test_a_spool_chunk_holds_only_the_fields_its_rows_have_and_reads_back_whole(
     tmp_path: Path,
 ) -> None:
