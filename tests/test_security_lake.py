@@ -420,6 +420,40 @@ def test_restore_cuts_what_was_spooled_after_the_committed_position(
     assert sorted(ids_in(objects(server, bucket))) == sorted(r.id for r in batch[:100])
 
 
+def test_a_failed_upload_keeps_the_segment_and_the_retry_stores_each_event_once(
+    server: SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    """Objects are uploaded while the next is encoded: an upload that fails fails the flush,
+    after the one in flight, and leaves the segment for the retry."""
+    from forwarder.sinks import SinkError
+
+    batch = records()[:200]
+    sink = open_sink(lake_url(server, bucket, tmp_path / "spool", flush_interval="1h"))
+    sink.restore(None)
+    sink.write(batch)
+    drain = open_sink(
+        lake_url(server, bucket, tmp_path / "spool", flush_interval="0", max_events=15)
+    )
+    drain.restore(sink.position())
+    put, calls = drain.transport.put, []
+
+    def failing_third_put(key: str, body: bytes, content_type: str) -> None:
+        calls.append(key)
+        if len(calls) == 3:
+            raise SinkError("s3 bucket: PutObject failed: injected")
+        put(key, body, content_type)
+
+    drain.transport.put = failing_third_put
+    with pytest.raises(SinkError, match="injected"):
+        drain.flush()
+    assert len(calls) <= 4, "the flush stops at the failure"
+    assert drain.status()["segments"] >= 1
+    drain.transport.put = put
+    drain.flush()
+    assert drain.status()["segments"] == 0
+    assert sorted(ids_in(objects(server, bucket))) == sorted(r.id for r in batch)
+
+
 def test_a_replayed_segment_writes_the_same_keys_with_the_same_bytes(
     server: SeaweedFS, bucket: str, tmp_path: Path
 ) -> None:

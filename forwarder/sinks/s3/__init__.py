@@ -11,7 +11,8 @@ at the start of the next write and by `flush`, which the collector calls after e
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -204,24 +205,39 @@ class S3Sink(Sink):
 
     def _upload_due(self) -> None:
         """Seal the segments that are old or large enough, upload every sealed one, and
-        forget it once all its objects are stored."""
-        from forwarder.sinks.s3.ocsf_arrow import full_table
-
+        forget it once all its objects are stored. Each object is uploaded by a thread of its
+        own while the next one is encoded (Parquet encoding leaves the GIL): one upload in
+        flight at most."""
         cfg = self.config
         self.spool.seal_due(time.time(), cfg.flush_interval, cfg.flush_bytes)
-        for segment in self.spool.sealed():
-            if segment.table is not None and segment.table.num_rows:
-                source = self._source_name(str(segment.class_uid))
-                table = full_table(segment.table, segment.class_uid, segment.version)
-                objects = parquet_objects(table, cfg.max_events, cfg.max_bytes)
-                for event_day, name, body in objects:
-                    key = self._join(
-                        "ext",
-                        source,
-                        f"region={cfg.region}",
-                        f"accountId={cfg.account_id}",
-                        f"eventDay={event_day}",
-                        name,
-                    )
-                    self.transport.put(key, body, PARQUET_TYPE)
-            self.spool.remove(segment)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-upload") as uploads:
+            for segment in self.spool.sealed():
+                stored: list[Future[None]] = []
+                for key, body in self._segment_objects(segment):
+                    if stored:
+                        stored[-1].result()  # raises its SinkError: the segment stays
+                    stored.append(uploads.submit(self.transport.put, key, body, PARQUET_TYPE))
+                for upload in stored:
+                    upload.result()
+                self.spool.remove(segment)
+
+    def _segment_objects(self, segment: Any) -> Iterator[tuple[str, bytes]]:
+        """(key, body) of the Parquet objects of a sealed segment, encoded as they are asked
+        for."""
+        from forwarder.sinks.s3.ocsf_arrow import full_table
+
+        if segment.table is None or not segment.table.num_rows:
+            return
+        cfg = self.config
+        source = self._source_name(str(segment.class_uid))
+        table = full_table(segment.table, segment.class_uid, segment.version)
+        for event_day, name, body in parquet_objects(table, cfg.max_events, cfg.max_bytes):
+            key = self._join(
+                "ext",
+                source,
+                f"region={cfg.region}",
+                f"accountId={cfg.account_id}",
+                f"eventDay={event_day}",
+                name,
+            )
+            yield key, body
