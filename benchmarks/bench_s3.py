@@ -4,14 +4,17 @@ mode, on the same events (the realistic mix of tests/fakes/events.py), written i
 collector-sized batches. Run from the repo root:
 
     python benchmarks/bench_s3.py [--events 100000] [--batch 5000] [--runs 3] [--compare DIR]
+        [--typed DIR ...]
 
 `--compare DIR` also times the Parquet mode of another checkout (e.g. main before the typed
 Parquet: JSON-string columns) on the same events, interleaved with this one's, and prints the
-ratio. Each mode runs in a process of its own with that checkout on PYTHONPATH; the events are
-mapped before the clock starts (this checkout's Parquet documents are OCSF 1.3.0, the other's
-what its sink takes); the time covers every write and, for the spooled Parquet mode, the upload
-of the spool afterwards (as the next cron run with flush_interval=0 does it): both end with
-every event stored. The fastest of --runs counts; the load average is printed.
+ratio; `--typed DIR` the typed (spooled) Parquet of another checkout, e.g. before a change.
+Each mode runs in a process of its own (this file with `--worker`) with that checkout on
+PYTHONPATH; the events are mapped before the clock starts (this checkout's Parquet documents
+are OCSF 1.3.0, the other's what its sink takes); the time covers every write and, for the
+spooled Parquet mode, the upload of the spool afterwards (as the next cron run with
+flush_interval=0 does it): both end with every event stored. The fastest and the median of
+--runs are printed, and the load average.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,47 +32,45 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import boto3  # noqa: E402
-
-from tests.fakes.events import make_events  # noqa: E402
-from tests.peers import free_port  # noqa: E402
-
 BASE = 1_709_251_200  # 2024-03-01T00:00:00Z
+TYPED = "parquet, typed structs"
 
-# Runs in a process with one checkout on PYTHONPATH: maps the events for the sink, then times
-# the sink alone. Prints {"seconds": ..., "events": ...}.
-WORKER = """
-import json, sys, time, orjson
-from forwarder.sinks import Record, open_sink
-from mappings.registry import MappingContext, load_mapper
-url, schema, path, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-sink = open_sink(url, schema)
-name, _, version = sink.mapping.partition("@")
-context = MappingContext(ocsf_version=version) if version else MappingContext()
-mapper = load_mapper(name, context)
-events = [orjson.loads(line) for line in open(path, "rb")]
-records = [Record(e["id"], e["type"], e["effective_at"], mapper(e)) for e in events]
-sink.open()
-sink.restore(None)
-start = time.perf_counter()
-for i in range(0, len(records), batch):
-    rejected = sink.write(records[i : i + batch])
-    assert not rejected, rejected[:1]
-if len(sys.argv) > 5:  # the spool's segments, uploaded as the next cron run would
-    drain = open_sink(sys.argv[5], schema)
-    drain.restore(None)
-    drain.flush()
-    drain.close()
-seconds = time.perf_counter() - start
-sink.close()
-print(json.dumps({"seconds": seconds, "events": len(records)}))
-"""
+
+def worker(url: str, schema: str, path: str, batch: int, drain_url: str | None) -> None:
+    """In a process with one checkout on PYTHONPATH: map the events for the sink, then time
+    the sink alone; print {"seconds": ..., "events": ...}."""
+    import orjson
+
+    from forwarder.sinks import Record, open_sink
+    from mappings.registry import MappingContext, load_mapper
+
+    sink = open_sink(url, schema)
+    name, _, version = sink.mapping.partition("@")
+    context = MappingContext(ocsf_version=version) if version else MappingContext()
+    mapper = load_mapper(name, context)
+    with open(path, "rb") as lines:
+        events = [orjson.loads(line) for line in lines]
+    records = [Record(e["id"], e["type"], e["effective_at"], mapper(e)) for e in events]
+    sink.open()
+    sink.restore(None)
+    start = time.perf_counter()
+    for i in range(0, len(records), batch):
+        rejected = sink.write(records[i : i + batch])
+        assert not rejected, rejected[:1]
+    if drain_url:  # the spool's segments, uploaded as the next cron run would
+        drain = open_sink(drain_url, schema)
+        drain.restore(None)
+        drain.flush()
+        drain.close()
+    seconds = time.perf_counter() - start
+    sink.close()
+    print(json.dumps({"seconds": seconds, "events": len(records)}))
 
 
 def start_server(tmp: Path) -> tuple[str, dict[str, str], object]:
     """(endpoint, credentials, stop) of SeaweedFS, or of moto when `weed` is missing."""
+    from tests.peers import free_port
+
     if shutil.which("weed"):
         from tests.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
@@ -104,9 +106,9 @@ def timed(
     checkout: Path, urls: tuple[str, ...], schema: str, events: Path, batch: int, env: dict
 ) -> float:
     done = subprocess.run(
-        [sys.executable, "-c", WORKER, urls[0], schema, str(events), str(batch), *urls[1:]],
+        [sys.executable, __file__, "--worker", urls[0], schema, str(events), str(batch), *urls[1:]],
         env={**env, "PYTHONPATH": str(checkout)},
-        cwd=checkout,  # `python -c` puts the working directory first on sys.path
+        cwd=checkout,
         capture_output=True,
         text=True,
         check=False,
@@ -117,11 +119,23 @@ def timed(
 
 
 def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    import boto3
+
+    from tests.fakes.events import make_events
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compare", metavar="DIR", help="also time this checkout's Parquet")
+    parser.add_argument(
+        "--typed",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="also time this checkout's typed Parquet, spooled like this one's (repeatable)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
@@ -147,46 +161,62 @@ def main() -> None:
             client.create_bucket(Bucket="bench")
             lake = (
                 f"s3://bench/?endpoint_url={endpoint}&region=us-east-1&format=parquet"
-                "&source=openai&account_id=123456789012"
+                "&account_id=123456789012"
             )
-            spooled = f"{lake}&spool={tmp / 'spool'}"
+
+            def spooled(source: str) -> tuple[str, str]:
+                # Spooled (flush_interval 1h), then uploaded at once (flush_interval 0), as
+                # Security Lake wants it: a few large objects per class.
+                url = f"{lake}&source={source}&spool={tmp / 'spool' / source}"
+                return f"{url}&flush_interval=1h", f"{url}&flush_interval=0"
+
             modes = {
                 "ndjson (ecs)": (
                     ROOT,
                     (f"s3://bench/nd?endpoint_url={endpoint}&region=us-east-1",),
                     "ecs",
                 ),
-                # Spooled (flush_interval 1h), then uploaded at once (flush_interval 0), as
-                # Security Lake wants it: a few large objects per class.
-                "parquet, typed structs": (
-                    ROOT,
-                    (f"{spooled}&flush_interval=1h", f"{spooled}&flush_interval=0"),
-                    "ocsf",
-                ),
+                TYPED: (ROOT, spooled("openai"), "ocsf"),
             }
+            for n, other in enumerate(args.typed):
+                modes[f"{TYPED}, {Path(other).name}"] = (
+                    Path(other).resolve(),
+                    spooled(f"typed{n}"),
+                    "ocsf",
+                )
             if args.compare:
                 modes[f"parquet, {Path(args.compare).name}"] = (
                     Path(args.compare).resolve(),
-                    (lake.replace("source=openai", "source=compare"),),
+                    (f"{lake}&source=compare",),
                     "ocsf",
                 )
-            best: dict[str, float] = {}
+            times: dict[str, list[float]] = {label: [] for label in modes}
             print(f"load average before: {os.getloadavg()[0]:.1f}")
             for _ in range(args.runs):
                 for label, (checkout, urls, schema) in modes.items():
-                    seconds = timed(checkout, urls, schema, events, args.batch, env)
-                    best[label] = min(best.get(label, seconds), seconds)
+                    times[label].append(timed(checkout, urls, schema, events, args.batch, env))
             print(f"load average after: {os.getloadavg()[0]:.1f}")
         finally:
             stop()  # type: ignore[operator]
     server = "SeaweedFS" if shutil.which("weed") else "moto"
-    print(f"{args.events:,} events, batches of {args.batch:,}, {server}, fastest of {args.runs}:")
-    for label, seconds in best.items():
-        print(f"  s3 {label:<28} {seconds:7.2f} s  {args.events / seconds:>9,.0f} events/s")
+    print(f"{args.events:,} events, batches of {args.batch:,}, {server}, {args.runs} runs:")
+    width = max(len(label) for label in times) + 3
+    print(f"  {'':<{width}} {'fastest':>9} {'median':>9} {'events/s':>10}")
+    for label, runs in times.items():
+        best, middle = min(runs), statistics.median(runs)
+        rate = args.events / best
+        print(f"  {'s3 ' + label:<{width}} {best:7.2f} s {middle:7.2f} s {rate:>10,.0f}")
     if args.compare:
-        ratio = best["parquet, typed structs"] / best[f"parquet, {Path(args.compare).name}"]
-        print(f"  typed Parquet / {Path(args.compare).name}'s Parquet: {ratio:.2f}x the time")
+        other = f"parquet, {Path(args.compare).name}"
+        for label in [TYPED, *(f"{TYPED}, {Path(d).name}" for d in args.typed)]:
+            fastest = min(times[label]) / min(times[other])
+            median = statistics.median(times[label]) / statistics.median(times[other])
+            print(f"  {label} / {other}: {fastest:.2f}x the time (fastest), {median:.2f}x (median)")
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--worker"]:
+        url, schema, path, batch, *drain = sys.argv[2:]
+        worker(url, schema, path, int(batch), drain[0] if drain else None)
+    else:
+        main()
