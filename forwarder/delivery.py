@@ -17,8 +17,8 @@ from forwarder.deadletter import DeadLetter, DeadLetters
 from forwarder.errors import DeliveryError, Stopped
 from forwarder.intake import intake_problem
 from forwarder.logs import get_logger, redact, verbose_logger
-from forwarder.retry import retrying, sink_failure_is_passing
-from forwarder.sinks.base import Record, Sink, SinkError
+from forwarder.retry import retrying
+from forwarder.sinks.base import Record, Sink, SinkError, sink_failure_is_passing
 from forwarder.state import Commit, State
 from mappings.registry import MapFunction, MappingError
 

@@ -33,7 +33,6 @@ from tenacity.wait import wait_base
 
 from forwarder.errors import Stopped
 from forwarder.logs import get_logger
-from forwarder.sinks.base import SinkError
 
 # With a hint from the server, wait at least this share of the backoff: a server that keeps
 # answering "retry-after: 0" is still backed off from.
@@ -178,34 +177,3 @@ class stop_after_failures(stop_base):
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         return self.failures(retry_state) >= self.attempts
-
-
-def sink_failure_is_passing(exc: BaseException) -> bool:
-    """The sinks' classifier: a `SinkError` that is not `permanent` may pass."""
-    return isinstance(exc, SinkError) and not exc.permanent
-
-
-def sink_retrying(
-    *,
-    stop: threading.Event,
-    what: str,
-    attempts: int,
-    backoff: float,
-    cap: float,
-    give_up: Callable[[BaseException, int], BaseException],
-    progress: Callable[[], int] | None = None,
-) -> Retrying:
-    """A sink's own small budget of attempts (its `retries=`/`backoff=` parameters), for the
-    state only the sink can carry between attempts (Fluentd's unacknowledged chunks, RELP's
-    unacknowledged messages); `Delivery` owns the deadline and the metric around it. With
-    `progress`, the attempts that count are those in a row without progress."""
-    return retrying(
-        stop=stop,
-        what=what,
-        passing=sink_failure_is_passing,
-        base=backoff,
-        cap=cap,
-        attempts=attempts,
-        progress=progress,
-        give_up=give_up,
-    )

@@ -22,9 +22,17 @@ from forwarder import metrics
 from forwarder.deadletter import DeadLetters
 from forwarder.delivery import Delivery
 from forwarder.errors import AuthError, DeliveryError, SourceError, Stopped
-from forwarder.retry import Backoff, retrying, sink_failure_is_passing, sink_retrying
+from forwarder.retry import Backoff, retrying
 from forwarder.sinks import open_sink
-from forwarder.sinks.base import Record, Sink, SinkError, SinkSpec, parse_sink_url
+from forwarder.sinks.base import (
+    Record,
+    Sink,
+    SinkError,
+    SinkSpec,
+    parse_sink_url,
+    sink_failure_is_passing,
+)
+from forwarder.sinks.retrying import sink_retrying
 from forwarder.sources.openai_api import (
     OpenAIAuditLogSource,
     TenantRefused,

@@ -85,6 +85,12 @@ class SinkError(Exception):
         self.permanent = permanent
 
 
+def sink_failure_is_passing(exc: BaseException) -> bool:
+    """The sinks' classifier for the retry policy (`forwarder.retry`): a `SinkError` that is
+    not `permanent` may pass."""
+    return isinstance(exc, SinkError) and not exc.permanent
+
+
 class SinkConfigError(ValueError):
     """A sink URL or parameter is invalid (exit code 2). The message names the setting."""
 

@@ -9,11 +9,11 @@ import threading
 from collections.abc import Sequence
 
 from forwarder.errors import one_line
-from forwarder.retry import sink_retrying
 from forwarder.sinks.base import Record, Rejection, Sink, SinkError, SinkSpec, short_reason
 from forwarder.sinks.fluentd import config
 from forwarder.sinks.fluentd.encoder import ChunkEncoder
 from forwarder.sinks.fluentd.transport import Chunk, Connection, Fatal, Retryable
+from forwarder.sinks.retrying import sink_retrying
 
 MAX_BACKOFF = 10.0
 

@@ -12,9 +12,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from forwarder import __version__
-from forwarder.retry import sink_retrying
 from forwarder.sinks import waits
 from forwarder.sinks.base import SinkError, short_reason
+from forwarder.sinks.retrying import sink_retrying
 
 MAX_TXNR = 999_999_999
 MAX_BACKOFF = 5.0

@@ -12,9 +12,9 @@ import ssl
 import threading
 import time
 
-from forwarder.retry import sink_retrying
 from forwarder.sinks import waits
 from forwarder.sinks.base import Record, Rejection, SinkError, short_reason
+from forwarder.sinks.retrying import sink_retrying
 
 # Backoff between a stream sink's own attempts (reconnect and resend), seconds.
 STREAM_BACKOFF = 0.25
