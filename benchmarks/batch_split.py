@@ -9,7 +9,9 @@ commit, and the rest; into a `file:` sink or the real Fluentd with a file buffer
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -31,12 +33,17 @@ def timer(totals: dict[str, float], key: str, call: Callable[..., Any]) -> Calla
     return timed
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmark_commands.py parses docs/benchmarks.md with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--sink", choices=("file", "fluentd"), default="fluentd")
     parser.add_argument("--root", default=str(REPO), help="checkout whose code is timed")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     sys.path[:0] = [str(REPO)]
     from benchmarks.bench_fluentd import FLUENTD_CONFIG, OUTPUTS
     from tests.fakes.events import make_events
@@ -54,6 +61,7 @@ def main() -> None:
     assert delivery.__file__.startswith(root), delivery.__file__
 
     work = Path(tempfile.mkdtemp(prefix="batch-split-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     now = int(time.time())
     events = make_events(args.events, start=now - 20 * 3600, end=now - 3600, seed=11)
     source = work / "events.jsonl"

@@ -197,7 +197,8 @@ def backfill(
     )
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmark_commands.py parses docs/benchmarks.md with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=30_000, help="events for the speed runs")
     parser.add_argument("--days", type=float, default=2.0, help="time span of the speed runs")
@@ -210,7 +211,11 @@ def main() -> None:
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--schema", default="ecs", choices=["ecs", "ocsf", "raw"])
     parser.add_argument("--tmp", help="work directory (default: a temporary one)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
     with tempfile.TemporaryDirectory(dir=args.tmp, prefix="bench-backfill-") as tmp_name:

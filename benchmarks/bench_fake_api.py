@@ -46,11 +46,16 @@ def timed(requests: int, client: httpx.Client, threads: int) -> float:
     return elapsed
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmark_commands.py parses docs/benchmarks.md with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--latency", type=float, default=0.4)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     events = make_events(50, start=T0, end=T0 + 10)
     with FakeOpenAI(events, latency=args.latency) as fake:
         headers = {"Authorization": f"Bearer {DEFAULT_ADMIN_KEY}"}

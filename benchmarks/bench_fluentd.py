@@ -6,10 +6,12 @@ TLS + gzip + shared key, side by side with a `file:` sink on the same input in t
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import multiprocessing as mp
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -239,6 +241,7 @@ def end_to_end(args: argparse.Namespace) -> None:
 
     os.environ.setdefault(KEY_ENV, "benchmark-shared-key")
     work = Path(tempfile.mkdtemp(prefix="bench-fluentd-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     cert_dir = work / "certs"
     cert_dir.mkdir()
     ca = trustme.CA()
@@ -312,7 +315,8 @@ def end_to_end(args: argparse.Namespace) -> None:
         print(f"{name:<48} {args.events / seconds:>9,.0f}  {seconds:>7.2f}  {seconds / base:.2f}x")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmark_commands.py parses docs/benchmarks.md with it)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=3)
@@ -332,7 +336,11 @@ def main() -> None:
     parser.add_argument(
         "--decode", action="store_true", help="have the server decode every entry (slower)"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.sink_only:
         args.events = args.events or 200_000
         sink_only(args)

@@ -90,7 +90,8 @@ def print_table(title: str, rate: str, rows: dict[int, list[tuple[float, float, 
         print(f"{threshold:>10}{wall:>9.2f}{value:>9.{digits}f}{peak:>9.0f}   {each}")
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmark_commands.py parses docs/benchmarks.md with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--thresholds", default="700,10000")
     parser.add_argument("--runs", type=int, default=7)
@@ -99,7 +100,11 @@ def main() -> int:
     parser.add_argument("--days", type=float, default=7.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--tmp")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     thresholds = [int(t) for t in args.thresholds.split(",")]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIT_FORWARDER_"))}

@@ -78,7 +78,8 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmark_commands.py parses docs/benchmarks.md with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--days", type=float, default=7.0, help="time span of the events")
@@ -89,7 +90,11 @@ def main() -> int:
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--tmp", help="work directory (default: a temporary one)")
     parser.add_argument("--compare", metavar="DIR", help="also time `run` with this checkout")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIT_FORWARDER_"))}
     env["PYTHONPATH"] = str(ROOT)
@@ -181,7 +186,7 @@ def main() -> int:
         f"{run_wall / map_wall:>7.2f}{run_cpu:>8.2f}{run_cpu / map_cpu:>7.2f}{n / run_wall:>10,.0f}"
     )
     if args.compare:
-        label = f"  the same, code of {Path(args.compare).name}"
+        label = f"  the same, code of {Path(args.compare).resolve().name}"
         wall, cpu = min(walls["compare"]), min(cpus["compare"])
         print(
             f"{label:<44}{wall:>8.2f}{wall / map_wall:>7.2f}"

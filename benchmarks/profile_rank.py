@@ -19,12 +19,17 @@ def frame_name(frame: str) -> str:
     return f"{function} ({where.rsplit(':', 1)[0].rsplit('/', 1)[-1]})"
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_benchmark_commands.py parses docs/benchmarks.md with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("profile")
     parser.add_argument("function", nargs="?", help="only stacks through this function")
     parser.add_argument("--top", type=int, default=25)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
