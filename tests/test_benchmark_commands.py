@@ -472,6 +472,11 @@ def recorded(text: str) -> str:
 
 # The forwarder commands, run below as written; the one of bench_s3.py is its run above.
 PROFILED_FORWARDER = [c for c in PROFILED if "forwarder" in recorded(c.text)]
+EVENTS = 300  # in the events.jsonl the profile commands read
+
+
+def test_the_profile_commands_are_found() -> None:
+    assert PY_SPY and len(PROFILED_FORWARDER) > len(PY_SPY), PROFILED
 
 
 @contextlib.contextmanager
@@ -515,9 +520,6 @@ def run_profile_command(text: str, tmp_path: Path) -> subprocess.CompletedProces
     return done
 
 
-EVENTS = 300
-
-
 @pytest.mark.parametrize(
     "command", PROFILED_FORWARDER, ids=[f"line{c.line}" for c in PROFILED_FORWARDER]
 )
@@ -542,9 +544,11 @@ def test_py_spy_records_the_doc_command(command: DocCommand, tmp_path: Path) -> 
         # py-spy is a developer's tool, not a dependency of the test extra.
         pytest.skip(
             "py-spy not installed (pip install py-spy); the command it records is run "
-            "without it by test_profiled_forwarder_command_runs / test_bench_s3_..."
+            "without it by test_profiled_forwarder_command_runs and "
+            "test_bench_s3_against_seaweedfs_with_compare_and_typed"
         )
     text = command.text.replace("--events 100000", "--events 300 --batch 100")
+    assert "bench_s3.py" not in text or "--events 300 " in text, f"{command}: size it down here"
     run_profile_command(text, tmp_path)
     profile = tmp_path / re.search(r" -o (\S+)", text).group(1)  # type: ignore[union-attr]
     ranked = run_benchmark("profile_rank.py", str(profile), "--top", "5")
