@@ -541,11 +541,9 @@ def test_profiled_forwarder_command_runs(command: DocCommand, tmp_path: Path) ->
 @pytest.mark.parametrize("command", PY_SPY, ids=[f"line{c.line}" for c in PY_SPY])
 def test_py_spy_records_the_doc_command(command: DocCommand, tmp_path: Path) -> None:
     if shutil.which("py-spy", path=bench_env()["PATH"]) is None:
-        # py-spy is a developer's tool, not a dependency of the test extra.
-        pytest.skip(
-            "py-spy not installed (pip install py-spy); the command it records is run "
-            "without it by test_profiled_forwarder_command_runs and "
-            "test_bench_s3_against_seaweedfs_with_compare_and_typed"
+        missing_peer(
+            "py-spy not installed (pip install -e '.[test]'); the command it records is run "
+            "without it by test_profiled_forwarder_command_runs"
         )
     text = command.text.replace("--events 100000", "--events 300 --batch 100")
     assert "bench_s3.py" not in text or "--events 300 " in text, f"{command}: size it down here"
