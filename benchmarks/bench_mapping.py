@@ -102,13 +102,17 @@ def time_commands(path: Path, out: Path, empty: Path, runs: int) -> dict[str, fl
     return best
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--input", type=Path, help="a JSONL file of audit-log events")
     parser.add_argument("--runs", type=int, default=3, help="runs per command (fastest counts)")
     parser.add_argument("--rounds", type=int, default=3, help="in process: runs per chunk")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         path = args.input or Path(tmp) / "events.jsonl"

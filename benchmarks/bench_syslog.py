@@ -71,14 +71,18 @@ def bench(peer: Rsyslog, transport: str, records: list[Record], batch: int) -> N
     )
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument(
         "--transports", default="tcp,tls,relp,relp+tls,udp", help="comma-separated list"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; rsyslog shares them")
     with tempfile.TemporaryDirectory() as tmp:
         peer = Rsyslog(Path(tmp)).start()

@@ -1,5 +1,6 @@
-"""docs/benchmarks.md's commands work: every benchmark and profile command line in it (code
-blocks and inline code) is parsed by the script's own argparse parser, or by the forwarder's
+"""The benchmark commands of the docs work: every benchmark and profile command line of
+docs/benchmarks.md, and every benchmark command of README.md and the other docs (code
+blocks and inline code), is parsed by the script's own argparse parser, or by the forwarder's
 click parser for a `python -m forwarder` command, and fails naming the doc line when a script
 or an option is gone. Each benchmark then runs once end to end at the smallest size that still
 exercises all its parts, with the real peers it needs, and its output must have the lines the
@@ -29,6 +30,8 @@ from tests.peers import free_port, missing_peer, require_module
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
+# Other docs that name benchmarks: only their commands of benchmarks/ are checked here.
+OTHER_DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 FLUENTD_DOC = ROOT / "docs" / "sink-fluentd.md"
 # The benchmarks run here; a script the doc names must be one of them.
 RUN_HERE = {
@@ -40,21 +43,28 @@ RUN_HERE = {
     "bench_fake_api.py",
     "bench_s3.py",
     "profile_rank.py",
+    "bench_mapping.py",
+    "bench_syslog.py",
 }
 COMMAND = re.compile(r"(?:[A-Z_]+=\S*\s+)*(?:python3?|py-spy)\s")
 SCRIPT = re.compile(r"(?:benchmarks/)?\w+\.py(?:\s|$)")
 CONTINUED_NOTATION = re.compile(r"\s+\[")  # an indented `[--opt N]` line goes with the one above
 ENV_ASSIGNMENT = re.compile(r"[A-Z_]+=\S*")
-NUMBER = r"[\d,]+(?:\.\d+)?"
+NUMBER = r"-?[\d,]+(?:\.\d+)?"  # a small run can give a negative net ratio
 
 
 @dataclass(frozen=True)
 class DocCommand:
+    doc: str  # the doc's path from the repo root
     line: int  # 1-based, where the command starts in the doc
     text: str  # continuations joined, comments removed
 
     def __str__(self) -> str:
-        return f"docs/benchmarks.md:{self.line}: `{self.text}`"
+        return f"{self.doc}:{self.line}: `{self.text}`"
+
+    @property
+    def id(self) -> str:
+        return f"{Path(self.doc).stem}-line{self.line}"
 
     def variants(self) -> list[list[str]]:
         """The words of each form the notation allows: `[--opt N]` taken as given, and one
@@ -64,8 +74,9 @@ class DocCommand:
         return [list(form) for form in itertools.product(*choices)]
 
 
-def doc_commands() -> list[DocCommand]:
-    lines = DOC.read_text().splitlines()
+def doc_commands(doc: Path) -> list[DocCommand]:
+    where = doc.relative_to(ROOT).as_posix()
+    lines = doc.read_text().splitlines()
     found: list[DocCommand] = []
     fenced = False
     i = 0
@@ -80,10 +91,10 @@ def doc_commands() -> list[DocCommand]:
             ):
                 i += 1
                 text = text.removesuffix("\\").rstrip() + " " + uncommented(lines[i]).strip()
-            found.append(DocCommand(start + 1, text))
+            found.append(DocCommand(where, start + 1, text))
         elif not fenced:
             found += [
-                DocCommand(i + 1, code)
+                DocCommand(where, i + 1, code)
                 for code in re.findall(r"`([^`]+)`", line)
                 if COMMAND.match(code) or SCRIPT.match(code)
             ]
@@ -95,7 +106,17 @@ def uncommented(line: str) -> str:
     return re.sub(r"\s+#\s.*$", "", line).rstrip()
 
 
-COMMANDS = doc_commands()
+def names_a_benchmark(command: DocCommand) -> bool:
+    return "benchmarks/" in command.text or command.text.startswith(("bench_", "batch_split"))
+
+
+COMMANDS = doc_commands(DOC) + [
+    command
+    for doc in OTHER_DOCS
+    if doc != DOC
+    for command in doc_commands(doc)
+    if names_a_benchmark(command)
+]
 
 
 def check_words(words: list[str], where: DocCommand) -> None:
@@ -154,7 +175,7 @@ def check_forwarder(args: list[str], where: DocCommand) -> None:
         pytest.fail(f"{where}: `{args[0]}` rejects {shlex.join(args[1:])!r}: {exc}")
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=[f"line{c.line}" for c in COMMANDS])
+@pytest.mark.parametrize("command", COMMANDS, ids=[c.id for c in COMMANDS])
 def test_doc_command_is_accepted(command: DocCommand) -> None:
     for words in command.variants():
         check_words(words, command)
@@ -168,7 +189,7 @@ def test_every_benchmark_the_doc_names_is_run_here() -> None:
         if word.endswith(".py") and SCRIPT.match(word + " ")
     }
     assert named == RUN_HERE, (
-        "docs/benchmarks.md names these benchmarks; each needs a run below: "
+        "the docs name these benchmarks; each needs a run below: "
         f"{sorted(named - RUN_HERE)}; no longer named: {sorted(RUN_HERE - named)}"
     )
 
@@ -520,9 +541,7 @@ def run_profile_command(text: str, tmp_path: Path) -> subprocess.CompletedProces
     return done
 
 
-@pytest.mark.parametrize(
-    "command", PROFILED_FORWARDER, ids=[f"line{c.line}" for c in PROFILED_FORWARDER]
-)
+@pytest.mark.parametrize("command", PROFILED_FORWARDER, ids=[c.id for c in PROFILED_FORWARDER])
 def test_profiled_forwarder_command_runs(command: DocCommand, tmp_path: Path) -> None:
     """The forwarder command of each profile line, as written (without py-spy, which
     test_py_spy_records_the_doc_command adds when it is installed)."""
@@ -538,7 +557,7 @@ def test_profiled_forwarder_command_runs(command: DocCommand, tmp_path: Path) ->
         assert f"{EVENTS} events delivered" in done.stderr, done.stderr
 
 
-@pytest.mark.parametrize("command", PY_SPY, ids=[f"line{c.line}" for c in PY_SPY])
+@pytest.mark.parametrize("command", PY_SPY, ids=[c.id for c in PY_SPY])
 def test_py_spy_records_the_doc_command(command: DocCommand, tmp_path: Path) -> None:
     if shutil.which("py-spy", path=bench_env()["PATH"]) is None:
         missing_peer(
@@ -551,3 +570,45 @@ def test_py_spy_records_the_doc_command(command: DocCommand, tmp_path: Path) -> 
     profile = tmp_path / re.search(r" -o (\S+)", text).group(1)  # type: ignore[union-attr]
     ranked = run_benchmark("profile_rank.py", str(profile), "--top", "5")
     assert re.match(r"\d+ samples\ninclusive    own  function\n", ranked), ranked
+
+
+def test_bench_mapping_runs_the_command_and_the_mapper_alone() -> None:
+    output = run_benchmark(
+        "bench_mapping.py", *("--events", "2000", "--runs", "1", "--rounds", "1")
+    )
+    assert_doc_shapes(
+        output,
+        ROOT / "docs" / "mappings.md",
+        [
+            "The command, file to file (fastest of 3 runs):",
+            "  orjson parse+dump         222,571 events/s    0.90 s",
+            "    its start-up                                0.05 s",
+            "  map start-up                                  0.37 s",
+            "  map --schema raw          172,200 events/s    1.16 s  1.29x  (0.93x without start-up)",  # noqa: E501 (as the doc shows it)
+            "  map --schema ecs           71,507 events/s    2.80 s  3.11x  (2.87x without start-up)",  # noqa: E501 (as the doc shows it)
+            "  map --schema ocsf          55,697 events/s    3.59 s  4.00x  (3.80x without start-up)",  # noqa: E501 (as the doc shows it)
+            "The mapper alone, in process (parse, map, dump; no I/O, no start-up):",
+            "  orjson parse+dump         454,917 events/s",
+            "  mapper ecs                104,374 events/s  4.36x",
+            "  mapper ocsf               104,478 events/s  4.35x",
+        ],
+    )
+
+
+def test_bench_syslog_runs_every_transport_into_rsyslog() -> None:
+    from tests.fakes.rsyslog import rsyslogd_path
+
+    rsyslogd_path()  # skips (fails under CI) without rsyslog, saying how to install it
+    output = run_benchmark("bench_syslog.py", *("--events", "200", "--batch", "50"))
+    transports = ("tcp", "tls", "relp", "relp+tls", "udp")
+    assert_lines(
+        output,
+        [
+            rf"load average {NUMBER} on \d+ CPUs; rsyslog shares them",
+            *(
+                rf"{re.escape(t)}\s+200 events\s+write\(\)\s+{NUMBER}/s\s+written by rsyslog\s+"
+                rf"{NUMBER}/s\s+sink CPU\s+{NUMBER} us/event \(one free core:\s+{NUMBER}/s\)"
+                for t in transports
+            ),
+        ],
+    )
