@@ -1,9 +1,11 @@
 """Prometheus metrics of the forwarder, in a registry of its own (served by --metrics-addr).
 Every metric about a stream carries the label `stream` (PROCESS_WIDE in
-tests/test_metrics_and_health.py holds the few that do not, with the reason)."""
+tests/test_metrics_and_health.py holds the few that do not, with the reason); the S3 sink's
+spool metrics are per sink instead (see below)."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -159,9 +161,10 @@ SPOOL_UPLOAD_FAILURES = Counter(
 
 
 class SpoolMetrics:
-    """The spool metrics of one sink: its children looked up once, so that exporting the
-    spool's state after a write or a flush costs a few assignments. The oldest segment's age
-    is computed at each scrape from its creation time, so it grows between sweeps."""
+    """The spool metrics of one sink (one per sink name: see `spool_metrics`): its children
+    looked up once, so that exporting the spool's state after a write or a flush costs a few
+    assignments. The oldest segment's age is computed at each scrape from its creation time,
+    so it grows between sweeps."""
 
     def __init__(self, sink: str, flush_interval: float) -> None:
         SPOOL_FLUSH_INTERVAL.labels(sink).set(flush_interval)
@@ -191,6 +194,20 @@ class SpoolMetrics:
         self.segments["sealed"].set(sealed_segments)
         self.bytes["sealed"].set(sealed_bytes)
         self.oldest_created = oldest_created
+
+
+_SPOOLS: dict[str, SpoolMetrics] = {}
+_SPOOLS_LOCK = threading.Lock()
+
+
+def spool_metrics(sink: str, flush_interval: float) -> SpoolMetrics:
+    """The spool metrics of the sink named `sink`, shared by every instance of it: each stream
+    that names a sink builds one and the process uses the first (runtime.SinkPool), so the
+    series, and the age they report, must not belong to one instance."""
+    with _SPOOLS_LOCK:
+        if sink not in _SPOOLS:
+            _SPOOLS[sink] = SpoolMetrics(sink, flush_interval)
+        return _SPOOLS[sink]
 
 
 def declare_stream(stream: str, interval: float) -> None:

@@ -50,7 +50,6 @@ class S3Sink(Sink):
             config.bucket, config.region, config.endpoint_url, config.put_extra
         )
         self.spool: Any = None
-        self._metrics: metrics.SpoolMetrics | None = None  # made by the instance that is used
         if config.spool is not None:
             from forwarder.sinks.spool import Spool
 
@@ -62,6 +61,7 @@ class S3Sink(Sink):
                 f"&endpoint_url={config.endpoint_url or ''}&ocsf_version={self.spec.ocsf_version}"
             )
             self.spool = Spool(config.spool, destination, self.name)
+            self.spool_metrics = metrics.spool_metrics(self.name, config.flush_interval)
 
     @classmethod
     def from_spec(cls, spec: SinkSpec) -> S3Sink:
@@ -237,7 +237,7 @@ class S3Sink(Sink):
 
     def _store(self, key: str, body: bytes) -> None:
         """Upload one object of the spool, counted as stored or failed."""
-        counted = self._spool_metrics()
+        counted = self.spool_metrics
         try:
             self.transport.put(key, body, PARQUET_TYPE)
         except Exception:
@@ -246,20 +246,13 @@ class S3Sink(Sink):
         counted.objects.inc()
         counted.uploaded_bytes.inc(len(body))
 
-    def _spool_metrics(self) -> metrics.SpoolMetrics:
-        # Made at first use, not in __init__: streams that share a sink build one instance
-        # each and use the first (runtime.SinkPool); only that one may own the series.
-        if self._metrics is None:
-            self._metrics = metrics.SpoolMetrics(self.name, self.config.flush_interval)
-        return self._metrics
-
     def _export_spool(self) -> None:
         """The spool's state into its metrics: once per restore, write and flush."""
         try:
             tally = self.spool.tally()
         except OSError:  # the metrics never fail a write; what failed is reported by it
             return
-        self._spool_metrics().export(
+        self.spool_metrics.export(
             tally.open_segments,
             tally.open_bytes,
             tally.sealed_segments,
