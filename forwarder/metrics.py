@@ -1,8 +1,12 @@
 """Prometheus metrics of the forwarder, in a registry of its own (served by --metrics-addr).
-Every metric about a stream carries the label `stream` (tests/test_metrics_labels.py holds the
-few that are process-wide, with the reason)."""
+Every metric about a stream carries the label `stream` (PROCESS_WIDE in
+tests/test_metrics_and_health.py holds the few that do not, with the reason); the S3 sink's
+spool metrics are per sink instead (see below)."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -103,6 +107,107 @@ BACKFILL_EVENTS = Counter(
     ["stream"],
     registry=REGISTRY,
 )
+
+# The S3 sink's Security Lake spool (format=parquet). Labelled by sink, not by stream: streams
+# whose sink URLs are the same share one sink, and with it one spool (runtime.SinkPool).
+_SHARED = "; per sink: streams that name the same sink URL share its spool"
+SPOOL_BYTES = Gauge(
+    "oaf_spool_bytes",
+    "Bytes in the local spool of an S3 Parquet sink, by segment state: open (being filled) or "
+    "sealed (due, waiting for upload)" + _SHARED,
+    ["sink", "state"],
+    registry=REGISTRY,
+)
+SPOOL_SEGMENTS = Gauge(
+    "oaf_spool_segments",
+    "Segments in the local spool of an S3 Parquet sink, by state: open or sealed" + _SHARED,
+    ["sink", "state"],
+    registry=REGISTRY,
+)
+SPOOL_STATES = ("open", "sealed")
+SPOOL_OLDEST_AGE = Gauge(
+    "oaf_spool_oldest_segment_age_seconds",
+    "Age of the oldest segment in the spool (0 when empty); uploaded once flush_interval old, "
+    "so a value far above oaf_spool_flush_interval_seconds means uploads are stuck" + _SHARED,
+    ["sink"],
+    registry=REGISTRY,
+)
+SPOOL_FLUSH_INTERVAL = Gauge(
+    "oaf_spool_flush_interval_seconds",
+    "The sink's flush_interval: a segment this old is sealed and uploaded" + _SHARED,
+    ["sink"],
+    registry=REGISTRY,
+)
+SPOOL_UPLOADED_OBJECTS = Counter(
+    "oaf_spool_uploaded_objects",
+    "Parquet objects stored from the spool (a segment whose upload failed stores its objects "
+    "again when retried)" + _SHARED,
+    ["sink"],
+    registry=REGISTRY,
+)
+SPOOL_UPLOADED_BYTES = Counter(
+    "oaf_spool_uploaded_bytes",
+    "Bytes of the Parquet objects stored from the spool" + _SHARED,
+    ["sink"],
+    registry=REGISTRY,
+)
+SPOOL_UPLOAD_FAILURES = Counter(
+    "oaf_spool_upload_failures",
+    "Uploads from the spool that failed (each fails its write or flush: the segment stays, and "
+    "the delivery retries it unless the failure is permanent, such as a wrong secret)" + _SHARED,
+    ["sink"],
+    registry=REGISTRY,
+)
+
+
+class SpoolMetrics:
+    """The spool metrics of one sink (one per sink name: see `spool_metrics`): its children
+    looked up once, so that exporting the spool's state after a write or a flush costs a few
+    assignments. The oldest segment's age is computed at each scrape from its creation time,
+    so it grows between sweeps."""
+
+    def __init__(self, sink: str, flush_interval: float) -> None:
+        SPOOL_FLUSH_INTERVAL.labels(sink).set(flush_interval)
+        self.bytes = {state: SPOOL_BYTES.labels(sink, state) for state in SPOOL_STATES}
+        self.segments = {state: SPOOL_SEGMENTS.labels(sink, state) for state in SPOOL_STATES}
+        self.objects = SPOOL_UPLOADED_OBJECTS.labels(sink)
+        self.uploaded_bytes = SPOOL_UPLOADED_BYTES.labels(sink)
+        self.failures = SPOOL_UPLOAD_FAILURES.labels(sink)
+        self.oldest_created: float | None = None
+        SPOOL_OLDEST_AGE.labels(sink).set_function(self._oldest_age)
+
+    def _oldest_age(self) -> float:
+        oldest = self.oldest_created
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
+
+    def export(
+        self,
+        open_segments: int,
+        open_bytes: int,
+        sealed_segments: int,
+        sealed_bytes: int,
+        oldest_created: float | None,
+    ) -> None:
+        """The spool as it is now (spool.Tally's fields)."""
+        self.segments["open"].set(open_segments)
+        self.bytes["open"].set(open_bytes)
+        self.segments["sealed"].set(sealed_segments)
+        self.bytes["sealed"].set(sealed_bytes)
+        self.oldest_created = oldest_created
+
+
+_SPOOLS: dict[str, SpoolMetrics] = {}
+_SPOOLS_LOCK = threading.Lock()
+
+
+def spool_metrics(sink: str, flush_interval: float) -> SpoolMetrics:
+    """The spool metrics of the sink named `sink`, shared by every instance of it: each stream
+    that names a sink builds one and the process uses the first (runtime.SinkPool), so the
+    series, and the age they report, must not belong to one instance."""
+    with _SPOOLS_LOCK:
+        if sink not in _SPOOLS:
+            _SPOOLS[sink] = SpoolMetrics(sink, flush_interval)
+        return _SPOOLS[sink]
 
 
 def declare_stream(stream: str, interval: float) -> None:

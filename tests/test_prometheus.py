@@ -2,7 +2,8 @@
 package `prometheus`): `promtool check rules` and `promtool test rules` on the alert rules, and
 the real server, configured by the example prometheus.yml, scraping a running forwarder: its
 PromQL sees the events delivered, and the staleness alert goes pending for a stream that never
-worked (the forwarder exports its last success as 0 from the start)."""
+worked (the forwarder exports its last success as 0 from the start); a Security Lake sink's
+spool is scraped, per sink, and its alert stays silent."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def promtool(*args: str) -> str:
 
 
 def test_the_alert_rules_pass_promtool_check_rules() -> None:
-    assert "SUCCESS: 7 rules found" in promtool("check", "rules", "alerts.yaml")
+    assert "SUCCESS: 8 rules found" in promtool("check", "rules", "alerts.yaml")
 
 
 def test_the_alert_rules_pass_their_unit_tests() -> None:
@@ -86,9 +87,15 @@ def test_prometheus_scrapes_a_running_forwarder_and_sees_what_it_delivered(
     events = recent_events(150, hours=1, seed=81)
     api = FakeOpenAI(events, admin_key=ADMIN_KEY)
     metrics_port, web_port = free_port(), free_port()
+    # Also a Security Lake sink whose segments are not due within the test: its spool is
+    # exported, and the endpoint (where nothing listens) is never called.
+    lake = (
+        "s3://lake-bucket/?format=parquet&schema=ocsf&source=openai&account_id=123456789012"
+        f"&region=us-east-1&endpoint_url=http://127.0.0.1:{free_port()}&flush_interval=1h"
+    )
     config = tmp_path / "forwarder.toml"
     config.write_text(f"""
-sinks = ["file:{tmp_path}/out/{{stream}}.ndjson"]
+sinks = ["file:{tmp_path}/out/{{stream}}.ndjson", "{lake}"]
 state = "{tmp_path}/s.db"
 start_at = "2h"
 interval = "1s"
@@ -145,9 +152,8 @@ base_url = "{api.base_url}"
         assert sorted(r["name"] for r in loaded) == sorted(_alerts())
 
         def delivered() -> float | None:
-            result = _query(
-                web_port, 'sum(oaf_events_delivered_total{job="openai-audit-forwarder"})'
-            )
+            query = 'sum(oaf_events_delivered_total{job="openai-audit-forwarder", sink=~"file:.*"})'
+            result = _query(web_port, query)
             return float(result[0]["value"][1]) if result else None
 
         wait_for(lambda: delivered() == len(events), 60, "the delivered events in Prometheus")
@@ -163,6 +169,17 @@ base_url = "{api.base_url}"
             return streams if streams >= {"revoked", "revoked-tenant"} else None
 
         assert wait_for(pending, 60, "the staleness alert") == {"revoked", "revoked-tenant"}
+
+        # The spool of the Security Lake sink, per sink: it holds what "good" delivered, and its
+        # segments are young, so the spool alert is silent.
+        def spooled() -> list[dict[str, Any]] | None:
+            found = _query(web_port, 'oaf_spool_bytes{job="openai-audit-forwarder"} > 0')
+            return found or None
+
+        (held,) = wait_for(spooled, 60, "the spool's bytes in Prometheus")
+        assert held["metric"]["state"] == "open" and "stream" not in held["metric"]
+        assert held["metric"]["sink"].startswith("s3://lake-bucket/")
+        assert _query(web_port, 'ALERTS{alertname="OpenAIAuditSpoolNotDraining"}') == []
     finally:
         server.send_signal(signal.SIGTERM)
         server_log = server.communicate(timeout=60)[1].decode(errors="replace")

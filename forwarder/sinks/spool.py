@@ -208,21 +208,52 @@ class Spool:
     def status(self, now: float | None = None) -> dict[str, Any]:
         return spool_summary(self.directory, time.time() if now is None else now)
 
+    def tally(self) -> Tally:
+        """What the spool holds now, for the metrics: a few directory listings and a stat per
+        segment (one open segment per class, and what waits for upload), no data read."""
+        counts = {"open": [0, 0], "sealed": [0, 0]}
+        oldest = None
+        for segment, size in _segments(self.directory):
+            count = counts["sealed" if segment.name.startswith("sealed-") else "open"]
+            count[0] += 1
+            count[1] += size
+            created = _created(segment)
+            oldest = created if oldest is None else min(oldest, created)
+        return Tally(*counts["open"], *counts["sealed"], oldest)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A spool's segments and bytes by state, and when its oldest segment was made."""
+
+    open_segments: int
+    open_bytes: int
+    sealed_segments: int
+    sealed_bytes: int
+    oldest_created: float | None  # Unix time; None when the spool is empty
+
+
+def _segments(directory: Path) -> list[tuple[Path, int]]:
+    """Every segment of one sink's spool that holds a chunk, with its size."""
+    class_dirs = sorted(p for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
+    found = []
+    for class_dir in class_dirs:
+        for segment in class_dir.iterdir():
+            size = _size(segment) if segment.is_dir() else 0
+            if size:
+                found.append((segment, size))
+    return found
+
 
 def spool_summary(directory: Path, now: float) -> dict[str, Any]:
     """Segments, bytes and the age of the oldest segment of one sink's spool."""
-    class_dirs = sorted(p for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
-    segments = [
-        segment
-        for class_dir in class_dirs
-        for segment in class_dir.iterdir()
-        if segment.is_dir() and _size(segment)
-    ]
+    sizes = _segments(directory)
+    segments = [segment for segment, _ in sizes]
     oldest = min((_created(s) for s in segments), default=None)
     return {
         "segments": len(segments),
         "sealed": sum(s.name.startswith("sealed-") for s in segments),
-        "bytes": sum(_size(s) for s in segments),
+        "bytes": sum(size for _, size in sizes),
         "oldest_age_seconds": None if oldest is None else round(max(0.0, now - oldest), 1),
     }
 

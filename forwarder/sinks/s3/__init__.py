@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from forwarder import metrics
 from forwarder.sinks.base import (
     ENCODE_ERRORS,
     Record,
@@ -60,6 +61,7 @@ class S3Sink(Sink):
                 f"&endpoint_url={config.endpoint_url or ''}&ocsf_version={self.spec.ocsf_version}"
             )
             self.spool = Spool(config.spool, destination, self.name)
+            self.spool_metrics = metrics.spool_metrics(self.name, config.flush_interval)
 
     @classmethod
     def from_spec(cls, spec: SinkSpec) -> S3Sink:
@@ -90,11 +92,17 @@ class S3Sink(Sink):
 
     def restore(self, position: str | None) -> None:
         if self.spool is not None:
-            self.spool.restore(position)
+            try:
+                self.spool.restore(position)
+            finally:
+                self._export_spool()
 
     def flush(self) -> None:
         if self.spool is not None:
-            self._upload_due()
+            try:
+                self._upload_due()
+            finally:
+                self._export_spool()
 
     def status(self) -> dict[str, Any] | None:
         if self.spool is None:
@@ -136,6 +144,12 @@ class S3Sink(Sink):
         return f"{source}-{class_uid}"
 
     def _spool_write(self, ordered: list[Record]) -> list[Rejection]:
+        try:
+            return self._spool_batch(ordered)
+        finally:
+            self._export_spool()
+
+    def _spool_batch(self, ordered: list[Record]) -> list[Rejection]:
         """Spool the batch, per class; before that, upload the segments that are due (their
         chunks are all committed: a write comes after the previous one's commit or restore)."""
         from forwarder.sinks.s3.ocsf_arrow import record_batch
@@ -216,10 +230,35 @@ class S3Sink(Sink):
                 for key, body in self._segment_objects(segment):
                     if stored:
                         stored[-1].result()  # raises its SinkError: the segment stays
-                    stored.append(uploads.submit(self.transport.put, key, body, PARQUET_TYPE))
+                    stored.append(uploads.submit(self._store, key, body))
                 for upload in stored:
                     upload.result()
                 self.spool.remove(segment)
+
+    def _store(self, key: str, body: bytes) -> None:
+        """Upload one object of the spool, counted as stored or failed."""
+        counted = self.spool_metrics
+        try:
+            self.transport.put(key, body, PARQUET_TYPE)
+        except Exception:
+            counted.failures.inc()
+            raise
+        counted.objects.inc()
+        counted.uploaded_bytes.inc(len(body))
+
+    def _export_spool(self) -> None:
+        """The spool's state into its metrics: once per restore, write and flush."""
+        try:
+            tally = self.spool.tally()
+        except OSError:  # the metrics never fail a write; what failed is reported by it
+            return
+        self.spool_metrics.export(
+            tally.open_segments,
+            tally.open_bytes,
+            tally.sealed_segments,
+            tally.sealed_bytes,
+            tally.oldest_created,
+        )
 
     def _segment_objects(self, segment: Any) -> Iterator[tuple[str, bytes]]:
         """(key, body) of the Parquet objects of a sealed segment, encoded as they are asked
