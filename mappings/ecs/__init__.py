@@ -13,7 +13,6 @@ from mappings.ecs.actor import render_actor
 from mappings.ecs.plan import Plan
 from mappings.registry import SUBSECOND_KEY, MapFunction, MappingContext, MappingError
 from mappings.values import (
-    MAX_EFFECTIVE_AT,
     MINUTE_PREFIXES,
     SECONDS,
     header,
@@ -63,20 +62,7 @@ def make_mapper(context: MappingContext) -> MapFunction:
     minute_prefixes = MINUTE_PREFIXES
 
     def map_ecs(event: dict[str, Any]) -> dict[str, Any]:
-        # The common case checked inline; header() names the problem otherwise.
-        if type(event) is not dict:
-            header(event)
-        event_id = event.get("id")
-        event_type = event.get("type")
-        ts = event.get("effective_at")
-        if (
-            type(event_id) is not str
-            or not event_id
-            or type(event_type) is not str
-            or type(ts) is not int
-            or not 0 <= ts <= MAX_EFFECTIVE_AT
-        ):
-            header(event)
+        event_id, event_type, ts = header(event)
         plan = plans.get(event_type) or plan_for(event_type)
         extra = len(event) - 3
         actor = event.get("actor")

@@ -15,7 +15,7 @@ from mappings.ocsf.classes import ENTITY_MANAGEMENT
 from mappings.ocsf.plan import Plan, entity_and_result, target_id
 from mappings.ocsf_versions import NATIVE_VERSION, ClassConstraintError, renderer
 from mappings.registry import SUBSECOND_KEY, MapFunction, MappingContext, MappingError
-from mappings.values import MAX_EFFECTIVE_AT, header, original_json, subsecond
+from mappings.values import header, original_json, subsecond
 
 OCSF_VERSION = NATIVE_VERSION
 PRODUCT = {"name": "OpenAI Platform", "vendor_name": "OpenAI"}
@@ -47,20 +47,7 @@ def make_mapper(context: MappingContext) -> MapFunction:
     actor_parts = by_json(_render_actor)
 
     def map_ocsf(event: dict[str, Any], fallback: bool = False) -> dict[str, Any]:
-        # The common case checked inline; header() names the problem otherwise.
-        if type(event) is not dict:
-            header(event)
-        event_id = event.get("id")
-        event_type = event.get("type")
-        ts = event.get("effective_at")
-        if (
-            type(event_id) is not str
-            or not event_id
-            or type(event_type) is not str
-            or type(ts) is not int
-            or not 0 <= ts <= MAX_EFFECTIVE_AT
-        ):
-            header(event)
+        event_id, event_type, ts = header(event)
         plan = plans.get(event_type) or plan_for(event_type)
         metadata: dict[str, Any] = {
             "version": OCSF_VERSION,
